@@ -1,0 +1,96 @@
+"""cas-store: a content-addressed, versioned store for chat and agent sessions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .backend import Backend
+from .errors import (
+    AlreadyExists,
+    CasError,
+    Conflict,
+    CorruptObject,
+    IntegrityError,
+    InvalidArgument,
+    InvalidInput,
+    InvalidMessage,
+    InvalidMetadata,
+    InvalidSessionId,
+    NotFound,
+    ObjectNotFound,
+    SessionExists,
+    SessionNotFound,
+    StorageError,
+    StoreLocked,
+    VersionNotFound,
+)
+from .model import (
+    ANY,
+    Diff,
+    FsckReport,
+    Op,
+    RecoveryAction,
+    RecoveryReport,
+    Session,
+    SessionMeta,
+    SessionPage,
+    SessionSummary,
+    StoreStats,
+    Version,
+)
+from .sqlite_backend import SQLiteBackend
+from .store import Limits, Store, merge_patch, validate_session_id
+
+__version__ = "0.1.0"
+
+
+def open_store(location: str | os.PathLike[str], *, synchronous: str = "FULL",
+               limits: Limits | None = None) -> Store:
+    """Open (creating if needed) the store at location: a SQLite file path for now.
+
+    ``synchronous`` is SQLite's durability knob: FULL (default: an acknowledged save
+    survives power loss), NORMAL (survives a crash of the process; the last saves may
+    roll back on power loss), EXTRA.
+    """
+    return Store(SQLiteBackend(Path(location), synchronous=synchronous), limits=limits)
+
+
+__all__ = [
+    "ANY",
+    "AlreadyExists",
+    "Backend",
+    "CasError",
+    "Conflict",
+    "CorruptObject",
+    "Diff",
+    "FsckReport",
+    "IntegrityError",
+    "InvalidArgument",
+    "InvalidInput",
+    "InvalidMessage",
+    "InvalidMetadata",
+    "InvalidSessionId",
+    "Limits",
+    "NotFound",
+    "ObjectNotFound",
+    "Op",
+    "RecoveryAction",
+    "RecoveryReport",
+    "SQLiteBackend",
+    "Session",
+    "SessionExists",
+    "SessionMeta",
+    "SessionNotFound",
+    "SessionPage",
+    "SessionSummary",
+    "StorageError",
+    "Store",
+    "StoreLocked",
+    "StoreStats",
+    "Version",
+    "VersionNotFound",
+    "merge_patch",
+    "open_store",
+    "validate_session_id",
+]

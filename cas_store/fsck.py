@@ -1,0 +1,128 @@
+"""fsck: re-hash every object, then walk every version and check what it names exists.
+
+Read-only by construction: it calls no backend method that writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import CasError
+from .model import FsckProblem, FsckReport
+from .objects import Oid, decode_page, decompress, object_id
+
+if TYPE_CHECKING:
+    from .store import Store
+
+_BATCH = 500
+
+
+def run_fsck(store: Store, progress: Callable[[str, int], None] | None = None) -> FsckReport:
+    """Check the whole store; see ``Store.fsck``."""
+    from .store import _Manifest
+
+    backend = store.backend
+    bad: dict[Oid, str] = {}  # corrupt object -> why
+    checked = 0
+
+    # Pass 1: every stored object decompresses and hashes to its id.
+    batch: list[Oid] = []
+
+    def verify(ids: list[Oid]) -> None:
+        nonlocal checked
+        for oid, (kind, frame) in backend.get_frames(ids).items():
+            checked += 1
+            try:
+                payload = decompress(oid, frame, verify=False)
+            except CasError as exc:
+                bad[oid] = str(exc)
+                continue
+            if object_id(kind, payload) != oid:
+                bad[oid] = f"{kind.name.lower()} does not hash to its id"
+        if progress:
+            progress("objects", checked)
+
+    for info in backend.iter_objects():
+        batch.append(info.oid)
+        if len(batch) >= _BATCH:
+            verify(batch)
+            batch = []
+    if batch:
+        verify(batch)
+
+    # Pass 2: walk each version. below[x] = the bad or missing objects under x (memoised,
+    # so pages shared by thousands of versions are walked once).
+    missing: set[Oid] = set()
+    below: dict[Oid, frozenset[Oid]] = {}
+    empty: frozenset[Oid] = frozenset()
+
+    def problems_in(oids: list[Oid]) -> set[Oid]:
+        out = {o for o in oids if o in bad}
+        gone = backend.missing(o for o in oids if o not in bad)
+        missing.update(gone)
+        return out | gone
+
+    def page_tree(root: Oid) -> frozenset[Oid]:
+        if root in below:
+            return below[root]
+        found: set[Oid] = set()
+        if root in bad or root in missing or backend.missing([root]):
+            missing.update(backend.missing([root]))
+            below[root] = frozenset({root})
+            return below[root]
+        got = backend.get_frames([root])[root][1]
+        height, children = decode_page(decompress(root, got, verify=False))
+        if height == 0:
+            found |= problems_in(children)
+        else:
+            for c in children:
+                found |= page_tree(c)
+        below[root] = frozenset(found) if found else empty
+        return below[root]
+
+    def manifest_tree(oid: Oid) -> frozenset[Oid]:
+        if oid in below:
+            return below[oid]
+        if oid in bad or backend.missing([oid]):
+            if oid not in bad:
+                missing.add(oid)
+            below[oid] = frozenset({oid})
+            return below[oid]
+        frame = backend.get_frames([oid])[oid][1]
+        man = _Manifest.parse(decompress(oid, frame, verify=False))
+        found = problems_in([man.meta])
+        for ref in man.lists.values():
+            found |= problems_in(list(ref.tail))
+            if ref.tree is not None:
+                found |= page_tree(ref.tree)
+        below[oid] = frozenset(found) if found else empty
+        return below[oid]
+
+    affects: dict[Oid, list[tuple[str, int]]] = {}
+    head_problems: list[FsckProblem] = []
+    versions = sessions = 0
+    for head in backend.iter_heads():
+        sessions += 1
+        entries = backend.versions(head.sid)
+        if not entries or entries[0].seq != head.seq or entries[0].manifest != head.manifest:
+            head_problems.append(FsckProblem(
+                "bad_head", head.manifest.hex(),
+                f"session {head.sid!r}: head row does not match its newest version",
+                [(head.sid, head.seq)]))
+        for e in entries:
+            versions += 1
+            for oid in manifest_tree(e.manifest):
+                affects.setdefault(oid, []).append((e.sid, e.seq))
+        if progress:
+            progress("versions", versions)
+
+    problems = [
+        FsckProblem("corrupt", oid.hex(), why, affects.get(oid, []))
+        for oid, why in sorted(bad.items())
+    ]
+    problems += [
+        FsckProblem("missing", oid.hex(), "referenced but not stored", affects.get(oid, []))
+        for oid in sorted(missing)
+    ]
+    return FsckReport(checked, versions, sessions, problems + head_problems)

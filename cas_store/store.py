@@ -1,0 +1,894 @@
+"""The engine: sessions as pointers to immutable manifests, moved only by compare-and-swap.
+
+Every change follows one path (``Store._mutate``): read the head, compute the new
+objects and manifest in memory, then hand them to ``Backend.commit``, which writes the
+objects and moves the pointer only if the head is still the one read. A change asked
+for with ``expected=ANY`` is recomputed against the new head when it loses that race;
+one with an explicit ``expected`` raises ``Conflict`` instead. Nothing is ever
+overwritten, so no save can lose a version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import random
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import lists as L
+from . import recovery
+from .backend import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
+from .errors import (
+    Conflict,
+    CorruptObject,
+    InvalidArgument,
+    InvalidMetadata,
+    InvalidSessionId,
+    ObjectNotFound,
+    SessionExists,
+    SessionNotFound,
+    StorageError,
+    VersionNotFound,
+)
+from .lists import ListRef
+from .model import (
+    ANY,
+    JSON,
+    Diff,
+    Expected,
+    FsckProblem,
+    FsckReport,
+    Op,
+    RecoveryAction,
+    RecoveryReport,
+    Session,
+    SessionMeta,
+    SessionPage,
+    SessionSummary,
+    StoreStats,
+    Version,
+)
+from .objects import (
+    Kind,
+    Oid,
+    canonical_json,
+    compress,
+    decode_page,
+    decompress,
+    encode_item,
+    encode_metadata,
+    encode_page,
+    object_id,
+)
+
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+LIST_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+MESSAGES = "messages"
+TITLE_MAX = 300
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input limits and policy knobs of a store."""
+
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_metadata_bytes: int = 4 * 1024 * 1024
+    recovery_window: float = 7 * DAY
+    verify_reads: bool = True
+    max_attempts: int = 200
+
+
+def validate_session_id(sid: Any) -> str:
+    """Return sid if it is a valid session id, else raise InvalidSessionId."""
+    if not isinstance(sid, str) or not SESSION_ID_RE.fullmatch(sid):
+        raise InvalidSessionId(
+            f"invalid session id {sid!r}: use 1-128 of A-Z a-z 0-9 . _ -, starting with a"
+            " letter or digit"
+        )
+    return sid
+
+
+def merge_patch(target: JSON, patch: JSON) -> JSON:
+    """Return target with an RFC 7396 JSON merge patch applied (inputs are not modified)."""
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _title(metadata: Mapping[str, Any]) -> str:
+    title = metadata.get("title")
+    return title[:TITLE_MAX] if isinstance(title, str) else ""
+
+
+@dataclass(slots=True)
+class _Items:
+    """Validated list items: their canonical payloads and ids, computed once per call."""
+
+    ids: list[Oid]
+    payloads: list[bytes]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) for p in self.payloads)
+
+
+@dataclass(frozen=True, slots=True)
+class _Manifest:
+    meta: Oid
+    lists: dict[str, ListRef]
+
+    def payload(self) -> bytes:
+        body = {
+            "lists": {name: ref.to_json() for name, ref in sorted(self.lists.items())
+                      if name == MESSAGES or ref.count},
+            "meta": self.meta.hex(),
+            "v": 1,
+        }
+        return canonical_json(body)
+
+    @classmethod
+    def parse(cls, payload: bytes) -> _Manifest:
+        body = json.loads(payload)
+        return cls(
+            meta=Oid(bytes.fromhex(body["meta"])),
+            lists={name: ListRef.from_json(ref) for name, ref in body["lists"].items()},
+        )
+
+    @property
+    def messages(self) -> ListRef:
+        return self.lists[MESSAGES]
+
+
+class _IO:
+    """Reads objects with a per-operation cache, and stages new ones for one commit."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.backend = store.backend
+        self.cache: dict[Oid, Any] = {}
+        self.staged: dict[Oid, ObjectWrite] = {}
+
+    # reading ------------------------------------------------------------------------------
+
+    def payloads(self, oids: Sequence[Oid], kind: Kind) -> dict[Oid, bytes]:
+        """Return payloads of these ids (which must exist), verifying as configured."""
+        out: dict[Oid, bytes] = {}
+        need = [o for o in dict.fromkeys(oids) if o not in self.staged]
+        for o in oids:
+            if o in self.staged:
+                w = self.staged[o]
+                assert w.frame is not None  # noqa: S101 - staged objects here are new
+                out[o] = decompress(o, w.frame, verify=False)
+        frames = self.backend.get_frames(need)
+        verify = self.store.limits.verify_reads
+        self.store.reads[kind.name.lower()] += len(need)
+        for o in need:
+            got = frames.get(o)
+            if got is None:
+                raise ObjectNotFound(f"object {o.hex()} is missing", object_id=o.hex())
+            stored_kind, frame = got
+            if stored_kind != kind:
+                raise CorruptObject(
+                    f"object {o.hex()} is a {stored_kind.name.lower()}, expected a"
+                    f" {kind.name.lower()}",
+                    object_id=o.hex(),
+                )
+            out[o] = decompress(o, frame, verify=verify, kind=kind)
+        return out
+
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, list[Oid]]:
+        """Return children of each page (cached)."""
+        need = [o for o in oids if o not in self.cache]
+        if need:
+            for o, payload in self.payloads(need, Kind.PAGE).items():
+                try:
+                    self.cache[o] = decode_page(payload)[1]
+                except ValueError:
+                    raise CorruptObject(
+                        f"page {o.hex()} is malformed", object_id=o.hex()
+                    ) from None
+        return {o: self.cache[o] for o in oids}
+
+    def manifest(self, oid: Oid) -> _Manifest:
+        """Return a parsed manifest (cached)."""
+        got = self.cache.get(oid)
+        if got is None:
+            payload = self.payloads([oid], Kind.MANIFEST)[oid]
+            try:
+                got = _Manifest.parse(payload)
+            except (ValueError, KeyError, TypeError):
+                raise CorruptObject(
+                    f"manifest {oid.hex()} is malformed", object_id=oid.hex()
+                ) from None
+            self.cache[oid] = got
+        assert isinstance(got, _Manifest)  # noqa: S101
+        return got
+
+    def metadata(self, oid: Oid) -> dict[str, JSON]:
+        """Return a metadata object."""
+        value = json.loads(self.payloads([oid], Kind.META)[oid])
+        assert isinstance(value, dict)  # noqa: S101 - only objects are ever stored as META
+        return value
+
+    def items(self, oids: Sequence[Oid]) -> list[JSON]:
+        """Return the decoded list items, in order, a few hundred per query."""
+        out: list[JSON] = []
+        for i in range(0, len(oids), 500):
+            part = oids[i : i + 500]
+            got = self.payloads(part, Kind.CHUNK)
+            # One json.loads over the joined payloads is several times faster than one
+            # call per message, and the payloads are canonical JSON values already.
+            out.extend(json.loads(b"[" + b",".join(got[o] for o in part) + b"]"))
+        return out
+
+    # writing ------------------------------------------------------------------------------
+
+    def put(self, kind: Kind, payload: bytes, oid: Oid | None = None) -> Oid:
+        """Stage an object for the commit and return its id."""
+        oid = oid or object_id(kind, payload)
+        if oid not in self.staged:
+            self.staged[oid] = ObjectWrite(oid, kind, len(payload), compress(payload))
+        return oid
+
+    def touch(self, oid: Oid, kind: Kind, size: int) -> None:
+        """Stage a write-time refresh of an object known to exist."""
+        if oid not in self.staged:
+            self.staged[oid] = ObjectWrite(oid, kind, size, None)
+
+    def put_page(self, height: int, children: Sequence[Oid]) -> Oid:
+        """Stage a page and return its id."""
+        oid = self.put(Kind.PAGE, encode_page(height, children))
+        self.cache[oid] = list(children)
+        return oid
+
+    def put_items(self, items: _Items, skip: int = 0) -> None:
+        """Stage the chunks of items[skip:], refreshing the ones that exist already."""
+        todo = list(zip(items.ids[skip:], items.payloads[skip:], strict=True))
+        exists: set[Oid] = set()
+        if len(todo) > 8:
+            # Worth one query: a big save mostly re-sends chunks the store already has.
+            exists = set(o for o, _ in todo) - self.backend.missing(o for o, _ in todo)
+        for oid, payload in todo:
+            if oid in exists:
+                self.touch(oid, Kind.CHUNK, len(payload))
+            else:
+                self.put(Kind.CHUNK, payload, oid)
+
+
+@dataclass(slots=True)
+class _Change:
+    """What a mutation computed: the new manifest and how to describe the pointer move."""
+
+    op: Op
+    manifest: Oid
+    message_count: int
+    nbytes: int
+    title: str
+    intentional_shrink: bool = False
+    suspect_shrink: bool = False
+    deleted: bool = False
+    resolves: bool = False  # clears the session's pending suspect shrink
+    requires: list[tuple[str, int]] = field(default_factory=list)
+    noop: bool = False
+
+
+class Store:
+    """A content-addressed, versioned session store over one backend."""
+
+    def __init__(self, backend: Backend, *, limits: Limits | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.limits = limits or Limits()
+        self.clock = clock
+        #: Objects read from the backend, by kind (for tests and the stats command).
+        self.reads: Counter[str] = Counter()
+
+    def close(self) -> None:
+        """Release the backend's connections."""
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- validation -------------------------------------------------------------------------
+
+    def _items(self, values: Any, field: str = MESSAGES, *, objects: bool = True) -> _Items:
+        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+            raise InvalidArgument(f"{field} must be a list", field=field)
+        ids, payloads = [], []
+        limit = self.limits.max_message_bytes
+        for i, value in enumerate(values):
+            data = encode_item(value, i, field=field, require_object=objects, limit=limit)
+            payloads.append(data)
+            ids.append(object_id(Kind.CHUNK, data))
+        return _Items(ids, payloads)
+
+    def _extra_lists(self, lists: Mapping[str, Any] | None) -> dict[str, _Items]:
+        if lists is None:
+            return {}
+        if not isinstance(lists, Mapping):
+            raise InvalidArgument("lists must be an object of named lists", field="lists")
+        out = {}
+        for name, values in lists.items():
+            if not isinstance(name, str) or not LIST_NAME_RE.fullmatch(name) or name == MESSAGES:
+                raise InvalidArgument(f"invalid list name {name!r}", field="lists")
+            out[name] = self._items(values, name, objects=False)
+        return out
+
+    def _metadata(self, metadata: Any) -> bytes:
+        return encode_metadata({} if metadata is None else metadata,
+                               self.limits.max_metadata_bytes)
+
+    # --- the one write path -------------------------------------------------------------------
+
+    def _live_head(self, sid: str) -> HeadRow:
+        head = self.backend.head(validate_session_id(sid))
+        if head is None or head.deleted:
+            raise SessionNotFound(f"no session {sid!r}", session_id=sid)
+        return head
+
+    def _mutate(self, sid: str, expected: Expected,
+                build: Callable[[HeadRow | None, _IO], _Change], *,
+                mode: str = "live", at: float | None = None) -> Version:
+        """Compute a change from the head and commit it with compare-and-swap.
+
+        mode: "live" (the session must exist, not deleted), "create" (must not exist
+        live), "any" (must exist, deleted allowed).
+        """
+        validate_session_id(sid)
+        if expected is not ANY and (not isinstance(expected, int) or expected < 0):
+            raise InvalidArgument("expected must be a version number", field="expected")
+        for attempt in range(self.limits.max_attempts):
+            head = self.backend.head(sid)
+            if mode == "create":
+                if head is not None and not head.deleted:
+                    raise SessionExists(f"session {sid!r} exists", session_id=sid)
+            elif head is None or (head.deleted and mode == "live"):
+                raise SessionNotFound(f"no session {sid!r}", session_id=sid)
+            current = head.seq if head else 0
+            if expected is not ANY and expected != current:
+                raise Conflict(
+                    f"session {sid!r} is at version {current}, not {expected}",
+                    current=current, expected=expected,
+                )
+            io = _IO(self)
+            with self.backend.snapshot():
+                change = build(head, io)
+            if change.noop and head is not None:
+                return self._version(self._head_entry(head))
+            now = self.clock() if at is None else at
+            entry = LogEntry(
+                sid=sid, seq=current + 1, manifest=change.manifest, created_at=now,
+                op=change.op.value, message_count=change.message_count, nbytes=change.nbytes,
+                intentional_shrink=change.intentional_shrink,
+                suspect_shrink=change.suspect_shrink,
+            )
+            fresh = head is None or change.op in (Op.CREATE, Op.FORK)
+            pending = change.suspect_shrink or (
+                head is not None and head.suspect_pending and not change.resolves and not fresh
+            )
+            row = HeadRow(
+                sid=sid, seq=entry.seq, manifest=change.manifest,
+                message_count=change.message_count, nbytes=change.nbytes, title=change.title,
+                created_at=now if fresh or head is None else head.created_at,
+                updated_at=now, deleted=change.deleted, suspect_pending=pending,
+            )
+            try:
+                self.backend.commit(Commit(current, list(io.staged.values()), entry, row,
+                                           change.requires))
+                return self._version(entry)
+            except Conflict:
+                if expected is not ANY:
+                    raise
+            except Retry:
+                pass
+            # Lost a race with another writer: back off a little (jittered) and recompute.
+            time.sleep(min(0.05, 0.0005 * 2 ** min(attempt, 7)) * random.random())
+        raise StorageError(f"session {sid!r}: gave up after {self.limits.max_attempts} attempts")
+
+    def _head_entry(self, head: HeadRow) -> LogEntry:
+        entry = self.backend.version(head.sid, head.seq)
+        if entry is None:
+            raise StorageError(f"session {head.sid!r}: head version {head.seq} is missing")
+        return entry
+
+    @staticmethod
+    def _version(e: LogEntry) -> Version:
+        return Version(e.sid, e.seq, e.manifest.hex(), e.created_at, e.op, e.message_count,
+                       e.nbytes, e.intentional_shrink, e.suspect_shrink)
+
+    def _put_manifest(self, io: _IO, meta: Oid, lists: dict[str, ListRef]) -> Oid:
+        return io.put(Kind.MANIFEST, _Manifest(meta, lists).payload())
+
+    def _dropped_bytes(self, io: _IO, ref: ListRef, keep: int) -> int:
+        # The manifest keeps only a total; sizes of what a cut drops come from the object
+        # index (no chunk is read), from whichever side of the cut is shorter.
+        if keep == ref.count:
+            return ref.nbytes
+        if ref.count - keep <= keep:
+            gone = L.read_ids(ref, io, keep, ref.count)
+            sizes = self.backend.sizes(gone)
+            return ref.nbytes - sum(sizes[o] for o in gone)
+        kept = L.read_ids(ref, io, 0, keep)
+        sizes = self.backend.sizes(kept)
+        return sum(sizes[o] for o in kept)
+
+    def _replace_list(self, io: _IO, ref: ListRef, items: _Items) -> tuple[ListRef, bool]:
+        """Return (new list, shrank): ref replaced by items, sharing the common prefix."""
+        old = L.read_ids(ref, io)
+        cp = L.common_prefix(old, items.ids)
+        io.put_items(items, cp)
+        new = L.splice(ref, cp, items.ids[cp:], items.nbytes, io)
+        return new, cp < len(old)
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def create(self, sid: str, metadata: Mapping[str, JSON] | None = None,
+               messages: Iterable[JSON] = (), *, lists: Mapping[str, Any] | None = None,
+               at: float | None = None, op: Op = Op.CREATE) -> Version:
+        """Create a session (or a new life of a deleted one) at version seq+1; never overwrites.
+
+        Raises SessionExists if a live session has this id.
+        """
+        validate_session_id(sid)
+        meta = self._metadata(metadata)
+        items = self._items(messages)
+        extra = self._extra_lists(lists)
+        title = _title(json.loads(meta))
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            io.put_items(items)
+            refs = {MESSAGES: L.splice(L.EMPTY, 0, items.ids, items.nbytes, io)}
+            for name, it in extra.items():
+                io.put_items(it)
+                refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, io)
+            m = self._put_manifest(io, io.put(Kind.META, meta), refs)
+            return _Change(op, m, len(items.ids), items.nbytes, title)
+
+        return self._mutate(sid, ANY, build, mode="create", at=at)
+
+    def append(self, sid: str, messages: Iterable[JSON], *, expected: Expected = ANY,
+               at: float | None = None) -> Version:
+        """Append messages atomically; with ``expected``, only if the head is still that seq.
+
+        Writes the new chunks, the manifest and (every 16th message) a few pages: O(1)
+        bytes whatever the session's length. Appending nothing returns the head unchanged.
+        """
+        items = self._items(messages)
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            assert head is not None  # noqa: S101
+            man = io.manifest(head.manifest)
+            if not items.ids:
+                return _Change(Op.APPEND, head.manifest, head.message_count, head.nbytes,
+                               head.title, noop=True)
+            io.put_items(items)
+            ref = man.messages
+            new = L.splice(ref, ref.count, items.ids, ref.nbytes + items.nbytes, io)
+            m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new})
+            return _Change(Op.APPEND, m, new.count, new.nbytes, head.title)
+
+        return self._mutate(sid, expected, build, at=at)
+
+    def save(self, sid: str, messages: Iterable[JSON], metadata: Mapping[str, JSON] | None = None,
+             *, expected: Expected = ANY, intentional_shrink: bool = False,
+             lists: Mapping[str, Any] | None = None, at: float | None = None,
+             op: Op = Op.SAVE) -> Version:
+        """Replace the whole message list (and metadata, when given) as a new version.
+
+        Only chunks and pages that differ from the head are written. A save that drops
+        messages of the head is accepted and flagged ``suspect_shrink`` unless
+        ``intentional_shrink`` is set; the old version stays, and ``recover`` can undo it.
+        Extra named lists given in ``lists`` are replaced; the others are kept.
+        Saving exactly the head's state returns the head without a new version.
+        """
+        items = self._items(messages)
+        meta = None if metadata is None else self._metadata(metadata)
+        extra = self._extra_lists(lists)
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            assert head is not None  # noqa: S101
+            man = io.manifest(head.manifest)
+            new, shrank = self._replace_list(io, man.messages, items)
+            refs = {**man.lists, MESSAGES: new}
+            for name, it in extra.items():
+                refs[name] = self._replace_list(io, man.lists.get(name, L.EMPTY), it)[0]
+            title = head.title
+            meta_oid = man.meta
+            if meta is not None:
+                meta_oid = io.put(Kind.META, meta)
+                title = _title(json.loads(meta))
+            m = self._put_manifest(io, meta_oid, refs)
+            return _Change(op, m, new.count, new.nbytes, title,
+                           intentional_shrink=shrank and intentional_shrink,
+                           suspect_shrink=shrank and not intentional_shrink,
+                           noop=m == head.manifest)
+
+        return self._mutate(sid, expected, build, at=at)
+
+    def rewind(self, sid: str, keep: int, messages: Iterable[JSON] = (), *,
+               expected: Expected = ANY, at: float | None = None) -> Version:
+        """Keep the first ``keep`` messages and append ``messages``, as one intentional version.
+
+        The primitive behind retry, undo, edit-and-resend and replacing a streamed partial
+        message with its final form. Near the end of a long session it writes O(1) bytes.
+        """
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+            raise InvalidArgument("keep must be a non-negative integer", field="keep")
+        items = self._items(messages)
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            assert head is not None  # noqa: S101
+            man = io.manifest(head.manifest)
+            ref = man.messages
+            if keep > ref.count:
+                raise InvalidArgument(
+                    f"keep={keep} but the session has {ref.count} messages", field="keep"
+                )
+            io.put_items(items)
+            kept_bytes = self._dropped_bytes(io, ref, keep)
+            new = L.splice(ref, keep, items.ids, kept_bytes + items.nbytes, io)
+            m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new})
+            shrank = keep < ref.count and L.read_ids(new, io, keep, ref.count) != L.read_ids(
+                ref, io, keep, ref.count)
+            return _Change(Op.REWIND, m, new.count, new.nbytes, head.title,
+                           intentional_shrink=shrank, noop=m == head.manifest)
+
+        return self._mutate(sid, expected, build, at=at)
+
+    def update_metadata(self, sid: str, patch: Mapping[str, JSON], *, expected: Expected = ANY,
+                        at: float | None = None) -> Version:
+        """Apply an RFC 7396 merge patch to the metadata; the message list is never touched.
+
+        Without ``expected`` it applies to the current head even if the head moved
+        meanwhile (a patch is safe to rebase); with it, a moved head raises Conflict.
+        """
+        if not isinstance(patch, Mapping):
+            raise InvalidMetadata("a metadata patch must be a JSON object")
+        self._metadata(patch)  # validates the patch itself before any read
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            assert head is not None  # noqa: S101
+            man = io.manifest(head.manifest)
+            merged = merge_patch(io.metadata(man.meta), patch)
+            meta = self._metadata(merged)
+            m = self._put_manifest(io, io.put(Kind.META, meta), man.lists)
+            return _Change(Op.UPDATE_METADATA, m, head.message_count, head.nbytes,
+                           _title(merged), noop=m == head.manifest)
+
+        return self._mutate(sid, expected, build, at=at)
+
+    def restore(self, sid: str, seq: int, *, expected: Expected = ANY,
+                at: float | None = None) -> Version:
+        """Make version ``seq`` the head again (a new version, op ``restore``).
+
+        Also brings back a deleted session. Nothing is copied: the new head names the old
+        manifest. Clears the session's pending suspect shrink: restoring is a choice.
+        """
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            assert head is not None  # noqa: S101
+            target = self._entry(sid, seq)
+            shrank = False
+            if not head.deleted and target.manifest != head.manifest:
+                old = L.read_ids(io.manifest(head.manifest).messages, io)
+                new = L.read_ids(io.manifest(target.manifest).messages, io)
+                shrank = L.common_prefix(old, new) < len(old)
+            title = _title(io.metadata(io.manifest(target.manifest).meta))
+            return _Change(Op.RESTORE, target.manifest, target.message_count, target.nbytes,
+                           title, intentional_shrink=shrank, resolves=True,
+                           requires=[(sid, seq)])
+
+        return self._mutate(sid, expected, build, mode="any", at=at)
+
+    def fork(self, sid: str, new_sid: str | None = None, *, seq: int | None = None,
+             at: float | None = None) -> Version:
+        """Create ``new_sid`` (generated when None) with the state of sid at seq (or head).
+
+        The fork shares every object with its source; it writes one log entry.
+        """
+        validate_session_id(sid)
+        target_sid = uuid.uuid4().hex if new_sid is None else validate_session_id(new_sid)
+        if seq is None:
+            head = self._live_head(sid)
+            source = self._head_entry(head)
+        else:
+            if self.backend.head(sid) is None:
+                raise SessionNotFound(f"no session {sid!r}", session_id=sid)
+            source = self._entry(sid, seq)
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            title = _title(io.metadata(io.manifest(source.manifest).meta))
+            return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
+                           title, requires=[(sid, source.seq)])
+
+        return self._mutate(target_sid, ANY, build, mode="create", at=at)
+
+    def delete(self, sid: str, *, expected: Expected = ANY, at: float | None = None) -> Version:
+        """Delete a session: it leaves lists and loads, its versions stay (restore undoes it)."""
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            assert head is not None  # noqa: S101
+            return _Change(Op.DELETE, head.manifest, head.message_count, head.nbytes,
+                           head.title, deleted=True)
+
+        return self._mutate(sid, expected, build, at=at)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def _entry(self, sid: str, seq: int) -> LogEntry:
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise InvalidArgument("seq must be an integer", field="seq")
+        entry = self.backend.version(sid, seq)
+        if entry is None:
+            raise VersionNotFound(f"session {sid!r} has no version {seq}", session_id=sid,
+                                  seq=seq)
+        return entry
+
+    def _state(self, sid: str, seq: int | None) -> tuple[HeadRow, LogEntry | None]:
+        """Return the head and, for an explicit seq, that version (deleted sessions allowed)."""
+        validate_session_id(sid)
+        if seq is None:
+            return self._live_head(sid), None
+        head = self.backend.head(sid)
+        if head is None:
+            raise SessionNotFound(f"no session {sid!r}", session_id=sid)
+        return head, self._entry(sid, seq)
+
+    def _meta(self, io: _IO, head: HeadRow, entry: LogEntry | None) -> tuple[SessionMeta,
+                                                                             _Manifest]:
+        manifest_oid = entry.manifest if entry else head.manifest
+        man = io.manifest(manifest_oid)
+        meta = SessionMeta(
+            session_id=head.sid,
+            seq=entry.seq if entry else head.seq,
+            manifest=manifest_oid.hex(),
+            metadata=io.metadata(man.meta),
+            message_count=man.messages.count,
+            bytes=man.messages.nbytes,
+            created_at=head.created_at,
+            updated_at=entry.created_at if entry else head.updated_at,
+            list_counts={n: r.count for n, r in man.lists.items() if n != MESSAGES},
+            deleted=head.deleted and entry is None,
+        )
+        return meta, man
+
+    def load_meta(self, sid: str, *, seq: int | None = None) -> SessionMeta:
+        """Return the session (at seq, or the head) without messages; reads no chunk or page."""
+        with self.backend.snapshot():
+            head, entry = self._state(sid, seq)
+            return self._meta(_IO(self), head, entry)[0]
+
+    def load(self, sid: str, *, seq: int | None = None) -> Session:
+        """Return the session (at seq, or the head) with all its messages and named lists."""
+        with self.backend.snapshot():
+            head, entry = self._state(sid, seq)
+            io = _IO(self)
+            meta, man = self._meta(io, head, entry)
+            messages = io.items(L.read_ids(man.messages, io))
+            extra = {n: io.items(L.read_ids(r, io)) for n, r in man.lists.items()
+                     if n != MESSAGES}
+            return Session(meta, messages, extra)
+
+    def load_version(self, sid: str, seq: int) -> Session:
+        """Return the session as of version seq (also of a deleted session)."""
+        return self.load(sid, seq=seq)
+
+    def messages(self, sid: str, offset: int = 0, limit: int | None = None, *,
+                 seq: int | None = None) -> list[JSON]:
+        """Return messages[offset:offset+limit] reading only the pages that hold them.
+
+        A negative offset counts from the end (``offset=-50``: the last 50).
+        """
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise InvalidArgument("offset must be an integer", field="offset")
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidArgument("limit must be a non-negative integer", field="limit")
+        with self.backend.snapshot():
+            head, entry = self._state(sid, seq)
+            io = _IO(self)
+            ref = io.manifest(entry.manifest if entry else head.manifest).messages
+            start = max(ref.count + offset, 0) if offset < 0 else offset
+            stop = ref.count if limit is None else start + limit
+            return io.items(L.read_ids(ref, io, start, stop))
+
+    def versions(self, sid: str, *, limit: int | None = None,
+                 before: int | None = None) -> list[Version]:
+        """Return the session's versions, newest first (deleted sessions too)."""
+        validate_session_id(sid)
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise InvalidArgument("limit must be a positive integer", field="limit")
+        if self.backend.head(sid) is None:
+            raise SessionNotFound(f"no session {sid!r}", session_id=sid)
+        return [self._version(e) for e in self.backend.versions(sid, limit=limit, before=before)]
+
+    def version(self, sid: str, seq: int) -> Version:
+        """Return one version's log entry."""
+        validate_session_id(sid)
+        return self._version(self._entry(sid, seq))
+
+    def diff(self, sid: str, from_seq: int, to_seq: int) -> Diff:
+        """Return how version to_seq differs from from_seq (messages and metadata)."""
+        with self.backend.snapshot():
+            validate_session_id(sid)
+            if self.backend.head(sid) is None:
+                raise SessionNotFound(f"no session {sid!r}", session_id=sid)
+            io = _IO(self)
+            a = io.manifest(self._entry(sid, from_seq).manifest)
+            b = io.manifest(self._entry(sid, to_seq).manifest)
+            ids_a, ids_b = L.read_ids(a.messages, io), L.read_ids(b.messages, io)
+            cp = L.common_prefix(ids_a, ids_b)
+            ma, mb = io.metadata(a.meta), io.metadata(b.meta)
+            changes = {
+                k: {"from": ma.get(k), "to": mb.get(k)}
+                for k in sorted(set(ma) | set(mb))
+                if ma.get(k, _MISSING) != mb.get(k, _MISSING)
+            }
+            return Diff(sid, from_seq, to_seq, cp, io.items(ids_a[cp:]), io.items(ids_b[cp:]),
+                        changes)
+
+    def list_sessions(self, limit: int = 50, cursor: str | None = None,
+                      query: str | None = None, *, include_deleted: bool = False) -> SessionPage:
+        """Return sessions, newest update first, from beside the heads (no manifest read)."""
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidArgument("limit must be between 1 and 1000", field="limit")
+        after = _decode_cursor(cursor) if cursor else None
+        rows = self.backend.list_heads(limit=limit + 1, after=after, query=query or None,
+                                       include_deleted=include_deleted)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        page = [
+            SessionSummary(r.sid, r.title, r.seq, r.message_count, r.nbytes, r.created_at,
+                           r.updated_at, r.suspect_pending, r.deleted)
+            for r in rows
+        ]
+        nxt = _encode_cursor(rows[-1].updated_at, rows[-1].sid) if more and rows else None
+        return SessionPage(page, nxt)
+
+    # --- recovery -----------------------------------------------------------------------------
+
+    def recover(self, sid: str | None = None, *, dry_run: bool = False,
+                window: float | None = None) -> RecoveryReport:
+        """Undo suspect shrinks: bring back the cut messages plus all appended since.
+
+        Looks at sessions with an unresolved suspect shrink newer than the window
+        (default ``limits.recovery_window``, 7 days). Idempotent; never undoes an
+        intentional shrink; keeps the newest metadata. With dry_run nothing is written.
+        """
+        window = self.limits.recovery_window if window is None else window
+        sids = [validate_session_id(sid)] if sid is not None else self.backend.suspect_sessions()
+        actions = []
+        for s in sids:
+            action = self._recover_one(s, dry_run, self.clock() - window)
+            if action is not None:
+                actions.append(action)
+        return RecoveryReport(actions, dry_run)
+
+    def _recover_one(self, sid: str, dry_run: bool, window_start: float) -> RecoveryAction | None:
+        for _attempt in range(5):
+            head = self.backend.head(sid)
+            if head is None:
+                raise SessionNotFound(f"no session {sid!r}", session_id=sid)
+            if head.deleted:
+                return None
+            io = _IO(self)
+            with self.backend.snapshot():
+                entries = self._recent_entries(sid, window_start)
+                found = recovery.plan(
+                    entries, lambda e: L.read_ids(io.manifest(e.manifest).messages, io),
+                    window_start,
+                )
+            if found is None:
+                return None
+            if found.skipped:
+                return RecoveryAction(sid, "skipped", found.shrink.seq, head.message_count,
+                                      head.message_count, reason=found.skipped)
+            if dry_run:
+                return RecoveryAction(sid, "would_recover", found.shrink.seq,
+                                      head.message_count, len(found.ids))
+            try:
+                v = self._commit_recovery(sid, head.seq, found)
+            except Conflict:
+                continue  # the session moved while we planned: plan again
+            return RecoveryAction(sid, "recovered", found.shrink.seq, head.message_count,
+                                  v.message_count, new_seq=v.seq)
+        return RecoveryAction(sid, "skipped", 0, 0, 0, reason="session kept changing")
+
+    def _recent_entries(self, sid: str, window_start: float) -> list[LogEntry]:
+        """Return ascending entries from one before the window (or the last restore) on."""
+        out: list[LogEntry] = []
+        before = None
+        while True:
+            page = self.backend.versions(sid, limit=200, before=before)
+            out.extend(page)
+            if len(page) < 200 or page[-1].created_at < window_start or any(
+                e.op in recovery.RESOLVING_OPS for e in page
+            ):
+                break
+            before = page[-1].seq
+        out.reverse()
+        # Keep the entries contiguous: a gap (pruned by GC) would make the replay wrong.
+        start = len(out) - 1
+        while start > 0 and out[start - 1].seq == out[start].seq - 1:
+            start -= 1
+        return out[start:]
+
+    def _commit_recovery(self, sid: str, expected: int, found: recovery.Plan) -> Version:
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            assert head is not None  # noqa: S101
+            man = io.manifest(head.manifest)
+            ref = man.messages
+            old = L.read_ids(ref, io)
+            cp = L.common_prefix(old, found.ids)
+            sizes = self.backend.sizes(found.ids)
+            nbytes = sum(sizes[o] for o in found.ids)
+            new = L.splice(ref, cp, found.ids[cp:], nbytes, io)
+            m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new})
+            return _Change(Op.RECOVER, m, new.count, new.nbytes, head.title, resolves=True,
+                           requires=[(sid, s) for s in found.read])
+
+        return self._mutate(sid, expected, build)
+
+    # --- checks and figures -------------------------------------------------------------------
+
+    def fsck(self, progress: Callable[[str, int], None] | None = None) -> FsckReport:
+        """Re-hash every object and check every version's objects exist; changes nothing."""
+        from .fsck import run_fsck
+
+        return run_fsck(self, progress)
+
+    def stats(self) -> StoreStats:
+        """Return counts and sizes of the store."""
+        totals = self.backend.object_totals()
+        heads = list(self.backend.iter_heads())
+        return StoreStats(
+            backend=self.backend.name,
+            location=self.backend.location,
+            sessions=sum(1 for h in heads if not h.deleted),
+            deleted_sessions=sum(1 for h in heads if h.deleted),
+            versions=self.backend.count_versions(),
+            objects={k.name.lower(): totals.get(k, (0, 0, 0))[0] for k in Kind},
+            payload_bytes=sum(t[1] for t in totals.values()),
+            stored_bytes=sum(t[2] for t in totals.values()),
+            disk_bytes=self.backend.disk_bytes(),
+        )
+
+    def io(self) -> _IO:
+        """Return a reader/stager for engine modules (gc, fsck, import) — not for callers."""
+        return _IO(self)
+
+
+_MISSING = object()
+
+
+def _encode_cursor(updated_at: float, sid: str) -> str:
+    raw = json.dumps([updated_at, sid], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        updated_at, sid = json.loads(raw)
+        if not isinstance(updated_at, int | float) or not isinstance(sid, str):
+            raise ValueError
+        return float(updated_at), sid
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument("invalid cursor", field="cursor") from None
