@@ -1,0 +1,377 @@
+"""The ``cas-store`` command line: a thin layer over the engine.
+
+Every command opens the store named by ``--store`` (or ``CAS_STORE``, or the default
+under the user's data directory), calls one engine method and prints its result: a
+table on a terminal, plain lines in a pipe, JSON with ``--json``. Engine errors become
+one line on stderr and a non-zero exit status (see ``EXIT_CODES``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import platformdirs
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import errors
+from .model import Version
+from .store import Store
+
+#: Exit status per error class, checked in order (subclasses first). Usage errors exit 2.
+EXIT_CODES: list[tuple[type[errors.CasError], int]] = [
+    (errors.NotFound, 3),
+    (errors.AlreadyExists, 4),
+    (errors.Conflict, 4),
+    (errors.InvalidInput, 5),
+    (errors.IntegrityError, 6),
+    (errors.StorageError, 7),
+    (errors.CasError, 1),
+]
+
+app = typer.Typer(
+    name="cas-store",
+    help="A content-addressed, versioned store for chat sessions.\n\n"
+    "Every save keeps the previous version; nothing is overwritten. Point the commands at"
+    " a store with --store PATH or CAS_STORE (default: sessions.db under the user's data"
+    " directory).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+T = TypeVar("T")
+
+
+def default_store_path() -> Path:
+    """Return the default store file: sessions.db in the user's data directory (XDG)."""
+    return Path(platformdirs.user_data_dir("cas-store")) / "sessions.db"
+
+
+class _State:
+    store_path: Path = default_store_path()
+    synchronous: str = "FULL"
+
+
+state = _State()
+
+
+@app.callback()
+def _main(
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", "-s", envvar="CAS_STORE", help="Store file (SQLite).",
+                     show_default=False),
+    ] = None,
+    synchronous: Annotated[
+        str,
+        typer.Option(envvar="CAS_STORE_SYNCHRONOUS",
+                     help="Durability: FULL (survives power loss) or NORMAL (survives a"
+                     " crash of the process; faster)."),
+    ] = "FULL",
+) -> None:
+    """Choose the store every command works on."""
+    state.store_path = store or default_store_path()
+    state.synchronous = synchronous.upper()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit with code."""
+    err.print(f"[red]error:[/red] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def opened(*, must_exist: bool = True) -> Iterator[Store]:
+    """Open the chosen store for one command, mapping engine errors to one line + exit."""
+    from . import open_store
+
+    path = state.store_path
+    if must_exist and not path.exists():
+        fail(f"no store at {path} (set --store or CAS_STORE)", 3)
+    try:
+        store = open_store(path, synchronous=state.synchronous)
+    except (errors.CasError, ValueError) as exc:
+        fail(str(exc), exit_code(exc))
+    try:
+        yield store
+    except errors.CasError as exc:
+        fail(str(exc), exit_code(exc))
+    finally:
+        store.close()
+
+
+def exit_code(exc: BaseException) -> int:
+    """Return the exit status for an engine error (1 for anything unclassified)."""
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return 1
+
+
+def when(ts: float) -> str:
+    """Return a local, second-precision timestamp."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def print_json(value: Any) -> None:
+    """Print a JSON document to stdout."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def show_table(table: Table, rows: list[list[str]]) -> None:
+    """Print rows as a rich table on a terminal, tab-separated lines otherwise."""
+    if out.is_terminal:
+        for r in rows:
+            table.add_row(*r)
+        out.print(table)
+    else:
+        for r in rows:
+            sys.stdout.write("\t".join(r) + "\n")
+
+
+def _flags(v: Version) -> str:
+    if v.suspect_shrink:
+        return "SUSPECT SHRINK"
+    return "intentional shrink" if v.intentional_shrink else ""
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+@app.command("ls")
+def ls_cmd(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.")] = 50,
+    query: Annotated[str | None, typer.Option("--query", "-q", help="Filter on title or id.")]
+    = None,
+    deleted: Annotated[bool, typer.Option("--deleted", help="Include deleted sessions.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sessions, most recently updated first.
+
+    Example: cas-store ls -n 20 -q rome
+    """
+    with opened() as store:
+        page = store.list_sessions(limit=limit, query=query, include_deleted=deleted)
+    if as_json:
+        print_json([s.to_json() for s in page.sessions])
+        return
+    table = Table("session", "title", "messages", "seq", "updated", "flags")
+    show_table(table, [
+        [s.session_id, s.title, str(s.message_count), str(s.seq), when(s.updated_at),
+         " ".join(f for f, on in (("deleted", s.deleted), ("SUSPECT", s.suspect_shrink)) if on)]
+        for s in page.sessions
+    ])
+
+
+@app.command("log")
+def log_cmd(
+    session: Annotated[str, typer.Argument(help="Session id.")],
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most this many.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a session's version history, newest first.
+
+    Example: cas-store log chat-1 -n 10
+    """
+    with opened() as store:
+        versions = store.versions(session, limit=limit)
+    if as_json:
+        print_json([v.to_json() for v in versions])
+        return
+    table = Table("seq", "when", "op", "messages", "bytes", "flags", "manifest")
+    show_table(table, [
+        [str(v.seq), when(v.created_at), v.op, str(v.message_count), str(v.bytes), _flags(v),
+         v.manifest[:12]]
+        for v in versions
+    ])
+
+
+def _split_ref(ref: str) -> tuple[str, int | None]:
+    sid, at, seq = ref.partition("@")
+    if not at:
+        return sid, None
+    try:
+        return sid, int(seq)
+    except ValueError:
+        fail(f"bad version in {ref!r}: expected SESSION@SEQ with a number", 2)
+
+
+@app.command("show")
+def show_cmd(
+    ref: Annotated[str, typer.Argument(metavar="SESSION[@SEQ]", help="Session, at a version.")],
+    as_json: JsonOpt = False,
+    meta_only: Annotated[bool, typer.Option("--meta", help="Metadata only.")] = False,
+) -> None:
+    """Show a session (or one of its versions): metadata and messages.
+
+    Example: cas-store show chat-1@3 --json
+    """
+    sid, seq = _split_ref(ref)
+    with opened() as store:
+        if meta_only:
+            meta = store.load_meta(sid, seq=seq)
+            if as_json:
+                print_json(meta.to_json())
+                return
+            session_meta, messages = meta, None
+        else:
+            s = store.load(sid, seq=seq)
+            if as_json:
+                print_json(s.to_json())
+                return
+            session_meta, messages = s.meta, s.messages
+    out.print(f"[bold]{session_meta.session_id}[/bold] @ {session_meta.seq}  "
+              f"{session_meta.message_count} messages, {session_meta.bytes} bytes")
+    out.print(json.dumps(session_meta.metadata, ensure_ascii=False, indent=2), markup=False)
+    for i, m in enumerate(messages or []):
+        role = m.get("role", "?") if isinstance(m, dict) else "?"
+        content = m.get("content", "") if isinstance(m, dict) else m
+        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        out.print(f"[dim]{i:>5}[/dim] [bold]{role}[/bold]: ", end="")
+        out.print(text[:500] + ("…" if len(text) > 500 else ""), markup=False)
+
+
+@app.command("diff")
+def diff_cmd(
+    session: Annotated[str, typer.Argument(help="Session id.")],
+    a: Annotated[int, typer.Argument(help="From version.")],
+    b: Annotated[int, typer.Argument(help="To version.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what changed between two versions of a session.
+
+    Example: cas-store diff chat-1 3 5
+    """
+    with opened() as store:
+        d = store.diff(session, a, b)
+    if as_json:
+        print_json(d.to_json())
+        return
+    out.print(f"{session}: {a} → {b}: {d.common_prefix} messages in common, "
+              f"{len(d.removed)} removed, {len(d.added)} added")
+    for m in d.removed:
+        out.print("- " + json.dumps(m, ensure_ascii=False)[:300], markup=False, style="red")
+    for m in d.added:
+        out.print("+ " + json.dumps(m, ensure_ascii=False)[:300], markup=False, style="green")
+    for key, change in d.metadata_changes.items():
+        out.print(f"metadata {key}: {json.dumps(change['from'])} → {json.dumps(change['to'])}",
+                  markup=False)
+
+
+@app.command("restore")
+def restore_cmd(
+    session: Annotated[str, typer.Argument(help="Session id.")],
+    seq: Annotated[int, typer.Argument(help="Version to bring back.")],
+    expected: Annotated[int | None, typer.Option(help="Fail unless the head is this seq.")]
+    = None,
+) -> None:
+    """Make an old version the head again (recorded as a new version; undoable).
+
+    Example: cas-store restore chat-1 3
+    """
+    from .model import ANY
+
+    with opened() as store:
+        v = store.restore(session, seq, expected=ANY if expected is None else expected)
+    out.print(f"{session}: version {seq} restored as version {v.seq} "
+              f"({v.message_count} messages)")
+
+
+@app.command("recover")
+def recover_cmd(
+    session: Annotated[str | None, typer.Argument(help="Only this session.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; change nothing.")]
+    = False,
+    window_days: Annotated[float | None, typer.Option("--window-days",
+                                                      help="Look back this far (default 7).")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Undo suspect shrinks: bring back lost messages plus everything added since.
+
+    Example: cas-store recover --dry-run
+    """
+    with opened() as store:
+        report = store.recover(session, dry_run=dry_run,
+                               window=None if window_days is None else window_days * 86400)
+    if as_json:
+        print_json(report.to_json())
+        return
+    if not report.actions:
+        out.print("nothing to recover")
+    for a in report.actions:
+        if a.action == "skipped":
+            out.print(f"{a.session_id}: skipped ({a.reason})", markup=False)
+        else:
+            verb = "would recover" if dry_run else "recovered"
+            out.print(f"{a.session_id}: {verb} {a.from_count} → {a.to_count} messages"
+                      f" (shrink at version {a.shrink_seq})")
+
+
+@app.command("fsck")
+def fsck_cmd(as_json: JsonOpt = False) -> None:
+    """Verify every object's hash and that every version is complete; changes nothing.
+
+    Exits 6 when a problem is found. Example: cas-store fsck
+    """
+    with opened() as store:
+        report = store.fsck()
+    if as_json:
+        print_json(report.to_json())
+    else:
+        out.print(f"{report.objects_checked} objects, {report.versions_checked} versions,"
+                  f" {report.sessions_checked} sessions checked")
+        for p in report.problems:
+            where = ", ".join(f"{s}@{q}" for s, q in p.affects[:10])
+            more = f" (+{len(p.affects) - 10} more)" if len(p.affects) > 10 else ""
+            out.print(f"{p.kind} {p.object_id}: {p.detail}; affects {where or 'nothing'}{more}",
+                      markup=False)
+        out.print("ok" if report.ok else f"{len(report.problems)} problem(s)")
+    if not report.ok:
+        raise typer.Exit(6)
+
+
+@app.command("stats")
+def stats_cmd(as_json: JsonOpt = False) -> None:
+    """Show counts and sizes of the store.
+
+    Example: cas-store stats --json
+    """
+    with opened() as store:
+        s = store.stats()
+    if as_json:
+        print_json(s.to_json())
+        return
+    for key, value in s.to_json().items():
+        out.print(f"{key}: {value}", markup=False)
+
+
+def main() -> None:
+    """Run the command line; engine errors print one line and exit non-zero."""
+    app()
+
+
+def run_guarded(fn: Callable[[], T]) -> T:
+    """Call fn, turning an engine error into one error line and its exit status."""
+    try:
+        return fn()
+    except errors.CasError as exc:
+        fail(str(exc), exit_code(exc))
