@@ -62,6 +62,7 @@ from .objects import (
     compress,
     decode_page,
     decompress,
+    decompress_many,
     encode_item,
     encode_metadata,
     encode_page,
@@ -73,6 +74,7 @@ LIST_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 MESSAGES = "messages"
 TITLE_MAX = 300
 DAY = 86400.0
+_LOAD_BATCH = 1000  # chunk ids per query on a full load: few round trips, bounded memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class Limits:
     max_message_bytes: int = 16 * 1024 * 1024
     max_metadata_bytes: int = 4 * 1024 * 1024
     recovery_window: float = 7 * DAY
-    verify_reads: bool = True
+    verify_reads: bool = False  # zstd frame checksums still catch corruption on read
     max_attempts: int = 200
 
 
@@ -225,15 +227,42 @@ class _IO:
         return value
 
     def items(self, oids: Sequence[Oid]) -> list[JSON]:
-        """Return the decoded list items, in order, a few hundred per query."""
+        """Return the decoded list items, in order, a thousand per query."""
         out: list[JSON] = []
-        for i in range(0, len(oids), 500):
-            part = oids[i : i + 500]
-            got = self.payloads(part, Kind.CHUNK)
+        for i in range(0, len(oids), _LOAD_BATCH):
+            part = oids[i : i + _LOAD_BATCH]
+            if self.store.limits.verify_reads or len(part) < 64 or self.staged:
+                got = self.payloads(part, Kind.CHUNK)
+                payloads = [got[o] for o in part]
+            else:
+                payloads = self._bulk_chunks(part)
             # One json.loads over the joined payloads is several times faster than one
             # call per message, and the payloads are canonical JSON values already.
-            out.extend(json.loads(b"[" + b",".join(got[o] for o in part) + b"]"))
+            out.extend(json.loads(b"[" + b",".join(payloads) + b"]"))
         return out
+
+    def _bulk_chunks(self, part: Sequence[Oid]) -> list[bytes]:
+        """Return chunk payloads in order, decompressing on all cores (zstd drops the GIL)."""
+        unique = list(dict.fromkeys(part))
+        frames = self.backend.get_frames(unique)
+        self.store.reads["chunk"] += len(unique)
+        ordered = []
+        for o in unique:
+            got = frames.get(o)
+            if got is None:
+                raise ObjectNotFound(f"object {o.hex()} is missing", object_id=o.hex())
+            if got[0] != Kind.CHUNK:
+                raise CorruptObject(f"object {o.hex()} is not a chunk", object_id=o.hex())
+            ordered.append(got[1])
+        try:
+            segments = decompress_many(ordered)
+        except CorruptObject:
+            # Find and name the bad frame.
+            for o, frame in zip(unique, ordered, strict=True):
+                decompress(o, frame, verify=False)
+            raise
+        by_id = dict(zip(unique, segments, strict=True))
+        return [by_id[o] for o in part]
 
     # writing ------------------------------------------------------------------------------
 
@@ -889,6 +918,7 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         updated_at, sid = json.loads(raw)
         if not isinstance(updated_at, int | float) or not isinstance(sid, str):
             raise ValueError
+        sid.encode("utf-8")  # a lone surrogate from "\ud800" cannot be a stored id
         return float(updated_at), sid
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeError):
         raise InvalidArgument("invalid cursor", field="cursor") from None

@@ -1,0 +1,247 @@
+"""What one append costs at N = 100 … 100,000 messages: cas-store beside a whole-JSON-file store.
+
+For each N, a session of N messages is built, then K more messages are appended one at a
+time (every version kept). Printed per store and N:
+
+* bytes written per append, excluding the message's own chunk (cas-store: new objects'
+  stored bytes + the log entry and head row it adds; JSON file: the whole file rewritten),
+  and the store file's growth per append (after a WAL checkpoint);
+* append latency (median, p95), load_meta latency, full load latency.
+
+Both stores fsync every save (cas-store: WAL + synchronous=FULL; JSON: fsync + os.replace).
+
+    python -m bench.append_cost            # N = 100, 1k, 10k, 100k
+    python -m bench.append_cost --quick    # N = 100, 1k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cas_store import open_store
+from cas_store.backend import Commit
+from cas_store.objects import Kind
+
+WORDS = (
+    "the a to of and in that is for it on with as was be this by at from or an are not"
+    " you have but they we his her she he one all would there their what so up out if"
+    " about who get which go me when make can like time no just him know take people into"
+    " year your good some could them see other than then now look only come its over think"
+    " also back after use two how our work first well way even new want because any these"
+    " give day most us session message store version pointer chunk manifest recovery"
+    " python json sqlite latency conversation assistant user tool result error retry"
+).split()
+
+
+def make_message(rng: random.Random, i: int) -> dict[str, Any]:
+    """Return a realistic chat message of 200-2,000 characters (some with tool calls)."""
+    n = rng.randint(200, 2000)
+    words: list[str] = []
+    size = 0
+    while size < n:
+        w = rng.choice(WORDS)
+        words.append(w)
+        size += len(w) + 1
+    msg: dict[str, Any] = {
+        "role": "user" if i % 2 == 0 else "assistant",
+        "content": " ".join(words)[:n],
+        "id": f"msg-{i:07d}",
+        "created_at": 1_700_000_000 + i * 7,
+    }
+    if i % 2 and rng.random() < 0.15:
+        msg["tool_calls"] = [{
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": rng.choice(["search", "read_file", "run"]),
+                         "arguments": json.dumps({"q": " ".join(rng.sample(WORDS, 5))})},
+        }]
+    return msg
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
+    """Return the wall-clock seconds of repeat calls of fn."""
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def p95(xs: list[float]) -> float:
+    """Return the 95th percentile."""
+    return sorted(xs)[int(0.95 * (len(xs) - 1))]
+
+
+class JsonFileStore:
+    """The incident's design: one JSON file per session, rewritten whole on every save."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _write(self, sid: str, session: dict[str, Any]) -> int:
+        path = self.root / f"{sid}.json"
+        tmp = path.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(session, f, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        os.replace(tmp, path)
+        return size
+
+    def create(self, sid: str, metadata: dict[str, Any], messages: list[Any]) -> None:
+        """Write a new session file."""
+        self._write(sid, {**metadata, "messages": messages})
+
+    def append(self, sid: str, session: dict[str, Any], message: Any) -> int:
+        """Append in memory and rewrite the whole file; return bytes written."""
+        session["messages"].append(message)
+        return self._write(sid, session)
+
+    def load(self, sid: str) -> dict[str, Any]:
+        """Parse the whole file."""
+        with open(self.root / f"{sid}.json", encoding="utf-8") as f:
+            return json.load(f)  # type: ignore[no-any-return]
+
+    def load_meta(self, sid: str) -> dict[str, Any]:
+        """Parse the whole file and drop the messages (the naive metadata read)."""
+        s = self.load(sid)
+        s.pop("messages", None)
+        return s
+
+
+def bench_cas(root: Path, n: int, k: int, rng: random.Random) -> dict[str, float]:
+    """Measure cas-store at N messages; return the figures."""
+    store = open_store(root / f"cas-{n}.db")
+    backend = store.backend
+    sid = "bench"
+    msgs = [make_message(rng, i) for i in range(n)]
+    store.create(sid, {"title": "benchmark", "model": "m-1"}, msgs)
+    written: list[int] = []
+    real_commit = backend.commit
+
+    def counting_commit(change: Commit) -> None:
+        # Everything the pointer move adds besides the message chunks themselves: new
+        # pages, manifest, metadata (none on append), the log entry and the head row.
+        extra = sum(len(o.frame) for o in change.objects
+                    if o.frame is not None and o.kind != Kind.CHUNK)
+        e = change.entry
+        log_row = len(e.sid) + 8 + 32 + 8 + len(e.op) + 8 + 8 + 1
+        head_row = len(e.sid) + 8 + 32 + 8 + 8 + len(change.head.title) + 8 + 8 + 2
+        written.append(extra + log_row + head_row)
+        real_commit(change)
+
+    backend.commit = counting_commit  # type: ignore[method-assign]
+    backend.checkpoint()  # type: ignore[attr-defined]
+    size0 = sum(backend.file_sizes().values())  # type: ignore[attr-defined]
+    chunk_bytes = 0
+    lat = []
+    for i in range(n, n + k):
+        m = make_message(rng, i)
+        from cas_store.objects import canonical_json, compress
+
+        chunk_bytes += len(compress(canonical_json(m)))
+        t = time.perf_counter()
+        store.append(sid, [m])
+        lat.append(time.perf_counter() - t)
+    backend.commit = real_commit  # type: ignore[method-assign]
+    backend.checkpoint()  # type: ignore[attr-defined]
+    growth = (sum(backend.file_sizes().values()) - size0 - chunk_bytes) / k  # type: ignore[attr-defined]
+    meta = timed(lambda: store.load_meta(sid), 50)
+    full = timed(lambda: store.load(sid), 3 if n >= 100_000 else 10)
+    store.close()
+    return {
+        "written": statistics.mean(written),
+        "written_max": max(written),
+        "growth": growth,
+        "append_med": statistics.median(lat),
+        "append_p95": p95(lat),
+        "meta": statistics.median(meta),
+        "load": statistics.median(full),
+    }
+
+
+def bench_json(root: Path, n: int, k: int, rng: random.Random) -> dict[str, float]:
+    """Measure the whole-JSON-file store at N messages; return the figures."""
+    store = JsonFileStore(root)
+    sid = f"json-{n}"
+    msgs = [make_message(rng, i) for i in range(n)]
+    session: dict[str, Any] = {"title": "benchmark", "model": "m-1", "messages": msgs}
+    store.create(sid, {"title": "benchmark", "model": "m-1"}, msgs)
+    written, lat = [], []
+    for i in range(n, n + k):
+        m = make_message(rng, i)
+        t = time.perf_counter()
+        written.append(store.append(sid, session, m))
+        lat.append(time.perf_counter() - t)
+    meta = timed(lambda: store.load_meta(sid), 3 if n >= 100_000 else 20)
+    full = timed(lambda: store.load(sid), 3 if n >= 100_000 else 10)
+    return {
+        "written": statistics.mean(written),
+        "written_max": max(written),
+        "growth": 0.0,
+        "append_med": statistics.median(lat),
+        "append_p95": p95(lat),
+        "meta": statistics.median(meta),
+        "load": statistics.median(full),
+    }
+
+
+def fmt_bytes(b: float) -> str:
+    """Return a short human size."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(b) < 1024 or unit == "GB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return f"{b:.1f} GB"
+
+
+def ms(s: float) -> str:
+    """Return seconds as milliseconds."""
+    return f"{s * 1000:.2f} ms"
+
+
+def main() -> None:
+    """Run the benchmark and print a markdown table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="N = 100 and 1,000 only")
+    ap.add_argument("--appends", type=int, default=200, help="appends measured per N")
+    args = ap.parse_args()
+    sizes = [100, 1_000] if args.quick else [100, 1_000, 10_000, 100_000]
+    rows = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
+        root = Path(d)
+        for n in sizes:
+            k = args.appends if n < 100_000 else min(args.appends, 50)
+            cas = bench_cas(root, n, k, random.Random(n))
+            js = bench_json(root, n, k, random.Random(n))
+            rows.append((n, cas, js))
+            print(f"N={n}: done", flush=True)
+    print()
+    print("Per append at the end of a session of N messages; both stores fsync every save.")
+    print("'written' excludes the message's own chunk (cas-store) — the JSON store rewrites"
+          " the whole file.")
+    print()
+    print("| N | store | bytes written / append (mean, max) | file growth / append |"
+          " append median | append p95 | load_meta | full load |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for n, cas, js in rows:
+        for name, r in (("cas-store", cas), ("JSON file", js)):
+            growth = fmt_bytes(r["growth"]) if name == "cas-store" else "—"
+            print(f"| {n:,} | {name} | {fmt_bytes(r['written'])}, {fmt_bytes(r['written_max'])}"
+                  f" | {growth} | {ms(r['append_med'])} | {ms(r['append_p95'])}"
+                  f" | {ms(r['meta'])} | {ms(r['load'])} |")
+
+
+if __name__ == "__main__":
+    main()
