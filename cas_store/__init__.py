@@ -25,6 +25,7 @@ from .errors import (
     StoreLocked,
     VersionNotFound,
 )
+from .gc import GCReport, gc
 from .model import (
     ANY,
     Diff,
@@ -65,6 +66,7 @@ __all__ = [
     "CorruptObject",
     "Diff",
     "FsckReport",
+    "GCReport",
     "IntegrityError",
     "InvalidArgument",
     "InvalidInput",
@@ -90,6 +92,7 @@ __all__ = [
     "StoreStats",
     "Version",
     "VersionNotFound",
+    "gc",
     "merge_patch",
     "open_store",
     "validate_session_id",

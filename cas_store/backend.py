@@ -122,6 +122,24 @@ class Backend(abc.ABC):
         refreshed after the caller looked at it survives.
         """
 
+    @abc.abstractmethod
+    def ordinals(self, oids: Sequence[Oid]) -> dict[Oid, int]:
+        """Return each stored id's ordinal; missing ids are left out.
+
+        An ordinal is a small non-negative integer, unique among stored objects and fixed
+        for as long as the object exists (a deleted object's ordinal may be reused). GC
+        keeps its mark set as a bitmap over ordinals, so they should be dense. A backend
+        must not renumber objects (e.g. SQLite VACUUM on a table without an INTEGER
+        PRIMARY KEY) while a GC runs.
+        """
+
+    @abc.abstractmethod
+    def iter_ordinals(self, written_before: float) -> Iterator[tuple[int, Oid, int]]:
+        """Yield (ordinal, id, stored bytes) of each object written before the cutoff.
+
+        In ordinal order, a page at a time (no long read lock): GC's sweep candidates.
+        """
+
     # --- version log ----------------------------------------------------------------------
 
     @abc.abstractmethod

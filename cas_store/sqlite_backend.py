@@ -288,6 +288,35 @@ class SQLiteBackend(Backend):
             freed += sum(r[0] for r in rows)
         return count, freed
 
+    def ordinals(self, oids: Sequence[Oid]) -> dict[Oid, int]:
+        """Return the rowid of each stored id (dense: GC's bitmap mark set indexes by it)."""
+        out: dict[Oid, int] = {}
+        for part in _chunks(list(dict.fromkeys(oids))):
+            marks = ",".join("?" * len(part))
+            for rowid, oid in self._read(
+                f"SELECT rowid, oid FROM objects WHERE oid IN ({marks})", part
+            ):
+                out[Oid(bytes(oid))] = rowid
+        return out
+
+    def iter_ordinals(self, written_before: float) -> Iterator[tuple[int, Oid, int]]:
+        """Yield (rowid, id, stored bytes) of objects written before the cutoff, by rowid."""
+        last = 0
+        while True:
+            # Paged by rowid range rather than by matching rows, so each query reads a
+            # bounded slice of the table however few rows in it are old.
+            rows = self._read(
+                "SELECT rowid, oid, length(data), wtime FROM objects"
+                " WHERE rowid > ? ORDER BY rowid LIMIT 5000",
+                (last,),
+            )
+            if not rows:
+                return
+            for rowid, oid, stored, wtime in rows:
+                if wtime < written_before:
+                    yield rowid, Oid(bytes(oid)), stored
+            last = rows[-1][0]
+
     # --- version log -------------------------------------------------------------------------
 
     def head(self, sid: str) -> HeadRow | None:

@@ -1,0 +1,435 @@
+"""Garbage collection: expire versions by a retention policy, then delete what nothing reaches.
+
+Three steps, each safe to interrupt at any point:
+
+1. **Retention.** Per session, the version log is cut to what the policy keeps (always
+   the head, and every version recovery may still replay); a deleted session whose
+   deletion is older than ``deleted_retention`` goes entirely. Each session is one
+   transaction that never deletes the head.
+2. **Mark.** From every version still in the log — listed after step 1 finished, then
+   re-listed for versions committed meanwhile — through manifests and pages to chunks.
+   The mark set is a bitmap over the backend's object ordinals (1 bit an object: 1.25 MB
+   for 10 million), and it doubles as the memo that stops a page shared by thousands of
+   versions from being walked twice.
+3. **Sweep.** Every unmarked object written before ``start - grace`` is deleted, in
+   batches; the backend re-checks the write time in the deleting transaction, so an
+   object a writer has just reused (a dedup hit refreshes its write time) survives.
+
+Why this never breaks a version a writer is creating meanwhile is argued in
+docs/design.md ("Garbage collection").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import recovery
+from .backend import Backend, HeadRow, LogEntry
+from .errors import InvalidArgument
+from .objects import Kind, Oid, decode_page, decompress
+
+if TYPE_CHECKING:
+    from .store import Store
+
+DAY = 86400.0
+_BATCH = 500  # ids per backend call: matches the backends' IN (...) batches
+_RESCANS = 5  # re-listings for versions committed during the mark (see _mark_new)
+
+#: progress(phase, done, total): phase is "retention", "mark" or "sweep"; total may be None.
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class GCReport:
+    """What a GC run removed (or, with ``dry_run``, would remove), and what it kept."""
+
+    dry_run: bool
+    started_at: float
+    cutoff: float  # objects written at or after this time were spared whatever they are
+    sessions: int
+    sessions_dropped: int
+    versions_pruned: int
+    versions_kept: int
+    objects_marked: int
+    objects_swept: int
+    bytes_swept: int  # stored (compressed) bytes
+    missing: int  # references to objects that were not stored (run fsck when non-zero)
+    mark_seconds: float
+    sweep_seconds: float
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "dry_run": self.dry_run,
+            "started_at": self.started_at,
+            "cutoff": self.cutoff,
+            "sessions": self.sessions,
+            "sessions_dropped": self.sessions_dropped,
+            "versions_pruned": self.versions_pruned,
+            "versions_kept": self.versions_kept,
+            "objects_marked": self.objects_marked,
+            "objects_swept": self.objects_swept,
+            "bytes_swept": self.bytes_swept,
+            "missing": self.missing,
+            "mark_seconds": round(self.mark_seconds, 3),
+            "sweep_seconds": round(self.sweep_seconds, 3),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Which versions of a session survive: the policy and the clock it is applied at."""
+
+    keep_last: int | None
+    keep_within: float | None
+    now: float
+    recovery_window_start: float
+    deleted_before: float  # deleted sessions whose deletion is older than this go
+
+    def keeps(self, head: HeadRow, entries: Sequence[LogEntry]) -> set[int]:
+        """Return the seqs to keep of a session's ascending log entries."""
+        everything = {e.seq for e in entries}
+        if head.deleted or (self.keep_last is None and self.keep_within is None):
+            # A deleted session keeps its whole history until it expires: restore
+            # brings any of it back.
+            return everything
+        keep = {head.seq}
+        if self.keep_last is not None:
+            keep.update(e.seq for e in entries[-self.keep_last:])
+        if self.keep_within is not None:
+            since = self.now - self.keep_within
+            keep.update(e.seq for e in entries if e.created_at >= since)
+        keep.update(self.recovery_needs(entries))
+        return keep & everything | {head.seq}
+
+    def recovery_needs(self, entries: Sequence[LogEntry]) -> list[int]:
+        """Return the seqs recovery may still replay, oldest first.
+
+        That is the larger side of the first unresolved suspect shrink inside the window
+        and every version from it to the head: the replay needs the contiguous run.
+        """
+        start = len(entries) - 1
+        # Recovery only reads the contiguous run ending at the head (Store._recent_entries).
+        while start > 0 and entries[start - 1].seq == entries[start].seq - 1:
+            start -= 1
+        run = entries[start:]
+        i = recovery.first_unresolved_shrink(run, self.recovery_window_start)
+        return [] if i is None else [e.seq for e in run[i - 1:]]
+
+    def expired(self, head: HeadRow) -> bool:
+        """Return True if this is a deleted session past its deleted-retention."""
+        return head.deleted and head.updated_at < self.deleted_before
+
+
+class Bitmap:
+    """A growable set of non-negative integers, one bit each."""
+
+    __slots__ = ("bits", "count")
+
+    def __init__(self, size: int = 0) -> None:
+        self.bits = bytearray((size >> 3) + 1)
+        self.count = 0
+
+    def add(self, n: int) -> bool:
+        """Add n; return True if it was not in the set before."""
+        byte, bit = n >> 3, 1 << (n & 7)
+        if byte >= len(self.bits):
+            self.bits.extend(bytes(max(byte + 1 - len(self.bits), len(self.bits))))
+        if self.bits[byte] & bit:
+            return False
+        self.bits[byte] |= bit
+        self.count += 1
+        return True
+
+    def __contains__(self, n: object) -> bool:
+        if not isinstance(n, int):
+            return False
+        byte = n >> 3
+        return byte < len(self.bits) and bool(self.bits[byte] & (1 << (n & 7)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the bitmap occupies."""
+        return len(self.bits)
+
+
+class Marker:
+    """Marks everything reachable from manifests, walking each object at most once."""
+
+    def __init__(self, backend: Backend, progress: Progress | None = None) -> None:
+        self.backend = backend
+        self.marked = Bitmap()
+        self.missing = 0
+        self.progress = progress
+        self._reported = 0
+
+    def _fresh(self, oids: Iterable[Oid]) -> list[Oid]:
+        """Mark these ids; return the ones that were not marked before."""
+        out: list[Oid] = []
+        unique = list(dict.fromkeys(oids))
+        ordinals = self.backend.ordinals(unique)
+        for oid in unique:
+            n = ordinals.get(oid)
+            if n is None:
+                # Referenced but not stored: a damaged store (fsck reports it). Nothing
+                # below it can be found, so there is nothing more to mark.
+                self.missing += 1
+            elif self.marked.add(n):
+                out.append(oid)
+        if self.progress and self.marked.count - self._reported >= 10_000:
+            self._reported = self.marked.count
+            self.progress("mark", self.marked.count, None)
+        return out
+
+    def _payloads(self, oids: Sequence[Oid], kind: Kind) -> list[tuple[Oid, bytes]]:
+        frames = self.backend.get_frames(oids)
+        out = []
+        for oid in oids:
+            got = frames.get(oid)
+            if got is None or got[0] != kind:
+                self.missing += 1
+                continue
+            out.append((oid, decompress(oid, got[1], verify=False)))
+        return out
+
+    def manifests(self, oids: Sequence[Oid]) -> None:
+        """Mark these manifests and everything under them."""
+        from .store import _Manifest
+
+        for i in range(0, len(oids), _BATCH):
+            fresh = self._fresh(oids[i : i + _BATCH])
+            leaves: list[Oid] = []
+            roots: list[Oid] = []
+            for _oid, payload in self._payloads(fresh, Kind.MANIFEST):
+                try:
+                    man = _Manifest.parse(payload)
+                except (ValueError, KeyError, TypeError):
+                    self.missing += 1  # unreadable: fsck reports it as corrupt
+                    continue
+                leaves.append(man.meta)
+                for ref in man.lists.values():
+                    leaves.extend(ref.tail)
+                    if ref.tree is not None:
+                        roots.append(ref.tree)
+            self._leaves(leaves)
+            self._pages(roots)
+
+    def _leaves(self, oids: Sequence[Oid]) -> None:
+        for i in range(0, len(oids), _BATCH):
+            self._fresh(oids[i : i + _BATCH])
+
+    def _pages(self, roots: list[Oid]) -> None:
+        # Depth-first by batches: the pending list stays about tree height x batch x
+        # fan-out ids long, however many pages there are.
+        stack = list(roots)
+        while stack:
+            batch = stack[-_BATCH:]
+            del stack[-_BATCH:]
+            leaves: list[Oid] = []
+            for _oid, payload in self._payloads(self._fresh(batch), Kind.PAGE):
+                try:
+                    height, children = decode_page(payload)
+                except (ValueError, IndexError):
+                    self.missing += 1
+                    continue
+                if height == 0:
+                    leaves.extend(children)
+                else:
+                    stack.extend(children)
+            self._leaves(leaves)
+
+
+def _duration(value: float | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise InvalidArgument(f"{name} must be a non-negative number of seconds", field=name)
+    return float(value)
+
+
+def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None = None,
+       deleted_retention: float = 30 * DAY, grace: float = 3600.0, dry_run: bool = False,
+       progress: Progress | None = None) -> GCReport:
+    """Expire versions the policy does not keep, then delete objects no version reaches.
+
+    Never breaks a retained version, also while writers keep writing. With the defaults
+    every version is kept and only unreferenced objects older than ``grace`` seconds go.
+    ``keep_last`` / ``keep_within`` (seconds) combine: a version survives if either keeps
+    it. With ``dry_run`` nothing is written and the report says what would go.
+    """
+    if keep_last is not None and (
+        isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
+    ):
+        raise InvalidArgument("keep_last must be a positive integer", field="keep_last")
+    keep_within = _duration(keep_within, "keep_within")
+    deleted_retention = _duration(deleted_retention, "deleted_retention") or 0.0
+    grace = _duration(grace, "grace") or 0.0
+
+    backend = store.backend
+    started = time.time()
+    # The sweep compares with write times stamped by the backend's clock (wall time);
+    # the policy compares with version times stamped by the store's clock.
+    cutoff = started - grace
+    now = store.clock()
+    policy = Retention(keep_last, keep_within, now, now - store.limits.recovery_window,
+                       now - deleted_retention)
+
+    # 1. Retention. All pruning is done before the mark lists anything (see design.md).
+    sessions = dropped = pruned = 0
+    for head in backend.iter_heads():
+        sessions += 1
+        if progress and sessions % 100 == 0:
+            progress("retention", sessions, None)
+        entries = backend.versions(head.sid, ascending=True)
+        if policy.expired(head):
+            if dry_run or backend.drop_session(head.sid, head.seq):
+                dropped += 1
+                pruned += len(entries)
+            continue  # a session that moved meanwhile is no longer expired: next run
+        keep = policy.keeps(head, entries)
+        gone = [e.seq for e in entries if e.seq not in keep]
+        if gone:
+            pruned += len(gone) if dry_run else backend.prune_versions(head.sid, gone)
+
+    # 2. Mark.
+    t_mark = time.monotonic()
+    marker = Marker(backend, progress)
+    seen: dict[str, int] = {}
+    kept = _mark_all(backend, marker, policy, seen, dry_run)
+    for _ in range(_RESCANS):
+        more = _mark_new(backend, marker, seen)
+        kept += more
+        if not more:
+            break
+    mark_seconds = time.monotonic() - t_mark
+    if progress:
+        progress("mark", marker.marked.count, marker.marked.count)
+
+    # 3. Sweep.
+    t_sweep = time.monotonic()
+    swept, freed = _sweep(backend, marker.marked, cutoff, dry_run, progress)
+    sweep_seconds = time.monotonic() - t_sweep
+
+    return GCReport(
+        dry_run=dry_run, started_at=started, cutoff=cutoff, sessions=sessions,
+        sessions_dropped=dropped, versions_pruned=pruned, versions_kept=kept,
+        objects_marked=marker.marked.count, objects_swept=swept, bytes_swept=freed,
+        missing=marker.missing, mark_seconds=mark_seconds, sweep_seconds=sweep_seconds,
+        seconds=time.time() - started,
+    )
+
+
+def _retained(policy: Retention, head: HeadRow, entries: list[LogEntry],
+              dry_run: bool) -> list[LogEntry]:
+    # After a real retention step the log holds exactly what is kept (plus versions
+    # committed since); a dry run changed nothing, so it applies the policy again.
+    if not dry_run:
+        return entries
+    if policy.expired(head):
+        return []
+    keep = policy.keeps(head, entries)
+    return [e for e in entries if e.seq in keep]
+
+
+def _mark_all(backend: Backend, marker: Marker, policy: Retention, seen: dict[str, int],
+              dry_run: bool) -> int:
+    """Mark from every version in the log; record each session's newest seq seen."""
+    kept = 0
+    for head in backend.iter_heads():
+        entries = backend.versions(head.sid, ascending=True)
+        if not entries:
+            continue
+        seen[head.sid] = entries[-1].seq
+        retained = _retained(policy, head, entries, dry_run)
+        kept += len(retained)
+        marker.manifests([e.manifest for e in retained])
+    return kept
+
+
+def _mark_new(backend: Backend, marker: Marker, seen: dict[str, int]) -> int:
+    """Mark from versions committed since their session was last listed; return how many.
+
+    Not needed for safety against writers (a new version only adds objects it wrote,
+    which are fresh, to objects of versions that were marked), but it makes the mark
+    independent of that argument where it is cheap: only moved heads are read again.
+    """
+    kept = 0
+    for head in backend.iter_heads():
+        last = seen.get(head.sid)
+        if last is not None and head.seq == last:
+            continue
+        entries = backend.versions(head.sid, ascending=True)
+        if not entries:
+            continue
+        # A head below what was seen is a session dropped and created again: all new.
+        new = [e for e in entries if last is None or head.seq < last or e.seq > last]
+        seen[head.sid] = entries[-1].seq
+        # Marked whole also in a dry run: the policy needs the full log, and marking more
+        # only understates what would go.
+        kept += len(new)
+        marker.manifests([e.manifest for e in new])
+    return kept
+
+
+def _sweep(backend: Backend, marked: Bitmap, cutoff: float, dry_run: bool,
+           progress: Progress | None) -> tuple[int, int]:
+    """Delete (or count) unmarked objects written before the cutoff; return (count, bytes)."""
+    total = sum(n for n, _, _ in backend.object_totals().values()) if progress else None
+    count = freed = scanned = 0
+    batch: list[Oid] = []
+    pending_bytes = 0
+
+    def flush() -> None:
+        nonlocal count, freed, batch, pending_bytes
+        if dry_run:
+            count += len(batch)
+            freed += pending_bytes
+        else:
+            n, b = backend.delete_objects(batch, cutoff)
+            count += n
+            freed += b
+        batch, pending_bytes = [], 0
+
+    for ordinal, oid, stored in backend.iter_ordinals(cutoff):
+        scanned += 1
+        if ordinal not in marked:
+            batch.append(oid)
+            pending_bytes += stored
+            if len(batch) >= _BATCH:
+                flush()
+                if progress:
+                    progress("sweep", scanned, total)
+    if batch:
+        flush()
+    if progress:
+        progress("sweep", total or scanned, total)
+    return count, freed
+
+
+def report_lines(report: GCReport) -> list[str]:
+    """Return the human-readable summary of a report (what the CLI prints)."""
+    verb = "would go" if report.dry_run else "went"
+    return [
+        f"versions: {report.versions_pruned} {verb}"
+        f" ({report.sessions_dropped} deleted sessions expired), {report.versions_kept} kept",
+        f"objects: {report.objects_swept} {verb} ({_size(report.bytes_swept)}),"
+        f" {report.objects_marked} in use",
+    ] + ([f"warning: {report.missing} referenced objects are missing; run fsck"]
+         if report.missing else [])
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value, unit = n / 1024, "KB"
+    for bigger in ("MB", "GB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
