@@ -9,7 +9,6 @@ one line on stderr and a non-zero exit status (see ``EXIT_CODES``), never a trac
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -362,6 +361,81 @@ def stats_cmd(as_json: JsonOpt = False) -> None:
         return
     for key, value in s.to_json().items():
         out.print(f"{key}: {value}", markup=False)
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(
+        metavar="HOST", help="Address to bind (default 127.0.0.1; env CAS_STORE_HOST)."
+        " Any other than loopback needs a token.", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(
+        metavar="PORT", help="TCP port (default 8000; env CAS_STORE_PORT).",
+        show_default=False)] = None,
+    token: Annotated[str | None, typer.Option(
+        metavar="TOKEN", help="Require 'Authorization: Bearer TOKEN' on every /api route"
+        " (env CAS_STORE_TOKEN).", show_default=False)] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        "--cors-origin", help="Allow this browser origin (repeatable; env"
+        " CAS_STORE_CORS_ORIGINS, comma-separated). CORS is off without one.", metavar="ORIGIN",
+        show_default=False)] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(
+        metavar="BYTES",
+        help="Largest request body (default 32 MiB; env CAS_STORE_MAX_BODY_BYTES).",
+        show_default=False)] = None,
+    recover: Annotated[bool | None, typer.Option(
+        "--recover/--no-recover", help="Run recovery before accepting requests"
+        " (default: on).", show_default=False)] = None,
+    log_level: Annotated[str | None, typer.Option(
+        metavar="LEVEL", help="uvicorn log level (default info).", show_default=False)] = None,
+) -> None:
+    """Serve the HTTP API (and the version-history pages) on the chosen store.
+
+    Runs recovery once before accepting requests and logs what it restored.
+    Listens on 127.0.0.1 unless --host says otherwise; refuses any other address without a
+    token.
+
+    Example: cas-store --store chats.db serve --port 8000
+    """
+    import uvicorn
+    from pydantic import ValidationError
+
+    from .api import create_app
+    from .api.settings import Settings
+
+    given: dict[str, Any] = {
+        "host": host, "port": port, "token": token, "cors_origins": cors_origin,
+        "max_body_bytes": max_body_bytes, "recover_on_start": recover, "log_level": log_level,
+    }
+    try:
+        settings = Settings(store=state.store_path, synchronous=state.synchronous,
+                            **{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        fail("; ".join(_settings_problem(e) for e in exc.errors()), 2)
+    try:
+        application = create_app(settings)
+    except (errors.CasError, ValueError) as exc:
+        fail(str(exc), exit_code(exc))
+    uvicorn.run(application, host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), log_config=_log_config())
+
+
+def _settings_problem(e: Any) -> str:
+    """Return one readable line for a settings validation error."""
+    msg = str(e.get("msg", "invalid setting")).removeprefix("Value error, ")
+    loc = ".".join(str(p) for p in e.get("loc", ()))
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _log_config() -> dict[str, Any]:
+    """Return uvicorn's logging setup, extended to the API's own logger (recovery lines)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["cas_store"] = {"handlers": ["default"], "level": "INFO",
+                                      "propagate": False}
+    return config
 
 
 def main() -> None:
