@@ -301,6 +301,8 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
     marker = Marker(backend, progress)
     seen: dict[str, int] = {}
     kept = _mark_all(backend, marker, policy, seen, dry_run)
+    if progress:
+        progress("mark", marker.marked.count, None)
     for _ in range(_RESCANS):
         more = _mark_new(backend, marker, seen)
         kept += more
