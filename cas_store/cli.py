@@ -363,6 +363,69 @@ def stats_cmd(as_json: JsonOpt = False) -> None:
         out.print(f"{key}: {value}", markup=False)
 
 
+@app.command("gc")
+def gc_cmd(
+    keep_last: Annotated[int | None, typer.Option(
+        "--keep-last", min=1, help="Keep each session's N newest versions.")] = None,
+    keep_within: Annotated[str | None, typer.Option(
+        "--keep-within", metavar="DURATION",
+        help="Keep versions newer than this (30d, 12h, 90m, 45s).")] = None,
+    deleted_retention: Annotated[str, typer.Option(
+        "--deleted-retention", metavar="DURATION",
+        help="Drop deleted sessions entirely this long after deletion.")] = "30d",
+    grace: Annotated[str, typer.Option(
+        "--grace", metavar="DURATION",
+        help="Spare unreferenced objects written this recently.")] = "1h",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; change nothing.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete old versions by a retention policy, then every object no version reaches.
+
+    By default every version is kept and only unreferenced objects go.
+
+    --keep-last and --keep-within combine: a version survives if either keeps it.
+
+    The head, and the versions recovery may still need, always stay.
+
+    Safe while a server writes; safe to interrupt (run it again to finish).
+
+    Example: cas-store gc --keep-last 20 --keep-within 30d --dry-run
+    """
+    from .gc import gc, parse_duration, report_lines
+
+    try:
+        within = None if keep_within is None else parse_duration(keep_within)
+        deleted = parse_duration(deleted_retention)
+        spare = parse_duration(grace)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    try:
+        with opened() as store:
+            if err.is_terminal and not as_json:
+                from rich.progress import Progress
+
+                with Progress(console=err, transient=True) as bar:
+                    task = bar.add_task("gc", total=None)
+
+                    def show(phase: str, done: int, total: int | None) -> None:
+                        bar.update(task, description=phase, completed=done, total=total)
+
+                    report = gc(store, keep_last=keep_last, keep_within=within,
+                                deleted_retention=deleted, grace=spare, dry_run=dry_run,
+                                progress=show)
+            else:
+                report = gc(store, keep_last=keep_last, keep_within=within,
+                            deleted_retention=deleted, grace=spare, dry_run=dry_run)
+    except KeyboardInterrupt:
+        fail("interrupted; the store is consistent: run gc again to finish", 130)
+    if as_json:
+        print_json(report.to_json())
+        return
+    for line in report_lines(report):
+        out.print(line, markup=False)
+
+
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str | None, typer.Option(
@@ -449,3 +512,7 @@ def run_guarded(fn: Callable[[], T]) -> T:
         return fn()
     except errors.CasError as exc:
         fail(str(exc), exit_code(exc))
+
+
+if __name__ == "__main__":
+    main()
