@@ -435,3 +435,25 @@ def _size(n: int) -> str:
         value, unit = value / 1024, bigger
     return f"{value:.1f} {unit}"
 
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
+
+
+def parse_duration(text: str) -> float:
+    """Return the seconds of a duration like ``30d``, ``12h``, ``90m``, ``45s`` or ``0``.
+
+    Raises ValueError with a message naming the accepted forms.
+    """
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:]) if t else None
+    number = t[:-1] if unit is not None else t
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if not number or value < 0 or value != value or value == float("inf"):
+        raise ValueError(
+            f"bad duration {text!r}: use a number with s, m, h, d or w (e.g. 30d, 12h, 90m)"
+        )
+    return value * (unit or 1.0)
