@@ -31,14 +31,15 @@ from cas_store import open_store
 from cas_store.backend import Commit
 from cas_store.objects import Kind
 
-WORDS = (
-    "the a to of and in that is for it on with as was be this by at from or an are not"
-    " you have but they we his her she he one all would there their what so up out if"
-    " about who get which go me when make can like time no just him know take people into"
-    " year your good some could them see other than then now look only come its over think"
-    " also back after use two how our work first well way even new want because any these"
-    " give day most us session message store version pointer chunk manifest recovery"
-    " python json sqlite latency conversation assistant user tool result error retry"
+WORDS = (  # noqa: SIM905 - one line per sentence-ish run reads better
+    "the a to of and in that is for it on with as was be this by at from or an are "
+    "not you have but they we his her she he one all would there their what so up "
+    "out if about who get which go me when make can like time no just him know take "
+    "people into year your good some could them see other than then now look only "
+    "come its over think also back after use two how our work first well way even "
+    "new want because any these give day most us session message store version "
+    "pointer chunk manifest recovery python json sqlite latency conversation "
+    "assistant user tool result error retry "
 ).split()
 
 

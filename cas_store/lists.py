@@ -117,7 +117,7 @@ def _splice_tree(root: Oid | None, old_leaves: int, keep_leaves: int,
         r = unchanged % FANOUT
         carried: list[Oid] = []
         if r:
-            assert root is not None  # noqa: S101 - r > 0 implies an old tree exists
+            assert root is not None  # r > 0 implies an old tree exists
             if level + 1 > old_height:
                 carried = [root]  # the old root becomes the first child of a taller root
             else:
@@ -131,7 +131,7 @@ def _splice_tree(root: Oid | None, old_leaves: int, keep_leaves: int,
         level += 1
     if changed:
         return changed[0]
-    assert root is not None  # noqa: S101
+    assert root is not None
     return _node_at(root, old_height, level, 0, io)
 
 
@@ -148,7 +148,7 @@ def splice(ref: ListRef, keep: int, new_ids: Sequence[Oid], nbytes: int, io: Pag
         keep_leaves, partial = divmod(keep, FANOUT)
         carry = []
         if partial:
-            assert ref.tree is not None  # noqa: S101
+            assert ref.tree is not None
             leaf = _node_at(ref.tree, height(old_leaves), 0, keep_leaves, io)
             carry = io.pages([leaf])[leaf][:partial]
     items = carry + list(new_ids)

@@ -109,9 +109,13 @@ def encode_item(value: Any, index: int, *, field: str, require_object: bool, lim
     try:
         data = canonical_json(value)
     except (TypeError, ValueError, UnicodeError) as exc:
-        raise InvalidMessage(f"{field}[{index}] is not valid JSON: {exc}", index=index, field=field)
+        raise InvalidMessage(
+            f"{field}[{index}] is not valid JSON: {exc}", index=index, field=field
+        ) from None
     except RecursionError:
-        raise InvalidMessage(f"{field}[{index}] is nested too deeply", index=index, field=field)
+        raise InvalidMessage(
+            f"{field}[{index}] is nested too deeply", index=index, field=field
+        ) from None
     if len(data) > limit:
         raise InvalidMessage(
             f"{field}[{index}] is {len(data)} bytes, over the limit of {limit}",
@@ -130,9 +134,9 @@ def encode_metadata(value: Any, limit: int) -> bytes:
     try:
         data = canonical_json(value)
     except (TypeError, ValueError, UnicodeError) as exc:
-        raise InvalidMetadata(f"metadata is not valid JSON: {exc}")
+        raise InvalidMetadata(f"metadata is not valid JSON: {exc}") from None
     except RecursionError:
-        raise InvalidMetadata("metadata is nested too deeply")
+        raise InvalidMetadata("metadata is nested too deeply") from None
     if len(data) > limit:
         raise InvalidMetadata(f"metadata is {len(data)} bytes, over the limit of {limit}")
     if _has_non_str_key(value):

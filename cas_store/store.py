@@ -43,7 +43,6 @@ from .model import (
     JSON,
     Diff,
     Expected,
-    FsckProblem,
     FsckReport,
     Op,
     RecoveryAction,
@@ -173,7 +172,7 @@ class _IO:
         for o in oids:
             if o in self.staged:
                 w = self.staged[o]
-                assert w.frame is not None  # noqa: S101 - staged objects here are new
+                assert w.frame is not None
                 out[o] = decompress(o, w.frame, verify=False)
         frames = self.backend.get_frames(need)
         verify = self.store.limits.verify_reads
@@ -217,13 +216,13 @@ class _IO:
                     f"manifest {oid.hex()} is malformed", object_id=oid.hex()
                 ) from None
             self.cache[oid] = got
-        assert isinstance(got, _Manifest)  # noqa: S101
+        assert isinstance(got, _Manifest)
         return got
 
     def metadata(self, oid: Oid) -> dict[str, JSON]:
         """Return a metadata object."""
         value = json.loads(self.payloads([oid], Kind.META)[oid])
-        assert isinstance(value, dict)  # noqa: S101 - only objects are ever stored as META
+        assert isinstance(value, dict)
         return value
 
     def items(self, oids: Sequence[Oid]) -> list[JSON]:
@@ -503,7 +502,7 @@ class Store:
         items = self._items(messages)
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            assert head is not None  # noqa: S101
+            assert head is not None
             man = io.manifest(head.manifest)
             if not items.ids:
                 return _Change(Op.APPEND, head.manifest, head.message_count, head.nbytes,
@@ -533,7 +532,7 @@ class Store:
         extra = self._extra_lists(lists)
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            assert head is not None  # noqa: S101
+            assert head is not None
             man = io.manifest(head.manifest)
             new, shrank = self._replace_list(io, man.messages, items)
             refs = {**man.lists, MESSAGES: new}
@@ -564,7 +563,7 @@ class Store:
         items = self._items(messages)
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            assert head is not None  # noqa: S101
+            assert head is not None
             man = io.manifest(head.manifest)
             ref = man.messages
             if keep > ref.count:
@@ -594,7 +593,7 @@ class Store:
         self._metadata(patch)  # validates the patch itself before any read
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            assert head is not None  # noqa: S101
+            assert head is not None
             man = io.manifest(head.manifest)
             merged = merge_patch(io.metadata(man.meta), patch)
             meta = self._metadata(merged)
@@ -613,7 +612,7 @@ class Store:
         """
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            assert head is not None  # noqa: S101
+            assert head is not None
             target = self._entry(sid, seq)
             shrank = False
             if not head.deleted and target.manifest != head.manifest:
@@ -654,7 +653,7 @@ class Store:
         """Delete a session: it leaves lists and loads, its versions stay (restore undoes it)."""
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            assert head is not None  # noqa: S101
+            assert head is not None
             return _Change(Op.DELETE, head.manifest, head.message_count, head.nbytes,
                            head.title, deleted=True)
 
@@ -818,12 +817,13 @@ class Store:
             if head.deleted:
                 return None
             io = _IO(self)
+
+            def ids_of(e: LogEntry, io: _IO = io) -> list[Oid]:
+                return L.read_ids(io.manifest(e.manifest).messages, io)
+
             with self.backend.snapshot():
                 entries = self._recent_entries(sid, window_start)
-                found = recovery.plan(
-                    entries, lambda e: L.read_ids(io.manifest(e.manifest).messages, io),
-                    window_start,
-                )
+                found = recovery.plan(entries, ids_of, window_start)
             if found is None:
                 return None
             if found.skipped:
@@ -861,7 +861,7 @@ class Store:
 
     def _commit_recovery(self, sid: str, expected: int, found: recovery.Plan) -> Version:
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            assert head is not None  # noqa: S101
+            assert head is not None
             man = io.manifest(head.manifest)
             ref = man.messages
             old = L.read_ids(ref, io)

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from cas_store import InvalidMessage, InvalidMetadata
+from cas_store.errors import CorruptObject
 from cas_store.objects import (
     Kind,
     canonical_json,
@@ -14,7 +15,6 @@ from cas_store.objects import (
     encode_metadata,
     object_id,
 )
-from cas_store.errors import CorruptObject
 
 
 def test_canonical_json_sorts_keys_and_drops_whitespace() -> None:

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support import msg, msgs
 
 from cas_store import (
     ANY,
@@ -19,8 +20,6 @@ from cas_store import (
     merge_patch,
     open_store,
 )
-
-from support import msg, msgs
 
 
 def test_the_quick_tour(store: Store) -> None:
