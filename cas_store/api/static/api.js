@@ -6,12 +6,19 @@
 const TOKEN_KEY = "cas-store.token";
 
 export class ApiError extends Error {
-  constructor(status, body) {
+  constructor(status, body, headers) {
     const err = (body && body.error) || {};
     super(err.message || `HTTP ${status}`);
     this.status = status;
     this.code = err.code || `http_${status}`;
     this.details = err;
+    this.etag = headers?.get("ETag") ?? null;
+  }
+
+  /** For a conflict: the session's current version, from the body or the ETag. */
+  get currentSeq() {
+    const n = this.details.current ?? this.details.current_seq ?? this.etag?.replace(/\D/g, "");
+    return n === undefined || n === null || n === "" ? null : Number(n);
   }
 }
 
@@ -72,7 +79,7 @@ export async function request(path, { method = "GET", body, headers = {} } = {})
       if (fresh) continue;
       throw new ApiError(401, data || { error: { code: "unauthorized", message: "A token is required." } });
     }
-    if (!res.ok) throw new ApiError(res.status, data);
+    if (!res.ok) throw new ApiError(res.status, data, res.headers);
     return { data, res };
   }
 }

@@ -444,7 +444,7 @@ function confirmRestore(sid, seq, version, headSeq, box) {
       btn.disabled = false;
       box.querySelector(".conflict")?.remove();
       if (err instanceof api.ApiError && (err.status === 412 || err.code === "conflict")) {
-        const now = err.details.current;
+        const now = err.currentSeq;
         box.append(h("div", { class: "note warn conflict", role: "alert" },
           h("p", {}, h("strong", {}, "The session has moved on. "),
             `It is now at version ${now ?? "?"}, not ${headSeq} as when this page loaded, so nothing was restored.`
