@@ -140,6 +140,17 @@ class Backend(abc.ABC):
         In ordinal order, a page at a time (no long read lock): GC's sweep candidates.
         """
 
+    @abc.abstractmethod
+    def lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the named lease for owner until now + ttl; False if another holds it.
+
+        A holder that stops renewing (killed) blocks others for at most ttl seconds.
+        """
+
+    @abc.abstractmethod
+    def release(self, name: str, owner: str) -> None:
+        """Give up the named lease if owner holds it."""
+
     # --- version log ----------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -22,13 +22,14 @@ docs/design.md ("Garbage collection").
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import recovery
 from .backend import Backend, HeadRow, LogEntry
-from .errors import InvalidArgument
+from .errors import InvalidArgument, StoreLocked
 from .objects import Kind, Oid, decode_page, decompress
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 DAY = 86400.0
 _BATCH = 500  # ids per backend call: matches the backends' IN (...) batches
 _RESCANS = 5  # re-listings for versions committed during the mark (see _mark_new)
+LEASE_TTL = 120.0  # a killed GC blocks the next one for at most this long
 
 #: progress(phase, done, total): phase is "retention", "mark" or "sweep"; total may be None.
 Progress = Callable[[str, int, int | None], None]
@@ -158,11 +160,40 @@ class Bitmap:
         return len(self.bits)
 
 
+class Lease:
+    """The store-wide GC lease: two GC runs never interleave their steps."""
+
+    def __init__(self, backend: Backend, *, held: bool, ttl: float = LEASE_TTL) -> None:
+        self.backend = backend
+        self.owner = uuid.uuid4().hex
+        self.held = held  # a dry run writes nothing, so it takes no lease
+        self.ttl = ttl
+        self._renewed = -ttl
+
+    def renew(self) -> None:
+        """Take or renew the lease when a quarter of it has passed; raise if it is lost."""
+        if not self.held or time.monotonic() - self._renewed < self.ttl / 4:
+            return
+        if not self.backend.lease("gc", self.owner, self.ttl):
+            raise StoreLocked(
+                "another gc is running on this store (one that was killed holds it for up"
+                f" to {self.ttl:g}s); try again later"
+            )
+        self._renewed = time.monotonic()
+
+    def release(self) -> None:
+        """Give the lease up."""
+        if self.held:
+            self.backend.release("gc", self.owner)
+
+
 class Marker:
     """Marks everything reachable from manifests, walking each object at most once."""
 
-    def __init__(self, backend: Backend, progress: Progress | None = None) -> None:
+    def __init__(self, backend: Backend, progress: Progress | None = None,
+                 tick: Callable[[], None] = lambda: None) -> None:
         self.backend = backend
+        self.tick = tick
         self.marked = Bitmap()
         self.missing = 0
         self.progress = progress
@@ -171,6 +202,7 @@ class Marker:
     def _fresh(self, oids: Iterable[Oid]) -> list[Oid]:
         """Mark these ids; return the ones that were not marked before."""
         out: list[Oid] = []
+        self.tick()
         unique = list(dict.fromkeys(oids))
         ordinals = self.backend.ordinals(unique)
         for oid in unique:
@@ -279,10 +311,51 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
     policy = Retention(keep_last, keep_within, now, now - store.limits.recovery_window,
                        now - deleted_retention)
 
-    # 1. Retention. All pruning is done before the mark lists anything (see design.md).
+    lease = Lease(backend, held=not dry_run)
+    lease.renew()
+    try:
+        # 1. Retention. All pruning is done before the mark lists anything (design.md).
+        sessions, dropped, pruned = _retention(backend, policy, dry_run, lease, progress)
+
+        # 2. Mark.
+        t_mark = time.monotonic()
+        marker = Marker(backend, progress, lease.renew)
+        seen: dict[str, int] = {}
+        kept = _mark_all(backend, marker, policy, seen, dry_run)
+        if progress:
+            progress("mark", marker.marked.count, None)
+        for _ in range(_RESCANS):
+            more = _mark_new(backend, marker, seen)
+            kept += more
+            if not more:
+                break
+        mark_seconds = time.monotonic() - t_mark
+        if progress:
+            progress("mark", marker.marked.count, marker.marked.count)
+
+        # 3. Sweep.
+        t_sweep = time.monotonic()
+        swept, freed = _sweep(backend, marker.marked, cutoff, dry_run, lease, progress)
+        sweep_seconds = time.monotonic() - t_sweep
+    finally:
+        lease.release()
+
+    return GCReport(
+        dry_run=dry_run, started_at=started, cutoff=cutoff, sessions=sessions,
+        sessions_dropped=dropped, versions_pruned=pruned, versions_kept=kept,
+        objects_marked=marker.marked.count, objects_swept=swept, bytes_swept=freed,
+        missing=marker.missing, mark_seconds=mark_seconds, sweep_seconds=sweep_seconds,
+        seconds=time.time() - started,
+    )
+
+
+def _retention(backend: Backend, policy: Retention, dry_run: bool, lease: Lease,
+               progress: Progress | None) -> tuple[int, int, int]:
+    """Prune every session's log to what the policy keeps; return (sessions, dropped, pruned)."""
     sessions = dropped = pruned = 0
     for head in backend.iter_heads():
         sessions += 1
+        lease.renew()
         if progress and sessions % 100 == 0:
             progress("retention", sessions, None)
         entries = backend.versions(head.sid, ascending=True)
@@ -295,35 +368,7 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
         gone = [e.seq for e in entries if e.seq not in keep]
         if gone:
             pruned += len(gone) if dry_run else backend.prune_versions(head.sid, gone)
-
-    # 2. Mark.
-    t_mark = time.monotonic()
-    marker = Marker(backend, progress)
-    seen: dict[str, int] = {}
-    kept = _mark_all(backend, marker, policy, seen, dry_run)
-    if progress:
-        progress("mark", marker.marked.count, None)
-    for _ in range(_RESCANS):
-        more = _mark_new(backend, marker, seen)
-        kept += more
-        if not more:
-            break
-    mark_seconds = time.monotonic() - t_mark
-    if progress:
-        progress("mark", marker.marked.count, marker.marked.count)
-
-    # 3. Sweep.
-    t_sweep = time.monotonic()
-    swept, freed = _sweep(backend, marker.marked, cutoff, dry_run, progress)
-    sweep_seconds = time.monotonic() - t_sweep
-
-    return GCReport(
-        dry_run=dry_run, started_at=started, cutoff=cutoff, sessions=sessions,
-        sessions_dropped=dropped, versions_pruned=pruned, versions_kept=kept,
-        objects_marked=marker.marked.count, objects_swept=swept, bytes_swept=freed,
-        missing=marker.missing, mark_seconds=mark_seconds, sweep_seconds=sweep_seconds,
-        seconds=time.time() - started,
-    )
+    return sessions, dropped, pruned
 
 
 def _retained(policy: Retention, head: HeadRow, entries: list[LogEntry],
@@ -378,7 +423,7 @@ def _mark_new(backend: Backend, marker: Marker, seen: dict[str, int]) -> int:
     return kept
 
 
-def _sweep(backend: Backend, marked: Bitmap, cutoff: float, dry_run: bool,
+def _sweep(backend: Backend, marked: Bitmap, cutoff: float, dry_run: bool, lease: Lease,
            progress: Progress | None) -> tuple[int, int]:
     """Delete (or count) unmarked objects written before the cutoff; return (count, bytes)."""
     total = sum(n for n, _, _ in backend.object_totals().values()) if progress else None
@@ -392,6 +437,7 @@ def _sweep(backend: Backend, marked: Bitmap, cutoff: float, dry_run: bool,
             count += len(batch)
             freed += pending_bytes
         else:
+            lease.renew()  # a GC that stalled past its lease must not delete any more
             n, b = backend.delete_objects(batch, cutoff)
             count += n
             freed += b

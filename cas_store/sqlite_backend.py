@@ -317,6 +317,29 @@ class SQLiteBackend(Backend):
                     yield rowid, Oid(bytes(oid)), stored
             last = rows[-1][0]
 
+    def lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew a lease kept in store_info, in one write transaction."""
+        key, now = f"lease:{name}", time.time()
+        con = self._con()
+        with self._write(con):
+            row = con.execute("SELECT value FROM store_info WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                holder, _, until = str(row[0]).rpartition(" ")
+                if holder != owner and float(until) > now:
+                    return False
+            con.execute("INSERT OR REPLACE INTO store_info VALUES (?, ?)",
+                        (key, f"{owner} {now + ttl!r}"))
+        return True
+
+    def release(self, name: str, owner: str) -> None:
+        """Delete the lease row if owner holds it."""
+        con = self._con()
+        key = f"lease:{name}"
+        with self._write(con):
+            row = con.execute("SELECT value FROM store_info WHERE key = ?", (key,)).fetchone()
+            if row is not None and str(row[0]).rpartition(" ")[0] == owner:
+                con.execute("DELETE FROM store_info WHERE key = ?", (key,))
+
     # --- version log -------------------------------------------------------------------------
 
     def head(self, sid: str) -> HeadRow | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cas_store import InvalidArgument, SQLiteBackend, Store, VersionNotFound
+from cas_store import InvalidArgument, SQLiteBackend, Store, StoreLocked, VersionNotFound
 from cas_store.gc import DAY, Bitmap, GCReport, gc
 from cas_store.objects import Kind, canonical_json, object_id
 
@@ -373,3 +373,21 @@ def test_pruned_version_is_gone_for_restore(store: Store) -> None:
     run_gc(store, keep_last=1)
     with pytest.raises(VersionNotFound):
         store.restore("a", 1)
+
+
+def test_a_second_gc_is_refused_while_one_holds_the_lease(store: Store) -> None:
+    _garbage_store(store)
+    assert store.backend.lease("gc", "other-run", 60)
+    with pytest.raises(StoreLocked, match="another gc is running"):
+        gc(store, keep_last=1, grace=0)
+    assert gc(store, keep_last=1, grace=0, dry_run=True).versions_pruned > 0  # writes nothing
+    assert store.versions("a")[-1].seq == 1  # nothing was pruned by the refused run
+    store.backend.release("gc", "other-run")
+    assert run_gc(store, keep_last=1).versions_pruned > 0
+    assert store.backend.lease("gc", "next", 60)  # the finished run gave the lease up
+
+
+def test_a_killed_gc_blocks_the_next_one_only_until_its_lease_expires(store: Store) -> None:
+    assert store.backend.lease("gc", "killed-run", 0.05)
+    time.sleep(0.1)
+    run_gc(store)

@@ -191,3 +191,16 @@ def test_markup_in_data_is_shown_as_text(server: Server, open_page: OpenPage) ->
     expect(page.get_by_role("heading", level=1)).to_have_text(seed.HOSTILE_TITLE)
     expect(page.locator(".msg .text")).to_have_text('<img src="/evil.png" onerror="boom()">hi')
     assert page.locator("main img, main script, main b").count() == 0
+
+
+def test_restores_and_recoveries_are_labelled(server: Server, open_page: OpenPage) -> None:
+    page, _ = open_page(server, WIDE, f"/#/s/{seed.RECOVERED}")
+    recovered = page.locator('a.point[data-kind="recover"]')
+    expect(recovered).to_have_count(1)
+    expect(recovered.locator("text.label")).to_have_text("recovered")
+    expect(page.locator("#shrink-warning")).to_have_count(0)  # resolved by the recovery
+    page.goto(f"{server.base}/#/s/{seed.RESTORED}")
+    restored = page.locator('a.point[data-kind="restore"]')
+    expect(restored).to_have_attribute("data-seq", "3")
+    expect(restored.locator("text.label")).to_have_text("restored")
+    shot(page, "wide-9-session-with-restore")

@@ -8,12 +8,13 @@ import { h, s, absTime, plural } from "./dom.js";
 
 const HEIGHT = 190;
 const PAD = { top: 30, right: 24, bottom: 30, left: 44 };
-const STEP_MIN = 18; // px between points before the chart scrolls sideways
+const STEP_MIN = 9; // px between points before the chart scrolls sideways
 
 export function kindOf(v) {
   if (v.suspect_shrink) return "suspect";
-  if (v.intentional_shrink) return "intentional";
+  // A restore that drops newer messages is flagged intentional too; say what it was.
   if (v.op === "restore" || v.op === "recover") return v.op;
+  if (v.intentional_shrink) return "intentional";
   if (v.op === "delete") return "delete";
   return "plain";
 }
@@ -41,7 +42,7 @@ export function describe(v, prev) {
   return parts.join(" · ");
 }
 
-function mark(kind, x, y) {
+function mark(kind, x, y, dense = false) {
   switch (kind) {
     case "suspect":
       return s("g", { class: "mark suspect" },
@@ -61,7 +62,7 @@ function mark(kind, x, y) {
     case "recover":
       return s("circle", { class: `mark ${kind}`, cx: x, cy: y, r: 6 });
     default:
-      return s("circle", { class: "mark plain", cx: x, cy: y, r: 4.5 });
+      return s("circle", { class: "mark plain", cx: x, cy: y, r: dense ? 3 : 4.5 });
   }
 }
 
@@ -128,7 +129,7 @@ export function drawTimeline(into, versions, opts) {
     s("title", {}, describe(v, versions[i - 1])),
     s("circle", { class: "hit", cx, cy, r: 10 }),
     v.seq === opts.current ? s("circle", { class: "ring", cx, cy, r: 11 }) : null,
-    mark(kind, cx, cy));
+    mark(kind, cx, cy, plotW / Math.max(n - 1, 1) < 14));
     if (kind === "restore" || kind === "recover" || kind === "suspect") {
       const label = kind === "restore" ? "restored" : kind === "recover" ? "recovered" : "suspect";
       const above = cy - 14 > PAD.top - 18;
@@ -143,6 +144,12 @@ export function drawTimeline(into, versions, opts) {
   });
 
   into.replaceChildren(svg);
+  if (width > into.clientWidth) {
+    // A long history scrolls sideways: start with the version shown (or the newest) in view.
+    const at = versions.findIndex((v) => v.seq === opts.current);
+    const focusX = x(at >= 0 ? at : n - 1);
+    into.scrollLeft = Math.max(0, focusX - into.clientWidth * 0.7);
+  }
 }
 
 /** The legend explaining the marks. */
