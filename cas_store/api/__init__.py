@@ -23,6 +23,7 @@ from ..model import RecoveryReport
 from ..store import Store
 from . import admin, errors, sessions, versions
 from .deps import token_checker
+from .fallback import ALL_METHODS, allow_table, unmatched
 from .limits import BodyLimit
 from .settings import Settings
 
@@ -86,8 +87,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     deps: list[Any] = []
     if settings.token is not None:
         deps.append(Depends(token_checker(settings.token.get_secret_value())))
-    for module in (sessions, versions, admin):
-        app.include_router(module.router, prefix="/api", dependencies=deps)
+    routers = [sessions.router, versions.router, admin.router]
+    for router in routers:
+        app.include_router(router, prefix="/api", dependencies=deps)
+    app.state.allow_table = allow_table("/api", routers)
+    app.add_api_route("/api/{path:path}", unmatched, methods=ALL_METHODS,
+                      include_in_schema=False, dependencies=deps)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -31,9 +31,12 @@ SidPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, max_length=128,
                               description="Session id: 1-128 of A-Z a-z 0-9 . _ -.")]
 SeqPath = Annotated[int, Path(ge=1, le=MAX_SEQ, description="Version number.")]
 
+#: What an If-Match may hold: *, a bare version number, or a list of entity tags.
+IF_MATCH_PATTERN = r'^\s*(\*|\d{1,18}|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$'
+
 IfMatchHeader = Annotated[
     str | None,
-    Header(alias="If-Match", max_length=1024,
+    Header(alias="If-Match", max_length=1024, pattern=IF_MATCH_PATTERN,
            description='Apply only if the head is still this version: "<seq>" as sent in'
            " ETag (or * for any). A stale value gets 412."),
 ]

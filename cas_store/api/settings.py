@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     @classmethod
     def _sync_mode(cls, value: str) -> str:
         mode = value.upper()
-        if mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError("synchronous must be one of OFF, NORMAL, FULL, EXTRA")
+        if mode not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError("synchronous must be one of FULL, NORMAL, EXTRA")
         return mode
 
     @model_validator(mode="after")
