@@ -96,12 +96,13 @@ export function drawTimeline(into, versions, opts) {
     "aria-label": `Message count per version, ${plural(n, "version")}`,
   });
 
+  // The count axis is drawn last, over the points, and follows sideways scrolling.
+  const yaxis = s("g", { class: "yaxis" }, s("rect", { class: "yaxis-bg", x: 0, y: 0,
+    width: PAD.left - 2, height: HEIGHT - PAD.bottom + 6 }));
   for (const t of [0, max / 2, max]) {
-    svg.append(
-      s("line", { class: "grid", x1: PAD.left, x2: width - PAD.right, y1: y(t), y2: y(t) }),
-      s("text", { class: "axis", x: PAD.left - 8, y: y(t) + 4, "text-anchor": "end" },
-        Number.isInteger(t) ? t.toLocaleString() : t.toFixed(1)),
-    );
+    svg.append(s("line", { class: "grid", x1: PAD.left, x2: width - PAD.right, y1: y(t), y2: y(t) }));
+    yaxis.append(s("text", { class: "axis", x: PAD.left - 8, y: y(t) + 4, "text-anchor": "end" },
+      Number.isInteger(t) ? t.toLocaleString() : t.toFixed(1)));
   }
   svg.append(s("text", { class: "axis", x: PAD.left, y: HEIGHT - 8 }, `v${versions[0].seq}`));
   if (n > 1) {
@@ -143,12 +144,15 @@ export function drawTimeline(into, versions, opts) {
     svg.append(link);
   });
 
+  svg.append(yaxis);
   into.replaceChildren(svg);
+  into.onscroll = () => yaxis.setAttribute("transform", `translate(${into.scrollLeft} 0)`);
   if (width > into.clientWidth) {
     // A long history scrolls sideways: start with the version shown (or the newest) in view.
     const at = versions.findIndex((v) => v.seq === opts.current);
     const focusX = x(at >= 0 ? at : n - 1);
     into.scrollLeft = Math.max(0, focusX - into.clientWidth * 0.7);
+    into.onscroll();
   }
 }
 
