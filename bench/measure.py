@@ -1,0 +1,61 @@
+"""Counters and timers: /proc/self/io, percentiles, repeated reads under a time budget."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def proc_io() -> tuple[int, int]:
+    """Return this process's (write_bytes, wchar) from /proc/self/io, all threads included.
+
+    write_bytes: bytes the process caused to be sent to the storage layer (page-cache
+    pages dirtied, so at least one 4 KiB page per fsynced write). wchar: bytes passed to
+    write()-like calls.
+    """
+    wb = wc = 0
+    with open("/proc/self/io") as f:
+        for line in f:
+            k, v = line.split(":")
+            if k == "write_bytes":
+                wb = int(v)
+            elif k == "wchar":
+                wc = int(v)
+    return wb, wc
+
+
+def proc_io_works() -> bool:
+    """Return True if write_bytes moves when this process writes and fsyncs a file."""
+    import os
+    import tempfile
+
+    before = proc_io()[0]
+    with tempfile.NamedTemporaryFile(dir=".") as f:
+        f.write(b"x" * 65536)
+        f.flush()
+        os.fsync(f.fileno())
+    return proc_io()[0] - before >= 65536
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Return the q-th percentile (0-100) by linear interpolation."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def timed_reads(fn: Callable[[], Any], reps: int, budget: float) -> tuple[float, int, Any]:
+    """Call fn up to reps times (at least once, stop after budget seconds).
+
+    Returns the median seconds, the number of calls and the last result.
+    """
+    times: list[float] = []
+    result: Any = None
+    start = time.perf_counter()
+    while len(times) < reps and (not times or time.perf_counter() - start < budget):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times), result

@@ -1,0 +1,236 @@
+"""Grow one conversation per store through N = 100 … 100,000 and measure it at each N."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .adapters.base import Adapter, Message
+from .measure import percentile, proc_io, timed_reads
+from .workload import Floor, Workload
+
+SAMPLES = 200            # appends timed at the end of each N
+ONE_BY_ONE_MAX = 10_000  # beyond this, bulk growth (the store's many-message write)
+BATCH = 1_000            # messages per bulk write
+SEED_SAMPLE_BUDGET = 30.0  # seconds of timed appends per N for a store that rewrites it all
+
+
+@dataclass
+class Caps:
+    """Where a store that grows quadratically is stopped (never extrapolated)."""
+
+    seconds: float = 120.0   # cumulative time spent appending
+    disk: int = 5 * 10**9    # bytes on disk
+
+
+@dataclass
+class Row:
+    """The figures of one store at one N (or why there are none)."""
+
+    store: str
+    n: int
+    reached: str = ""
+    samples: int = 0
+    p50: float = 0.0            # seconds per append
+    p95: float = 0.0
+    written: float = 0.0        # write_bytes per append
+    wchar: float = 0.0          # write() bytes per append
+    disk: int = 0
+    floor: int = 0              # zstd-3 size of the N messages, each alone
+    raw: int = 0                # canonical JSON size of the N messages
+    load: float | None = None
+    load_reps: int = 0
+    meta: float | None = None
+    meta_reps: int = 0
+    version: float | None = None
+    version_reps: int = 0
+    stopped: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Stopped(Exception):
+    """A capped store hit its time or disk cap."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class StoreRun:
+    """One store's conversation, grown through the sizes in order."""
+
+    def __init__(self, cls: type[Adapter], root: Path, workload: Workload, floor: Floor,
+                 sizes: list[int], caps: Caps) -> None:
+        self.a = cls(root / cls.key, workload.metadata)
+        self.cls = cls
+        self.w = workload
+        self.floor = floor
+        self.sizes = sizes
+        self.caps = caps
+        self.count = 0
+        self.append_seconds = 0.0
+        self.version_points = {n // 2 for n in sizes}
+        self.grew: list[str] = []
+
+    # --- growing -----------------------------------------------------------------------
+
+    def _after(self, count: int) -> None:
+        if count in self.version_points and self.cls.versions:
+            self.a.mark_version(count)
+
+    def _append_one(self, m: Message) -> float:
+        t0 = time.perf_counter()
+        self.a.append(m)
+        dt = time.perf_counter() - t0
+        self.count += 1
+        self.append_seconds += dt
+        self._after(self.count)
+        if self.cls.growth == "capped":
+            if self.append_seconds > self.caps.seconds:
+                raise Stopped(f"time cap {self.caps.seconds:.0f} s")
+            if self.count % 50 == 0 and self.a.disk_bytes() > self.caps.disk:
+                raise Stopped(f"disk cap {self.caps.disk / 1e9:.0f} GB")
+        return dt
+
+    def _grow_to(self, target: int) -> None:
+        """Reach target messages without timing, in the way this store allows."""
+        msgs = self.w.messages(target)
+        growth = self.cls.growth
+        if growth == "seed":
+            if target > self.count:
+                self.a.seed(msgs[:target])
+                self.count = target
+            return
+        while self.count < min(target, ONE_BY_ONE_MAX) or (growth == "capped"
+                                                           and self.count < target):
+            self._append_one(msgs[self.count])
+        while self.count < target:
+            stop = min(target, self.count + BATCH)
+            # Split batches at the counts whose versions are read back later.
+            nxt = [p for p in self.version_points if self.count < p < stop]
+            stop = min([stop, *nxt])
+            self.a.append_many(msgs[self.count:stop])
+            self.count = stop
+            self._after(stop)
+
+    def _how(self, n: int, k: int) -> str:
+        growth = self.cls.growth
+        if growth == "seed":
+            return f"one save of {n - k:,}, then {k} appends"
+        if n <= ONE_BY_ONE_MAX or growth == "capped":
+            return "one at a time from empty"
+        return (f"one at a time to {ONE_BY_ONE_MAX:,}, batches of {BATCH:,} to {n - k:,}, "
+                f"then {k} one at a time")
+
+    # --- one size ------------------------------------------------------------------------
+
+    def measure(self, n: int) -> Row:
+        """Grow to n (timing the last appends), then measure disk and reads."""
+        row = Row(self.cls.key, n, floor=self.floor.compressed_at(n),
+                  raw=self.floor.raw_at(n))
+        k = min(SAMPLES, n // 2)
+        if self.cls.growth == "seed":
+            # A store that rewrites everything per append: time as many appends as fit.
+            t0 = time.perf_counter()
+            self.a.seed(self.w.messages(n - k))
+            per_save = max(time.perf_counter() - t0, 1e-6)
+            fit = min(k, max(20, int(SEED_SAMPLE_BUDGET / per_save)))
+            if fit != k:
+                k = fit
+                self.a.seed(self.w.messages(n - k))
+            self.count = n - k
+        else:
+            self._grow_to(n - k)
+        msgs = self.w.messages(n)
+        lat: list[float] = []
+        wb = wc = 0
+        for i in range(n - k, n):
+            b0 = proc_io()
+            lat.append(self._append_one(msgs[i]))
+            b1 = proc_io()
+            wb += b1[0] - b0[0]
+            wc += b1[1] - b0[1]
+        row.reached = self._how(n, k)
+        row.samples = k
+        row.p50 = percentile(lat, 50)
+        row.p95 = percentile(lat, 95)
+        row.written = wb / k
+        row.wchar = wc / k
+        self.a.close()
+        row.disk = self.a.disk_bytes()
+        self.a.open()
+        gc.collect()
+        row.meta, row.meta_reps, _ = timed_reads(self.a.load_meta, 30, 5.0)
+        row.load, row.load_reps, got = timed_reads(self.a.load, 5, 8.0)
+        if len(got) != n:
+            raise AssertionError(f"{self.cls.key}: load returned {len(got)} of {n}")
+        del got
+        if self.cls.versions:
+            half = n // 2
+            row.version, row.version_reps, old = timed_reads(
+                lambda: self.a.load_version(half), 5, 8.0)
+            if len(old) != half:
+                raise AssertionError(f"{self.cls.key}: version has {len(old)} of {half}")
+        return row
+
+    def start(self) -> None:
+        """Open the store and create the empty conversation."""
+        self.a.open()
+        self.a.create()
+        self.stopped = ""
+
+    def step(self, n: int) -> Row:
+        """Measure size n; after a cap, a row that says where the store stopped."""
+        if self.stopped:
+            return Row(self.cls.key, n, floor=self.floor.compressed_at(n), stopped=self.stopped)
+        t0 = time.perf_counter()
+        try:
+            row = self.measure(n)
+        except Stopped as cap:
+            self.a.close()
+            disk = self.a.disk_bytes()
+            self.stopped = (f"stopped at N={self.count:,}, {disk / 1e9:.2f} GB on disk "
+                            f"({cap}; {self.append_seconds:.0f} s appending)")
+            _log(f"  {self.cls.label}: {self.stopped}")
+            return Row(self.cls.key, n, floor=self.floor.compressed_at(n), stopped=self.stopped,
+                       disk=disk, extra={"count": self.count})
+        _log(f"  {self.cls.label:<28} N={n:>7,}  p50 {row.p50 * 1e3:8.3f} ms  "
+             f"p95 {row.p95 * 1e3:8.3f} ms  disk {row.disk / 1e6:9.2f} MB  "
+             f"load {row.load * 1e3 if row.load else 0:9.2f} ms  "
+             f"({time.perf_counter() - t0:.1f} s)")
+        return row
+
+    def finish(self) -> None:
+        """Close the store."""
+        self.a.close()
+
+
+def run_all(adapters: list[type[Adapter]], sizes: list[int], workdir: Path,
+            caps: Caps, keep: bool = False) -> tuple[list[Row], Floor, Workload]:
+    """Run every store in turn on the same workload; return all rows."""
+    w = Workload()
+    w.messages(max(sizes))
+    floor = Floor()
+    floor.extend(w.messages(max(sizes)))
+    # Size-major order: at each N every store is measured within the same few minutes,
+    # so a noisy neighbour on a shared machine skews the ratios less.
+    runs = [StoreRun(cls, workdir, w, floor, sizes, caps) for cls in adapters]
+    rows: list[Row] = []
+    try:
+        for r in runs:
+            r.start()
+        for n in sizes:
+            _log(f"N = {n:,}:")
+            for r in runs:
+                rows.append(r.step(n))
+    finally:
+        for r in runs:
+            r.finish()
+            if not keep:
+                shutil.rmtree(workdir / r.cls.key, ignore_errors=True)
+    return rows, floor, w
