@@ -129,10 +129,10 @@ class StoreRun:
 
     # --- one size ------------------------------------------------------------------------
 
-    def measure(self, n: int) -> Row:
-        """Grow to n (timing the last appends), then measure disk and reads."""
-        row = Row(self.cls.key, n, floor=self.floor.compressed_at(n),
-                  raw=self.floor.raw_at(n))
+    def prepare(self, n: int) -> int:
+        """Grow to n - k without timing; return k, the appends to time for size n."""
+        self.row = Row(self.cls.key, n, floor=self.floor.compressed_at(n),
+                       raw=self.floor.raw_at(n))
         k = min(SAMPLES, n // 2)
         if self.cls.growth == "seed":
             # A store that rewrites everything per append: time as many appends as fit.
@@ -146,21 +146,30 @@ class StoreRun:
             self.count = n - k
         else:
             self._grow_to(n - k)
-        msgs = self.w.messages(n)
-        lat: list[float] = []
-        wb = wc = 0
-        for i in range(n - k, n):
-            b0 = proc_io()
-            lat.append(self._append_one(msgs[i]))
-            b1 = proc_io()
-            wb += b1[0] - b0[0]
-            wc += b1[1] - b0[1]
+        self.k = k
+        self.lat: list[float] = []
+        self.wb = self.wc = 0
+        return k
+
+    def timed_append(self) -> None:
+        """Append the next message, timing it and counting what it writes."""
+        m = self.w.messages(self.count + 1)[self.count]
+        b0 = proc_io()
+        self.lat.append(self._append_one(m))
+        b1 = proc_io()
+        self.wb += b1[0] - b0[0]
+        self.wc += b1[1] - b0[1]
+
+    def conclude(self, n: int) -> Row:
+        """Record the timed appends, then measure disk and reads at size n."""
+        row, k, lat = self.row, self.k, self.lat
+        assert self.count == n and len(lat) == k
         row.reached = self._how(n, k)
         row.samples = k
         row.p50 = percentile(lat, 50)
         row.p95 = percentile(lat, 95)
-        row.written = wb / k
-        row.wchar = wc / k
+        row.written = self.wb / k
+        row.wchar = self.wc / k
         self.a.close()
         row.disk = self.a.disk_bytes()
         self.a.open()
@@ -176,6 +185,9 @@ class StoreRun:
                 lambda: self.a.load_version(half), 5, 8.0)
             if len(old) != half:
                 raise AssertionError(f"{self.cls.key}: version has {len(old)} of {half}")
+        _log(f"  {self.cls.label:<28} N={n:>7,}  p50 {row.p50 * 1e3:8.3f} ms  "
+             f"p95 {row.p95 * 1e3:8.3f} ms  disk {row.disk / 1e6:9.2f} MB  "
+             f"load {row.load * 1e3 if row.load else 0:9.2f} ms")
         return row
 
     def start(self) -> None:
@@ -184,30 +196,54 @@ class StoreRun:
         self.a.create()
         self.stopped = ""
 
-    def step(self, n: int) -> Row:
-        """Measure size n; after a cap, a row that says where the store stopped."""
-        if self.stopped:
-            return Row(self.cls.key, n, floor=self.floor.compressed_at(n), stopped=self.stopped)
-        t0 = time.perf_counter()
-        try:
-            row = self.measure(n)
-        except Stopped as cap:
-            self.a.close()
-            disk = self.a.disk_bytes()
-            self.stopped = (f"stopped at N={self.count:,}, {disk / 1e9:.2f} GB on disk "
-                            f"({cap}; {self.append_seconds:.0f} s appending)")
-            _log(f"  {self.cls.label}: {self.stopped}")
-            return Row(self.cls.key, n, floor=self.floor.compressed_at(n), stopped=self.stopped,
-                       disk=disk, extra={"count": self.count})
-        _log(f"  {self.cls.label:<28} N={n:>7,}  p50 {row.p50 * 1e3:8.3f} ms  "
-             f"p95 {row.p95 * 1e3:8.3f} ms  disk {row.disk / 1e6:9.2f} MB  "
-             f"load {row.load * 1e3 if row.load else 0:9.2f} ms  "
-             f"({time.perf_counter() - t0:.1f} s)")
-        return row
+    def stop(self, n: int, cap: Stopped) -> Row:
+        """Close a capped store and return the row that says where it stopped."""
+        self.a.close()
+        disk = self.a.disk_bytes()
+        self.stopped = (f"stopped at N={self.count:,}, {disk / 1e9:.2f} GB on disk "
+                        f"({cap}; {self.append_seconds:.0f} s appending)")
+        _log(f"  {self.cls.label}: {self.stopped}")
+        return Row(self.cls.key, n, floor=self.floor.compressed_at(n), stopped=self.stopped,
+                   disk=disk, extra={"count": self.count})
+
+    def stopped_row(self, n: int) -> Row:
+        """Return the row of a size this store never reached."""
+        return Row(self.cls.key, n, floor=self.floor.compressed_at(n), stopped=self.stopped)
 
     def finish(self) -> None:
         """Close the store."""
         self.a.close()
+
+
+def measure_size(runs: list[StoreRun], n: int) -> list[Row]:
+    """Bring every store to size n, timing their last appends interleaved.
+
+    The timed appends go round-robin (one append of each store in turn), so on a shared
+    machine every store meets the same bursts of neighbours' load and the ratios hold.
+    """
+    rows: dict[str, Row] = {}
+    live: list[StoreRun] = []
+    for r in runs:
+        if r.stopped:
+            rows[r.cls.key] = r.stopped_row(n)
+            continue
+        try:
+            r.prepare(n)
+            live.append(r)
+        except Stopped as cap:
+            rows[r.cls.key] = r.stop(n, cap)
+    for j in range(max((r.k for r in live), default=0)):
+        for r in list(live):
+            if j >= r.k:
+                continue
+            try:
+                r.timed_append()
+            except Stopped as cap:
+                rows[r.cls.key] = r.stop(n, cap)
+                live.remove(r)
+    for r in live:
+        rows[r.cls.key] = r.conclude(n)
+    return [rows[r.cls.key] for r in runs]
 
 
 def run_all(adapters: list[type[Adapter]], sizes: list[int], workdir: Path,
@@ -217,8 +253,7 @@ def run_all(adapters: list[type[Adapter]], sizes: list[int], workdir: Path,
     w.messages(max(sizes))
     floor = Floor()
     floor.extend(w.messages(max(sizes)))
-    # Size-major order: at each N every store is measured within the same few minutes,
-    # so a noisy neighbour on a shared machine skews the ratios less.
+    # Size-major order, appends interleaved: see measure_size.
     runs = [StoreRun(cls, workdir, w, floor, sizes, caps) for cls in adapters]
     rows: list[Row] = []
     try:
@@ -226,8 +261,7 @@ def run_all(adapters: list[type[Adapter]], sizes: list[int], workdir: Path,
             r.start()
         for n in sizes:
             _log(f"N = {n:,}:")
-            for r in runs:
-                rows.append(r.step(n))
+            rows.extend(measure_size(runs, n))
     finally:
         for r in runs:
             r.finish()
