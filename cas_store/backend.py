@@ -96,6 +96,14 @@ class Backend(abc.ABC):
         """Return a context in which this thread's reads see one consistent state."""
         return contextlib.nullcontext()
 
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Return a context whose commits (this thread's) become durable together at its end.
+
+        Each commit inside stays all-or-nothing; a crash before the end loses the whole
+        batch, never part of a commit. The default makes every commit durable on its own.
+        """
+        return contextlib.nullcontext()
+
     # --- objects -------------------------------------------------------------------------
 
     @abc.abstractmethod

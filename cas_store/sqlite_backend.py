@@ -171,6 +171,18 @@ class SQLiteBackend(Backend):
 
     @contextlib.contextmanager
     def _write(self, con: sqlite3.Connection) -> Iterator[None]:
+        if getattr(self._local, "batch", False):
+            # Inside batch(): the write lock is held already; a savepoint keeps this
+            # commit all-or-nothing within the batch's one transaction.
+            con.execute("SAVEPOINT cas_commit")
+            try:
+                yield
+            except BaseException:
+                con.execute("ROLLBACK TO cas_commit")
+                con.execute("RELEASE cas_commit")
+                raise
+            con.execute("RELEASE cas_commit")
+            return
         # BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads
         # then writes would fail with SQLITE_BUSY under a concurrent writer instead of waiting.
         try:
@@ -202,9 +214,43 @@ class SQLiteBackend(Backend):
             raise self._translate(exc) from None
 
     @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run this thread's commits in one write transaction, committed (durably) at the end.
+
+        Holds the write lock throughout, so keep batches short (an importer commits one
+        every few dozen sessions). Each commit inside is a savepoint: a Conflict rolls back
+        only that commit. An exception out of the block rolls back the whole batch.
+        """
+        con = self._con()
+        if getattr(self._local, "batch", False) or self._local.depth:
+            raise StorageError("batch() cannot be nested or opened inside a snapshot")
+        try:
+            con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from None
+        self._local.batch = True
+        try:
+            yield
+        except BaseException:
+            self._local.batch = False
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        self._local.batch = False
+        try:
+            con.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise self._translate(exc) from None
+
+    @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """Run this thread's reads inside one read transaction (one consistent state)."""
         con = self._con()
+        if getattr(self._local, "batch", False):
+            yield  # the batch's write transaction is a consistent state already
+            return
         if self._local.depth:
             self._local.depth += 1
             try:

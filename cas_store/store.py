@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,6 +313,7 @@ class _Change:
     resolves: bool = False  # clears the session's pending suspect shrink
     requires: list[tuple[str, int]] = field(default_factory=list)
     noop: bool = False
+    created_at: float | None = None  # a fresh session's creation time, when not the version's
 
 
 class Store:
@@ -408,14 +410,16 @@ class Store:
                 intentional_shrink=change.intentional_shrink,
                 suspect_shrink=change.suspect_shrink,
             )
-            fresh = head is None or change.op in (Op.CREATE, Op.FORK)
+            # mode "create" is a create or fork, whatever op it records (an import too).
+            fresh = head is None or mode == "create"
             pending = change.suspect_shrink or (
                 head is not None and head.suspect_pending and not change.resolves and not fresh
             )
             row = HeadRow(
                 sid=sid, seq=entry.seq, manifest=change.manifest,
                 message_count=change.message_count, nbytes=change.nbytes, title=change.title,
-                created_at=now if fresh or head is None else head.created_at,
+                created_at=(now if change.created_at is None else change.created_at)
+                if fresh or head is None else head.created_at,
                 updated_at=now, deleted=change.deleted, suspect_pending=pending,
             )
             try:
@@ -470,10 +474,12 @@ class Store:
 
     def create(self, sid: str, metadata: Mapping[str, JSON] | None = None,
                messages: Iterable[JSON] = (), *, lists: Mapping[str, Any] | None = None,
-               at: float | None = None, op: Op = Op.CREATE) -> Version:
+               at: float | None = None, op: Op = Op.CREATE,
+               created_at: float | None = None) -> Version:
         """Create a session (or a new life of a deleted one) at version seq+1; never overwrites.
 
-        Raises SessionExists if a live session has this id.
+        Raises SessionExists if a live session has this id. ``created_at`` sets the
+        session's creation time when it is older than this first version (an import).
         """
         validate_session_id(sid)
         meta = self._metadata(metadata)
@@ -488,9 +494,36 @@ class Store:
                 io.put_items(it)
                 refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, io)
             m = self._put_manifest(io, io.put(Kind.META, meta), refs)
-            return _Change(op, m, len(items.ids), items.nbytes, title)
+            return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at)
 
         return self._mutate(sid, ANY, build, mode="create", at=at)
+
+    def state_id(self, messages: Iterable[JSON], metadata: Mapping[str, JSON] | None = None,
+                 *, lists: Mapping[str, Any] | None = None) -> str:
+        """Return the manifest id of a session in exactly this state; reads and writes nothing.
+
+        Equal to ``Version.manifest`` of any version in that state, so a caller can tell
+        whether saving it would change the head (importers use it to stay idempotent).
+        Validates like ``create`` (raises InvalidMessage / InvalidMetadata / InvalidArgument).
+        """
+        meta = self._metadata(metadata)
+        items = self._items(messages)
+        extra = self._extra_lists(lists)
+        pages = _HashPages()
+        refs = {MESSAGES: L.splice(L.EMPTY, 0, items.ids, items.nbytes, pages)}
+        for name, it in extra.items():
+            refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, pages)
+        payload = _Manifest(object_id(Kind.META, meta), refs).payload()
+        return object_id(Kind.MANIFEST, payload).hex()
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Return a context whose commits (this thread's) become durable together at its end.
+
+        Each commit inside stays all-or-nothing and compare-and-swap as usual; a crash
+        before the end rolls the whole batch back (never a half commit). For bulk writers
+        such as imports: one durable transaction per batch instead of one per version.
+        """
+        return self.backend.batch()
 
     def append(self, sid: str, messages: Iterable[JSON], *, expected: Expected = ANY,
                at: float | None = None) -> Version:
@@ -720,10 +753,11 @@ class Store:
         return self.load(sid, seq=seq)
 
     def messages(self, sid: str, offset: int = 0, limit: int | None = None, *,
-                 seq: int | None = None) -> list[JSON]:
+                 seq: int | None = None, list_name: str = MESSAGES) -> list[JSON]:
         """Return messages[offset:offset+limit] reading only the pages that hold them.
 
-        A negative offset counts from the end (``offset=-50``: the last 50).
+        A negative offset counts from the end (``offset=-50``: the last 50). With
+        ``list_name``, the same window of that named list (empty when it has none).
         """
         if not isinstance(offset, int) or isinstance(offset, bool):
             raise InvalidArgument("offset must be an integer", field="offset")
@@ -732,7 +766,8 @@ class Store:
         with self.backend.snapshot():
             head, entry = self._state(sid, seq)
             io = _IO(self)
-            ref = io.manifest(entry.manifest if entry else head.manifest).messages
+            lists = io.manifest(entry.manifest if entry else head.manifest).lists
+            ref = lists.get(list_name, L.EMPTY)
             start = max(ref.count + offset, 0) if offset < 0 else offset
             stop = ref.count if limit is None else start + limit
             return io.items(L.read_ids(ref, io, start, stop))
@@ -905,6 +940,16 @@ class Store:
 
 
 _MISSING = object()
+
+
+class _HashPages:
+    """A PageIO that only computes page ids (for ``Store.state_id``): nothing is staged."""
+
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, list[Oid]]:
+        raise AssertionError("a list built from empty never reads pages")  # pragma: no cover
+
+    def put_page(self, height: int, children: Sequence[Oid]) -> Oid:
+        return object_id(Kind.PAGE, encode_page(height, children))
 
 
 def _encode_cursor(updated_at: float, sid: str) -> str:
