@@ -426,6 +426,143 @@ def gc_cmd(
         out.print(line, markup=False)
 
 
+def _size(n: float) -> str:
+    """Return a byte count with a binary unit (1.5 MiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+@app.command("import")
+def import_cmd(
+    directory: Annotated[Path, typer.Argument(help="Directory of <sid>.json files.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; change nothing.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a directory of JSON session files: one <sid>.json per session; idempotent.
+
+    messages become the message list, big list fields (context_messages, tool_calls, ...)
+    named lists, every other field the metadata; created_at/updated_at the times.
+    A <sid>.json.bak arrives first as the older version (so a wiped file can be
+    recovered); an orphaned .bak becomes a deleted session. Files that cannot be
+    imported are skipped with one line each on stderr; each session is imported whole
+    or not at all. Running it again adds nothing for unchanged files.
+
+    Example: cas-store import ~/chat-ui/sessions --dry-run
+    """
+    import contextlib
+    import tempfile
+
+    from .jsondir import SkippedFile, import_json_dir
+
+    if not directory.is_dir():
+        fail(f"{directory} is not a directory", 2)
+
+    def skipped(s: SkippedFile) -> None:
+        err.print(f"skipped {s.path}: {s.reason}", markup=False)
+
+    with contextlib.ExitStack() as stack:
+        if dry_run and not state.store_path.exists():
+            # Nothing to compare with: a dry run against an empty, throw-away store.
+            state.store_path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "dry"
+        store = stack.enter_context(opened(must_exist=False))
+        if err.is_terminal and not as_json:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                          console=err, transient=True) as bar:
+                task = bar.add_task("import", total=None)
+
+                def show(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                report = import_json_dir(store, directory, dry_run=dry_run, on_skip=skipped,
+                                         progress=show)
+        else:
+            report = import_json_dir(store, directory, dry_run=dry_run, on_skip=skipped)
+    if as_json:
+        print_json(report.to_json())
+        return
+    verb = "would import" if dry_run else "imported"
+    out.print(f"{verb} {report.sessions} sessions ({report.sessions_created} new,"
+              f" {report.sessions_updated} updated, {report.sessions_deleted} deleted),"
+              f" {report.sessions_unchanged} unchanged: {report.versions} versions,"
+              f" {report.messages} messages", markup=False)
+    line = f"read {report.files} files, {_size(report.bytes_in)}"
+    if not dry_run:
+        ratio = report.dedup_ratio
+        line += (f"; stored {_size(report.bytes_stored)}"
+                 f" (dedup ratio {ratio:.2f})" if ratio is not None else
+                 f"; stored {_size(report.bytes_stored)}")
+    out.print(f"{line}; {report.seconds:.1f} s", markup=False)
+    if report.skipped:
+        out.print(f"skipped {len(report.skipped)} files (listed on stderr)", markup=False)
+    if report.suspect:
+        out.print(f"{len(report.suspect)} sessions end in a suspect shrink (a wiped file with"
+                  " its backup); to bring their messages back: cas-store recover"
+                  f" --window-days {report.recover_window_days()}", markup=False)
+
+
+@app.command("export")
+def export_cmd(
+    session: Annotated[str, typer.Argument(help="Session id.")],
+    seq: Annotated[int | None, typer.Option("--seq", help="As of this version.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write to FILE (atomically) instead of stdout.",
+        metavar="FILE", show_default=False)] = None,
+) -> None:
+    """Write a session (or one of its versions) as one JSON object, the shape it was imported in.
+
+    Metadata fields, named lists and messages; equal as JSON to the imported file.
+
+    Example: cas-store export chat-1 --seq 3 -o chat-1.json
+    """
+    from .jsondir import fsync_dir, write_atomic, write_session
+
+    with opened() as store:
+        if output is None:
+            write_session(store, session, sys.stdout, seq=seq)
+            return
+        try:
+            write_atomic(output, lambda f: write_session(store, session, f, seq=seq))
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}", 1)
+        fsync_dir(output.parent)
+
+
+@app.command("export-dir")
+def export_dir_cmd(
+    directory: Annotated[Path, typer.Argument(help="Directory to write <sid>.json files to.")],
+    include_deleted: Annotated[bool, typer.Option(
+        "--include-deleted", help="Also write deleted sessions, as <sid>.json.bak.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write every session as <sid>.json into a directory (each file atomically).
+
+    The directory can be imported again; with --include-deleted, deleted sessions are
+    written as orphaned <sid>.json.bak files, which an import turns back into deleted
+    sessions. Existing files of the same name are replaced; others are left alone.
+
+    Example: cas-store export-dir ./backup --include-deleted
+    """
+    from .jsondir import export_dir
+
+    with opened() as store:
+        try:
+            report = export_dir(store, directory, include_deleted=include_deleted)
+        except OSError as exc:
+            fail(f"cannot write to {directory}: {exc.strerror or exc}", 1)
+    if as_json:
+        print_json(report.to_json())
+        return
+    out.print(f"wrote {report.sessions} sessions ({report.deleted} deleted),"
+              f" {report.messages} messages, {_size(report.bytes_out)} to {directory}",
+              markup=False)
+
+
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str | None, typer.Option(
