@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..errors import CasError
 from ..model import RecoveryReport
 from ..store import Store
 from . import admin, errors, sessions, versions
@@ -65,7 +66,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             if settings.recover_on_start:
-                log_recovery(await run_in_threadpool(the_store.recover))
+                try:
+                    log_recovery(await run_in_threadpool(the_store.recover))
+                except CasError as exc:
+                    # The versions are all still there: serve, and let the operator rerun
+                    # recovery once the cause (e.g. a corrupt object) is dealt with.
+                    log.error("recovery failed (%s: %s); serving anyway, run"
+                              " `cas-store recover` later", exc.code, exc.message)
             yield
         finally:
             if owned:

@@ -10,7 +10,7 @@ import pytest
 from api_helpers import assert_error, create, make_app, msgs
 from fastapi.testclient import TestClient
 
-from cas_store import Store
+from cas_store import CorruptObject, Store, StoreLocked
 
 # --- ETag / If-Match -------------------------------------------------------------------------
 
@@ -277,3 +277,40 @@ def test_cors_off_by_default_and_on_when_configured(api_store: Store) -> None:
         assert "etag" in r.headers["access-control-expose-headers"].lower()
         r = c.get("/api/health", headers={"Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+# --- 503 and bugs ----------------------------------------------------------------------------
+
+
+def test_storage_error_is_503_with_retry_after(client: TestClient, api_store: Store,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    create(client, "s")
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise StoreLocked("store stayed locked for 30s")
+
+    monkeypatch.setattr(api_store, "load_meta", locked)
+    r = client.get("/api/sessions/s/meta")
+    assert_error(r, 503, "store_locked")
+    assert r.headers["retry-after"] == "1"
+
+
+def test_a_bug_is_500_internal_error_in_the_same_shape(api_store: Store,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api_store, "load_meta", broken)
+    with TestClient(make_app(api_store), raise_server_exceptions=False) as c:
+        err = assert_error(c.get("/api/sessions/s/meta"), 500, "internal_error")
+        assert "boom" not in err["message"]  # no internals leak to clients
+
+
+def test_startup_recovery_failure_still_serves(api_store: Store,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def corrupt(*args: object, **kwargs: object) -> None:
+        raise CorruptObject("object x is corrupt", object_id="x")
+
+    monkeypatch.setattr(api_store, "recover", corrupt)
+    with TestClient(make_app(api_store)) as c:
+        assert c.get("/api/health").status_code == 200
