@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import manifest as M
 from .errors import CasError
 from .model import FsckProblem, FsckReport
 from .objects import Oid, decode_page, decompress, object_id
@@ -20,8 +21,6 @@ _BATCH = 500
 
 def run_fsck(store: Store, progress: Callable[[str, int], None] | None = None) -> FsckReport:
     """Check the whole store; see ``Store.fsck``."""
-    from .store import _Manifest
-
     backend = store.backend
     bad: dict[Oid, str] = {}  # corrupt object -> why
     checked = 0
@@ -90,12 +89,18 @@ def run_fsck(store: Store, progress: Callable[[str, int], None] | None = None) -
             below[oid] = frozenset({oid})
             return below[oid]
         frame = backend.get_frames([oid])[oid][1]
-        man = _Manifest.parse(decompress(oid, frame, verify=False))
-        found = problems_in([man.meta])
-        for ref in man.lists.values():
-            found |= problems_in(list(ref.tail))
-            if ref.tree is not None:
-                found |= page_tree(ref.tree)
+        try:
+            raw = M.decode(decompress(oid, frame, verify=False))
+        except ValueError:
+            bad[oid] = "manifest is malformed"
+            below[oid] = frozenset({oid})
+            return below[oid]
+        bases, leaves, roots = M.references(raw)
+        found = problems_in(leaves)
+        for base in bases:  # a delta's chain is short (MAX_DEPTH) and memoised
+            found |= manifest_tree(base)
+        for root in roots:
+            found |= page_tree(root)
         below[oid] = frozenset(found) if found else empty
         return below[oid]
 

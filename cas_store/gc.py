@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import manifest as M
 from . import recovery
 from .backend import Backend, HeadRow, LogEntry
 from .errors import InvalidArgument, StoreLocked
@@ -230,24 +231,23 @@ class Marker:
         return out
 
     def manifests(self, oids: Sequence[Oid]) -> None:
-        """Mark these manifests and everything under them."""
-        from .store import _Manifest
-
-        for i in range(0, len(oids), _BATCH):
-            fresh = self._fresh(oids[i : i + _BATCH])
+        """Mark these manifests and everything under them (delta bases included)."""
+        pending = list(oids)
+        while pending:
+            batch = pending[-_BATCH:]
+            del pending[-_BATCH:]
             leaves: list[Oid] = []
             roots: list[Oid] = []
-            for _oid, payload in self._payloads(fresh, Kind.MANIFEST):
+            for _oid, payload in self._payloads(self._fresh(batch), Kind.MANIFEST):
                 try:
-                    man = _Manifest.parse(payload)
-                except (ValueError, KeyError, TypeError):
+                    raw = M.decode(payload)
+                except (ValueError, UnicodeDecodeError):
                     self.missing += 1  # unreadable: fsck reports it as corrupt
                     continue
-                leaves.append(man.meta)
-                for ref in man.lists.values():
-                    leaves.extend(ref.tail)
-                    if ref.tree is not None:
-                        roots.append(ref.tree)
+                bases, chunks, trees = M.references(raw)
+                pending.extend(bases)  # a delta's base must survive with it
+                leaves.extend(chunks)
+                roots.extend(trees)
             self._leaves(leaves)
             self._pages(roots)
 

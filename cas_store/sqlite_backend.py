@@ -24,6 +24,8 @@ from .objects import Kind, Oid
 
 SCHEMA_VERSION = 1
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
+_LOAD_BATCH = 1000  # ids per query when fetching object bytes
+_KINDS = {int(k): k for k in Kind}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -272,12 +274,14 @@ class SQLiteBackend(Backend):
         """Return (kind, frame) for each stored id, in batches of a few hundred."""
         out: dict[Oid, tuple[Kind, bytes]] = {}
         unique = list(dict.fromkeys(oids))
-        for part in _chunks(unique):
+        kinds = _KINDS
+        for part in _chunks(unique, _LOAD_BATCH):
             marks = ",".join("?" * len(part))
-            for oid, kind, data in self._read(
-                f"SELECT oid, kind, data FROM objects WHERE oid IN ({marks})", part
-            ):
-                out[Oid(bytes(oid))] = (Kind(kind), bytes(data))
+            # Hot path of every load: sqlite3 already returns BLOBs as bytes, and a dict
+            # lookup is several times cheaper than constructing the enum per row.
+            rows = self._read(f"SELECT oid, kind, data FROM objects WHERE oid IN ({marks})",
+                              part)
+            out.update((oid, (kinds[kind], data)) for oid, kind, data in rows)
         return out
 
     def missing(self, oids: Iterable[Oid]) -> set[Oid]:

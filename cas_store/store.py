@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import lists as L
+from . import manifest as M
 from . import recovery
 from .backend import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
 from .errors import (
@@ -58,7 +59,6 @@ from .model import (
 from .objects import (
     Kind,
     Oid,
-    canonical_json,
     compress,
     decode_page,
     decompress,
@@ -128,31 +128,8 @@ class _Items:
         return sum(len(p) for p in self.payloads)
 
 
-@dataclass(frozen=True, slots=True)
-class _Manifest:
-    meta: Oid
-    lists: dict[str, ListRef]
-
-    def payload(self) -> bytes:
-        body = {
-            "lists": {name: ref.to_json() for name, ref in sorted(self.lists.items())
-                      if name == MESSAGES or ref.count},
-            "meta": self.meta.hex(),
-            "v": 1,
-        }
-        return canonical_json(body)
-
-    @classmethod
-    def parse(cls, payload: bytes) -> _Manifest:
-        body = json.loads(payload)
-        return cls(
-            meta=Oid(bytes.fromhex(body["meta"])),
-            lists={name: ListRef.from_json(ref) for name, ref in body["lists"].items()},
-        )
-
-    @property
-    def messages(self) -> ListRef:
-        return self.lists[MESSAGES]
+#: The resolved manifest (kept under its old private name for engine modules).
+_Manifest = M.Manifest
 
 
 class _IO:
@@ -205,20 +182,31 @@ class _IO:
                     ) from None
         return {o: self.cache[o] for o in oids}
 
-    def manifest(self, oid: Oid) -> _Manifest:
-        """Return a parsed manifest (cached)."""
+    def raw_manifest(self, oid: Oid) -> M.Raw:
+        """Return a manifest as stored (full, or a delta on its base)."""
+        payload = self.payloads([oid], Kind.MANIFEST)[oid]
+        try:
+            return M.decode(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise CorruptObject(f"manifest {oid.hex()} is malformed",
+                                object_id=oid.hex()) from None
+
+    def manifest(self, oid: Oid) -> M.Manifest:
+        """Return a manifest resolved to its full form (delta chains followed, cached)."""
         got = self.cache.get(oid)
         if got is None:
-            payload = self.payloads([oid], Kind.MANIFEST)[oid]
             try:
-                got = _Manifest.parse(payload)
-            except (ValueError, KeyError, TypeError):
-                raise CorruptObject(
-                    f"manifest {oid.hex()} is malformed", object_id=oid.hex()
-                ) from None
+                got = M.resolve(oid, self.raw_manifest, self._cached_manifest)
+            except ValueError as exc:
+                raise CorruptObject(f"manifest {oid.hex()}: {exc}",
+                                    object_id=oid.hex()) from None
             self.cache[oid] = got
-        assert isinstance(got, _Manifest)
+        assert isinstance(got, M.Manifest)
         return got
+
+    def _cached_manifest(self, oid: Oid) -> M.Manifest | None:
+        got = self.cache.get(oid)
+        return got if isinstance(got, M.Manifest) else None
 
     def metadata(self, oid: Oid) -> dict[str, JSON]:
         """Return a metadata object."""
@@ -446,8 +434,28 @@ class Store:
         return Version(e.sid, e.seq, e.manifest.hex(), e.created_at, e.op, e.message_count,
                        e.nbytes, e.intentional_shrink, e.suspect_shrink)
 
-    def _put_manifest(self, io: _IO, meta: Oid, lists: dict[str, ListRef]) -> Oid:
-        return io.put(Kind.MANIFEST, _Manifest(meta, lists).payload())
+    def _put_manifest(self, io: _IO, meta: Oid, lists: dict[str, ListRef],
+                      head: tuple[Oid, M.Manifest] | None = None) -> Oid:
+        """Stage the manifest of a state: a small delta on head when one can express it."""
+        if head is not None:
+            add = M.delta_fits(head[1], lists)
+            if add is not None:
+                ref = lists[MESSAGES]
+                payload = M.encode_delta(meta, head[0], head[1].depth + 1, ref.count,
+                                         ref.nbytes, add)
+                oid = io.put(Kind.MANIFEST, payload)
+                io.cache[oid] = M.Manifest(meta, lists, head[1].depth + 1)
+                return oid
+        oid = io.put(Kind.MANIFEST, M.encode_full(meta, lists))
+        io.cache[oid] = M.Manifest(meta, lists, 0)
+        return oid
+
+    @staticmethod
+    def _same_state(man: M.Manifest, meta: Oid, lists: dict[str, ListRef]) -> bool:
+        def live(ls: dict[str, ListRef]) -> dict[str, ListRef]:
+            return {n: r for n, r in ls.items() if n == MESSAGES or r.count}
+
+        return man.meta == meta and live(man.lists) == live(lists)
 
     def _dropped_bytes(self, io: _IO, ref: ListRef, keep: int) -> int:
         # The manifest keeps only a total; sizes of what a cut drops come from the object
@@ -502,9 +510,10 @@ class Store:
                  *, lists: Mapping[str, Any] | None = None) -> str:
         """Return the manifest id of a session in exactly this state; reads and writes nothing.
 
-        Equal to ``Version.manifest`` of any version in that state, so a caller can tell
-        whether saving it would change the head (importers use it to stay idempotent).
-        Validates like ``create`` (raises InvalidMessage / InvalidMetadata / InvalidArgument).
+        Equal to ``version_state_id`` of any version in that state (whatever form its
+        manifest is stored in), so a caller can tell whether saving it would change the
+        head (importers use it to stay idempotent). Validates like ``create`` (raises
+        InvalidMessage / InvalidMetadata / InvalidArgument).
         """
         meta = self._metadata(metadata)
         items = self._items(messages)
@@ -513,8 +522,22 @@ class Store:
         refs = {MESSAGES: L.splice(L.EMPTY, 0, items.ids, items.nbytes, pages)}
         for name, it in extra.items():
             refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, pages)
-        payload = _Manifest(object_id(Kind.META, meta), refs).payload()
+        payload = M.encode_full(object_id(Kind.META, meta), refs)
         return object_id(Kind.MANIFEST, payload).hex()
+
+    def version_state_id(self, sid: str, *, seq: int | None = None) -> str:
+        """Return the ``state_id`` of the session at seq (or its head; deleted ones too).
+
+        Reads the manifest (and its delta chain) only: no chunk, no page.
+        """
+        validate_session_id(sid)
+        with self.backend.snapshot():
+            head = self.backend.head(sid)
+            if head is None:
+                raise SessionNotFound(f"no session {sid!r}", session_id=sid)
+            oid = head.manifest if seq is None else self._entry(sid, seq).manifest
+            man = _IO(self).manifest(oid)
+            return object_id(Kind.MANIFEST, M.encode_full(man.meta, man.lists)).hex()
 
     def batch(self) -> AbstractContextManager[None]:
         """Return a context whose commits (this thread's) become durable together at its end.
@@ -543,7 +566,8 @@ class Store:
             io.put_items(items)
             ref = man.messages
             new = L.splice(ref, ref.count, items.ids, ref.nbytes + items.nbytes, io)
-            m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new})
+            m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new},
+                                   (head.manifest, man))
             return _Change(Op.APPEND, m, new.count, new.nbytes, head.title)
 
         return self._mutate(sid, expected, build, at=at)
@@ -576,11 +600,12 @@ class Store:
             if meta is not None:
                 meta_oid = io.put(Kind.META, meta)
                 title = _title(json.loads(meta))
+            # A save always writes a full manifest: its id is the state's id (state_id).
             m = self._put_manifest(io, meta_oid, refs)
             return _Change(op, m, new.count, new.nbytes, title,
                            intentional_shrink=shrank and intentional_shrink,
                            suspect_shrink=shrank and not intentional_shrink,
-                           noop=m == head.manifest)
+                           noop=self._same_state(man, meta_oid, refs))
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -606,11 +631,13 @@ class Store:
             io.put_items(items)
             kept_bytes = self._dropped_bytes(io, ref, keep)
             new = L.splice(ref, keep, items.ids, kept_bytes + items.nbytes, io)
-            m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new})
+            refs = {**man.lists, MESSAGES: new}
+            m = self._put_manifest(io, man.meta, refs, (head.manifest, man))
             shrank = keep < ref.count and L.read_ids(new, io, keep, ref.count) != L.read_ids(
                 ref, io, keep, ref.count)
             return _Change(Op.REWIND, m, new.count, new.nbytes, head.title,
-                           intentional_shrink=shrank, noop=m == head.manifest)
+                           intentional_shrink=shrank,
+                           noop=self._same_state(man, man.meta, refs))
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -630,9 +657,10 @@ class Store:
             man = io.manifest(head.manifest)
             merged = merge_patch(io.metadata(man.meta), patch)
             meta = self._metadata(merged)
-            m = self._put_manifest(io, io.put(Kind.META, meta), man.lists)
+            meta_oid = io.put(Kind.META, meta)
+            m = self._put_manifest(io, meta_oid, man.lists, (head.manifest, man))
             return _Change(Op.UPDATE_METADATA, m, head.message_count, head.nbytes,
-                           _title(merged), noop=m == head.manifest)
+                           _title(merged), noop=meta_oid == man.meta)
 
         return self._mutate(sid, expected, build, at=at)
 

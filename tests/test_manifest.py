@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+from support import msg, msgs
+
+from cas_store import Store
+from cas_store import manifest as M
+from cas_store.lists import FANOUT, ListRef
+from cas_store.objects import Kind, Oid, object_id
+
+
+def oid(i: int) -> Oid:
+    return object_id(Kind.CHUNK, str(i).encode())
+
+
+def test_full_manifest_round_trips() -> None:
+    lists = {
+        "messages": ListRef(20, 999, oid(1), (oid(2), oid(3))),
+        "context": ListRef(1, 5, None, (oid(4),)),
+        "empty": ListRef(0, 0, None, ()),
+    }
+    raw = M.decode(M.encode_full(oid(0), lists))
+    assert raw.base is None and raw.meta == oid(0)
+    assert raw.lists == {k: v for k, v in lists.items() if k != "empty"}
+
+
+def test_delta_round_trips() -> None:
+    raw = M.decode(M.encode_delta(oid(0), oid(9), 3, 21, 1000, [oid(5)]))
+    assert (raw.base, raw.depth, raw.count, raw.nbytes, raw.add) == (oid(9), 3, 21, 1000,
+                                                                     (oid(5),))
+    assert M.references(raw) == ([oid(9)], [oid(0), oid(5)], [])
+
+
+@pytest.mark.parametrize("payload", [b"", b"M\x01", b"X\x01\x00" + bytes(32), b"M\x01\x07"
+                                     + bytes(32), M.encode_delta(oid(0), oid(1), 1, 1, 1, [])
+                                     + b"!"])
+def test_malformed_manifests_are_rejected(payload: bytes) -> None:
+    with pytest.raises(ValueError):
+        M.decode(payload)
+
+
+def test_appends_write_deltas_and_resolve(store: Store) -> None:
+    store.create("s", {"title": "t"}, msgs(0, 3))
+    for i in range(3, 3 + 3 * FANOUT):
+        store.append("s", [msg(i)])
+        assert store.load("s").messages == msgs(0, i + 1)
+    io = store.io()
+    forms = []
+    for v in store.versions("s"):
+        raw = io.raw_manifest(bytes.fromhex(v.manifest))  # type: ignore[arg-type]
+        forms.append("delta" if raw.base else "full")
+        assert raw.depth <= M.MAX_DEPTH
+    assert forms.count("delta") > forms.count("full")
+    assert store.fsck().ok
+
+
+def test_metadata_updates_chain_to_the_depth_limit_then_write_full(store: Store) -> None:
+    store.create("s", {"n": 0}, msgs(0, 2))
+    for n in range(1, M.MAX_DEPTH + 5):
+        store.update_metadata("s", {"n": n})
+    io = store.io()
+    depths = [io.raw_manifest(bytes.fromhex(v.manifest)).depth  # type: ignore[arg-type]
+              for v in reversed(store.versions("s"))]
+    assert max(depths) == M.MAX_DEPTH and depths.count(0) == 2
+    assert store.load("s").metadata == {"n": M.MAX_DEPTH + 4}
+    assert store.load("s").messages == msgs(0, 2)
+
+
+def test_gc_keeps_the_bases_of_a_kept_delta(store: Store) -> None:
+    from cas_store.gc import gc
+
+    store.create("s", {}, msgs(0, 5))
+    for i in range(5, 12):
+        store.append("s", [msg(i)])
+    report = gc(store, keep_last=1, grace=0)
+    assert report.versions_pruned == 7
+    assert store.load("s").messages == msgs(0, 12)
+    assert store.fsck().ok
