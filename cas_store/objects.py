@@ -202,10 +202,12 @@ def decompress(oid: bytes, frame: bytes, *, verify: bool = True, kind: Kind | No
 _THREADS = min(4, os.cpu_count() or 1)
 
 
-def decompress_many(frames: Sequence[bytes]) -> list[bytes]:
-    """Return the payloads of many frames, decompressed in parallel; checksums verified."""
+def decompress_many(frames: Sequence[bytes], threads: int = _THREADS) -> list[bytes]:
+    """Return the payloads of many frames (in parallel when threads > 1); checksums verified."""
     try:
-        result = _codecs()[1].multi_decompress_to_buffer(list(frames), threads=_THREADS)
-    except zstandard.ZstdError as exc:
+        result = _codecs()[1].multi_decompress_to_buffer(list(frames), threads=threads)
+    except (zstandard.ZstdError, ValueError) as exc:
+        # A flipped bit in a frame header can hide its content size, which this batch
+        # call reports as ValueError rather than ZstdError: corrupt all the same.
         raise CorruptObject(f"a frame does not decompress: {exc}", object_id="") from None
     return [result[i].tobytes() for i in range(len(result))]

@@ -13,12 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import random
 import re
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,21 +218,23 @@ class _IO:
 
     def items(self, oids: Sequence[Oid]) -> list[JSON]:
         """Return the decoded list items, in order, a thousand per query."""
+        batches = [oids[i : i + _LOAD_BATCH] for i in range(0, len(oids), _LOAD_BATCH)]
         out: list[JSON] = []
-        for i in range(0, len(oids), _LOAD_BATCH):
-            part = oids[i : i + _LOAD_BATCH]
-            if self.store.limits.verify_reads or len(part) < 64 or self.staged:
+        if self.store.limits.verify_reads or self.staged or len(oids) < 2 * _LOAD_BATCH:
+            for part in batches:
                 got = self.payloads(part, Kind.CHUNK)
-                payloads = [got[o] for o in part]
-            else:
-                payloads = self._bulk_chunks(part)
-            # One json.loads over the joined payloads is several times faster than one
-            # call per message, and the payloads are canonical JSON values already.
-            out.extend(json.loads(b"[" + b",".join(payloads) + b"]"))
+                out.extend(json.loads(_json_array([got[o] for o in part])))
+            return out
+        # A long list: worker threads fetch and decompress the next batches (SQLite and
+        # zstd both release the GIL) while this thread parses the one before. The chunks
+        # are immutable and reachable from a version the caller holds, so reading them
+        # outside this thread's snapshot sees the same bytes.
+        for joined in _pool().map(self._fetch_joined, batches):
+            out.extend(json.loads(joined))
         return out
 
-    def _bulk_chunks(self, part: Sequence[Oid]) -> list[bytes]:
-        """Return chunk payloads in order, decompressing on all cores (zstd drops the GIL)."""
+    def _fetch_joined(self, part: Sequence[Oid]) -> bytes:
+        """Return the chunks of part, in order, as one JSON array (for a worker thread)."""
         unique = list(dict.fromkeys(part))
         frames = self.backend.get_frames(unique)
         self.store.reads["chunk"] += len(unique)
@@ -243,14 +247,15 @@ class _IO:
                 raise CorruptObject(f"object {o.hex()} is not a chunk", object_id=o.hex())
             ordered.append(got[1])
         try:
-            segments = decompress_many(ordered)
+            segments = decompress_many(ordered, threads=1)
         except CorruptObject:
-            # Find and name the bad frame.
             for o, frame in zip(unique, ordered, strict=True):
-                decompress(o, frame, verify=False)
+                decompress(o, frame, verify=False)  # raises naming the bad object
             raise
-        by_id = dict(zip(unique, segments, strict=True))
-        return [by_id[o] for o in part]
+        if len(unique) != len(part):
+            by_id = dict(zip(unique, segments, strict=True))
+            segments = [by_id[o] for o in part]
+        return _json_array(segments)
 
     # writing ------------------------------------------------------------------------------
 
@@ -968,6 +973,21 @@ class Store:
 
 
 _MISSING = object()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                   thread_name_prefix="cas-load")
+    return _POOL
+
+
+def _json_array(payloads: Sequence[bytes]) -> bytes:
+    # One json.loads over the joined payloads is several times faster than one call per
+    # message, and each payload is a canonical JSON value already.
+    return b"[" + b",".join(payloads) + b"]"
 
 
 class _HashPages:
