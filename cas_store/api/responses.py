@@ -25,9 +25,25 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS[s]} for s in wanted}
 
 
+_HEADERS = {
+    "ETag": {"description": 'The version shown or written: "<seq>". Send it back in'
+             " If-Match.", "schema": {"type": "string", "examples": ['"3"']}},
+    "Location": {"description": "URL path of the new session.",
+                 "schema": {"type": "string", "examples": ["/api/sessions/chat-1"]}},
+}
+
+
+def with_headers(responses: dict[int | str, dict[str, Any]], status: int,
+                 *names: str) -> dict[int | str, dict[str, Any]]:
+    """Return responses with the success status documenting these response headers."""
+    return {**responses, status: {"headers": {n: _HEADERS[n] for n in names}}}
+
+
 #: Any route can meet a bad body, the size limit, a bad token, bad parameters, corruption.
 COMMON = errors()
 READ = errors(404)
-WRITE = errors(404, 412)
-CREATE = errors(409)
-FORK = errors(404, 409)
+SHOW = with_headers(READ, 200, "ETag")
+WRITE = with_headers(errors(404, 412), 200, "ETag")
+DELETE = with_headers(errors(404, 412), 204, "ETag")
+CREATE = with_headers(errors(409), 201, "ETag", "Location")
+FORK = with_headers(errors(404, 409), 201, "ETag", "Location")

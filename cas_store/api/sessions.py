@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 
 from .deps import IfMatchHeader, SidPath, StoreDep, expected_for, set_etag
-from .responses import COMMON, CREATE, READ, WRITE
+from .responses import COMMON, CREATE, DELETE, SHOW, WRITE
 from .schemas import (
     MAX_SEQ,
     MessagesAppend,
@@ -65,7 +65,7 @@ def list_sessions(
     return {"sessions": [s.to_json() for s in page.sessions], "next_cursor": page.next_cursor}
 
 
-@router.get("/{sid}", response_model=SessionPublic, responses=READ)
+@router.get("/{sid}", response_model=SessionPublic, responses=SHOW)
 def get_session(sid: SidPath, store: StoreDep, response: Response) -> dict[str, Any]:
     """Return the whole session at its head: metadata and every message."""
     session = store.load(sid)
@@ -73,7 +73,7 @@ def get_session(sid: SidPath, store: StoreDep, response: Response) -> dict[str, 
     return session.to_json()
 
 
-@router.get("/{sid}/meta", response_model=SessionMetaPublic, responses=READ)
+@router.get("/{sid}/meta", response_model=SessionMetaPublic, responses=SHOW)
 def get_session_meta(sid: SidPath, store: StoreDep, response: Response) -> dict[str, Any]:
     """Return the session without its messages; reads no message chunk."""
     meta = store.load_meta(sid)
@@ -81,7 +81,7 @@ def get_session_meta(sid: SidPath, store: StoreDep, response: Response) -> dict[
     return meta.to_json()
 
 
-@router.get("/{sid}/messages", response_model=MessagesPage, responses=READ)
+@router.get("/{sid}/messages", response_model=MessagesPage, responses=SHOW)
 def get_messages(
     sid: SidPath,
     store: StoreDep,
@@ -151,7 +151,7 @@ def patch_metadata(
     return version.to_json()
 
 
-@router.delete("/{sid}", status_code=204, response_class=Response, responses=WRITE)
+@router.delete("/{sid}", status_code=204, response_class=Response, responses=DELETE)
 def delete_session(sid: SidPath, store: StoreDep,
                    if_match: IfMatchHeader = None) -> Response:
     """Delete a session: it leaves the list and GET, its versions stay (restore undoes it)."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from .deps import IfMatchHeader, SeqPath, SidPath, StoreDep, expected_for, head_seq, set_etag
-from .responses import FORK, READ, WRITE
+from .responses import FORK, READ, SHOW, WRITE
 from .schemas import (
     MAX_SEQ,
     DiffPublic,
@@ -43,7 +43,7 @@ def list_versions(
 
 
 @router.get("/{sid}/versions/{seq}", response_model=SessionPublic | SessionMetaPublic,
-            responses=READ)
+            responses=SHOW)
 def get_version(
     sid: SidPath,
     seq: SeqPath,

@@ -145,6 +145,14 @@ def test_openapi_is_complete(client: TestClient) -> None:
         for status in ("401", "413", "422", "500"):
             ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
             assert ref.endswith("/ErrorResponse"), (path, method, status)
+    assert "ETag" in paths["/api/sessions/{sid}"]["get"]["responses"]["200"]["headers"]
+    assert "ETag" in paths["/api/sessions/{sid}"]["delete"]["responses"]["204"]["headers"]
+    created = paths["/api/sessions"]["post"]["responses"]["201"]
+    assert {"ETag", "Location"} <= set(created["headers"])
+    assert created["content"]["application/json"]["schema"]["$ref"].endswith("/VersionPublic")
+    if_match = [p for p in paths["/api/sessions/{sid}"]["put"]["parameters"]
+                if p["name"] == "If-Match"]
+    assert if_match and if_match[0]["in"] == "header"
     patch_body = paths["/api/sessions/{sid}"]["patch"]["requestBody"]["content"]
     assert {"application/json", "application/merge-patch+json"} <= set(patch_body)
     schemas = spec["components"]["schemas"]
