@@ -81,3 +81,18 @@ def test_wrong_kind_is_corrupt(store: Store, store_path: Path) -> None:
     assert not store.fsck().ok
     with pytest.raises(CorruptObject):
         store.load("a")
+
+
+def test_corruption_is_named_on_the_threaded_load_path(store: Store, store_path: Path) -> None:
+    many = [{"i": i, "pad": "x" * 50} for i in range(3000)]  # long enough for worker threads
+    store.create("a", {}, many)
+    victim = _chunk_of(store, "a", 2500)
+    with sqlite3.connect(store_path) as con:
+        (data,) = con.execute("SELECT data FROM objects WHERE oid = ?", (victim,)).fetchone()
+        broken = bytearray(data)
+        broken[len(broken) // 2] ^= 0xFF
+        con.execute("UPDATE objects SET data = ? WHERE oid = ?", (bytes(broken), victim))
+    with pytest.raises(CorruptObject) as exc:
+        store.load("a")
+    assert exc.value.object_id == victim.hex()
+    assert store.messages("a", offset=0, limit=10) == many[:10]
