@@ -285,16 +285,20 @@ def _iter_array(r: _Reader) -> Iterator[Any]:
 class _StreamedList:
     """One top-level list field of a big file, re-read from disk on each iteration."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: Path, name: str, occurrence: int = 0) -> None:
         self.path = path
         self.name = name
+        self.occurrence = occurrence  # which of duplicate fields: the last one wins, as in json
 
     def __iter__(self) -> Iterator[Any]:
+        seen = 0
         with open(self.path, encoding="utf-8") as f:
             for key, r, is_array in _iter_top(f):
                 if key == self.name and is_array:
-                    yield from _iter_array(r)
-                    return
+                    seen += 1
+                    if seen > self.occurrence:
+                        yield from _iter_array(r)
+                        return
                 if is_array:
                     for _ in _iter_array(r):
                         pass
@@ -424,14 +428,21 @@ def _scan(path: Path, size: int, mtime: float) -> _Doc:
     """Parse a big file once, keeping the metadata and only the names of its big lists."""
     metadata: dict[str, JSON] = {}
     lists: dict[str, Any] = {}
-    list_bytes = 0
+    sizes: dict[str, int] = {}
     count: int | None = None
+    seen: dict[str, int] = {}  # array occurrences per key (a duplicate key: the last wins)
     try:
         with open(path, encoding="utf-8") as f:
             for key, r, is_array in _iter_top(f):
+                metadata.pop(key, None)
+                lists.pop(key, None)
                 if not is_array:
                     metadata[key] = r.value()
+                    if key == MESSAGES:
+                        count = None
                     continue
+                occurrence = seen.get(key, 0)
+                seen[key] = occurrence + 1
                 if key == MESSAGES:
                     count = sum(1 for _ in _iter_array(r))
                     continue
@@ -451,8 +462,8 @@ def _scan(path: Path, size: int, mtime: float) -> _Doc:
                 if kept is not None:
                     metadata[key] = kept
                 else:
-                    lists[key] = _StreamedList(path, key)
-                    list_bytes += item_bytes
+                    lists[key] = _StreamedList(path, key, occurrence)
+                    sizes[key] = item_bytes
     except UnicodeDecodeError as exc:
         raise DocumentError(f"not UTF-8 text ({exc.reason})") from None
     except RecursionError:
@@ -462,8 +473,9 @@ def _scan(path: Path, size: int, mtime: float) -> _Doc:
             kind = type(metadata[MESSAGES]).__name__
             raise DocumentError(f"'messages' is a {kind}, not a list")
         raise DocumentError("no 'messages' field")
-    return _Doc(path, size, mtime, metadata, _StreamedList(path, MESSAGES), lists, count,
-                list_bytes, streamed=True)
+    list_bytes = sum(sizes[k] for k in lists)
+    messages = _StreamedList(path, MESSAGES, seen[MESSAGES] - 1)
+    return _Doc(path, size, mtime, metadata, messages, lists, count, list_bytes, streamed=True)
 
 
 def session_id_of(name: str) -> tuple[str, bool] | None:
@@ -510,7 +522,8 @@ def _head(store: Store, sid: str) -> _Head | None:
         v = store.versions(sid, limit=1)[0]
     except SessionNotFound:
         return None
-    return _Head(v.seq, v.manifest, v.op == Op.DELETE.value)
+    # Compare states, not manifest ids: a head may be stored as a delta manifest.
+    return _Head(v.seq, store.version_state_id(sid, seq=v.seq), v.op == Op.DELETE.value)
 
 
 def _state(store: Store, doc: _Doc) -> str:
@@ -536,38 +549,49 @@ class _Importer:
         if path is None:
             return None
         try:
-            doc = read_document(path)
+            return read_document(path)
         except DocumentError as exc:
             self.skip(path, str(exc))
-            return None
         except OSError as exc:
             self.skip(path, f"cannot read: {exc.strerror or exc}")
+        return None
+
+    def validate(self, doc: _Doc | None) -> _Doc | None:
+        """Return doc if the store accepts it (computing its state id), else skip it."""
+        if doc is None:
             return None
-        self.report.files += 1
-        self.report.bytes_in += doc.size
+        try:
+            _state(self.store, doc)
+        except (InvalidInput, DocumentError) as exc:
+            self.skip(doc.path, str(exc))
+            return None
         return doc
 
     def session(self, sid: str, live_path: Path | None, bak_path: Path | None) -> None:
         """Import one session (live file and/or backup) entirely, or skip it entirely."""
         live = self.read(live_path)
-        if live_path is not None and live is None:
-            if bak_path is not None:
-                self.skip(bak_path, f"not imported: its live file {live_path.name} was skipped")
-            return
         bak = self.read(bak_path)
-        if bak_path is not None and bak is None and live is None:
+        if live is not None and bak is not None:
+            # Both are checked before the first write, so nothing is half-imported.
+            live, bak = self.validate(live), self.validate(bak)
+        if live_path is not None and live is None:
+            if bak is not None:
+                self.skip(bak.path, f"not imported: its live file {live_path.name} was skipped")
+            return
+        doc = live if live is not None else bak
+        if doc is None:
             return
         try:
             self._apply(sid, live, bak)
-        except InvalidInput as exc:
-            # Raised while validating, before anything of this session was committed.
-            bad = live if live is not None else bak
-            assert bad is not None
-            self.skip(bad.path, str(exc))
-        except DocumentError as exc:  # a streamed file failed while being re-read
-            bad = live if live is not None else bak
-            assert bad is not None
-            self.skip(bad.path, str(exc))
+        except (InvalidInput, DocumentError) as exc:
+            # Raised while validating (or re-reading a streamed file) inside create or
+            # save, before anything of this session was committed.
+            self.skip(doc.path, str(exc))
+            return
+        for d in (live, bak):
+            if d is not None:
+                self.report.files += 1
+                self.report.bytes_in += d.size
 
     def _apply(self, sid: str, live: _Doc | None, bak: _Doc | None) -> None:
         store, report, dry = self.store, self.report, self.report.dry_run
@@ -575,10 +599,6 @@ class _Importer:
         target = live if live is not None else bak
         assert target is not None
         orphan = live is None
-        # Validate every file of the session before the first write: nothing half-imported.
-        if live is not None and bak is not None:
-            _state(store, live)
-            _state(store, bak)
         steps: list[_Doc] = [d for d in (bak, live) if d is not None]
         if head is not None:
             if head.manifest == _state(store, target) and head.deleted == orphan:

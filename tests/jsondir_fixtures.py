@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-WORDS = (
+_TEXT = (
     "the model answered quickly but the tool call failed so we retried with a smaller"
     " context window and the summary came back with three citations about rome naples"
     " venice latency tokens streaming cache index vector embedding query result"
-).split()
+)
+WORDS = _TEXT.split(" ")
 UNICODE = ["naïve café", "日本語のテキスト", "emoji 🎉🚀", "Ελληνικά", "עברית", "ümlaut ß",
            "math ∑∫√", "zero\u200bwidth", "tab\tand\nnewline", 'quote " and \\ backslash']
 MODELS = ["gpt-4o", "claude-3-5-sonnet", "llama-3.1-70b", "mistral-large"]
@@ -55,8 +56,8 @@ def message(rnd: random.Random, i: int, t0: float) -> dict[str, Any]:
             }]
     if role == "user" and rnd.random() < 0.15:
         m["attachments"] = [{"name": f"report-{i}.pdf", "mime": "application/pdf",
-                             "size": rnd.randint(1000, 5_000_000), "sha256": "%064x" %
-                             rnd.getrandbits(256), "pages": None}]
+                             "size": rnd.randint(1000, 5_000_000),
+                             "sha256": f"{rnd.getrandbits(256):064x}", "pages": None}]
     if role == "tool":
         m["tool_call_id"] = f"call_{rnd.getrandbits(40):x}"
         m["content"] = json.dumps({"results": [text(rnd, 3, 20) for _ in range(3)]})
@@ -82,7 +83,8 @@ def session_doc(rnd: random.Random, sid: str, n: int, *, t0: float | None = None
         "temperature": 0.7,
         "pinned": rnd.random() < 0.1,
         "folder": None,
-        "tags": [rnd.choice(["work", "rome", "draft", "ünïcode"]) for _ in range(rnd.randint(0, 3))],
+        "tags": [rnd.choice(["work", "rome", "draft", "ünïcode"])
+                 for _ in range(rnd.randint(0, 3))],
         "stream_state": rnd.choice(["done", "streaming", None]),
         "pending_tool_call": None if rnd.random() < 0.7 else {"id": "call_1", "name": "search"},
         "parent_session_id": None if rnd.random() < 0.8 else f"sess-{rnd.randint(0, 99):03d}",
