@@ -513,17 +513,27 @@ def marks_intentional_shrink(new: dict[str, JSON], old: dict[str, JSON] | None) 
 @dataclass(slots=True)
 class _Head:
     seq: int
-    manifest: str
+    manifest: str  # state id of the head (see Store.state_id)
     deleted: bool
+    imported: str | None  # state id of the newest version an import wrote, if any
 
 
 def _head(store: Store, sid: str) -> _Head | None:
     try:
-        v = store.versions(sid, limit=1)[0]
+        page = store.versions(sid, limit=20)
     except SessionNotFound:
         return None
-    # Compare states, not manifest ids: a head may be stored as a delta manifest.
-    return _Head(v.seq, store.version_state_id(sid, seq=v.seq), v.op == Op.DELETE.value)
+    head = page[0]
+    imported = None
+    while page:
+        found = next((v for v in page if v.op == Op.IMPORT.value), None)
+        if found is not None:
+            imported = store.version_state_id(sid, seq=found.seq)
+            break
+        page = store.versions(sid, limit=200, before=page[-1].seq)
+    # States, not manifest ids, are compared: a head may be stored as a delta manifest.
+    return _Head(head.seq, store.version_state_id(sid, seq=head.seq),
+                 head.op == Op.DELETE.value, imported)
 
 
 def _state(store: Store, doc: _Doc) -> str:
@@ -601,11 +611,15 @@ class _Importer:
         orphan = live is None
         steps: list[_Doc] = [d for d in (bak, live) if d is not None]
         if head is not None:
-            if head.manifest == _state(store, target) and head.deleted == orphan:
+            # Unchanged: the file is what the last import wrote (even if the session has
+            # moved on in the store since), or what the session is now.
+            if _state(store, target) == head.imported or (
+                    head.manifest == _state(store, target) and head.deleted == orphan):
                 report.sessions_unchanged += 1
                 return
-            # A backup equal to the head was imported by an earlier run (or is stale).
-            steps = [d for d in steps if d is target or _state(store, d) != head.manifest]
+            # A backup equal to the head or to the last import was imported already.
+            known = {head.manifest, head.imported}
+            steps = [d for d in steps if d is target or _state(store, d) not in known]
         created = head is None or head.deleted
         if dry:
             # Validate as the writes would, and count only the states that differ.

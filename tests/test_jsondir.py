@@ -455,3 +455,14 @@ def test_streamed_file_invalid_late_is_skipped_whole(store: Store, tmp_path: Pat
     assert "messages[3000]" in report.skipped[0].reason
     with pytest.raises(errors.SessionNotFound):
         store.versions("big")
+
+
+def test_rerun_keeps_changes_made_in_the_store_since(store: Store, chat: ChatDir) -> None:
+    import_json_dir(store, chat.path)
+    sid = "sess-003"
+    store.append(sid, [{"role": "user", "content": "written through the store"}])
+    store.update_metadata(sid, {"title": "renamed in the store"})
+    head = store.versions(sid)[0].seq
+    report = import_json_dir(store, chat.path)
+    assert report.versions == 0 and store.versions(sid)[0].seq == head
+    assert store.load(sid).messages[-1]["content"] == "written through the store"
