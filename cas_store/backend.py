@@ -77,9 +77,10 @@ class Commit:
     objects: Sequence[ObjectWrite]
     entry: LogEntry  # entry.seq == expected_seq + 1
     head: HeadRow
-    # Versions that must still exist when the pointer moves: a restore or fork references
-    # objects reachable only from them, and GC may have pruned them meanwhile.
-    requires: Sequence[tuple[str, int]] = ()
+    # Versions (sid, seq, manifest) that must still exist, naming that manifest, when the
+    # pointer moves: a restore, fork or recovery references objects reachable only from
+    # them, and GC may have pruned them (or dropped and re-created the session) meanwhile.
+    requires: Sequence[tuple[str, int, Oid]] = ()
 
 
 class Retry(Exception):

@@ -32,7 +32,7 @@ class Plan:
     shrink: LogEntry  # the first unresolved suspect shrink
     before: LogEntry  # the larger version it cut
     ids: list[Oid]  # the recovered message list
-    read: list[int]  # seqs whose objects the new head references
+    read: list[tuple[int, Oid]]  # versions (seq, manifest) the new head references
     skipped: str = ""  # non-empty: no change, and why
 
 
@@ -77,7 +77,7 @@ def plan(entries: Sequence[LogEntry], ids_of: Callable[[LogEntry], list[Oid]],
             return Plan(shrink, before, [], [], skipped=why)
         prev = cur
     ids = base + prev[k:]
-    read = [e.seq for e in entries[i - 1 :]]
+    read = [(e.seq, e.manifest) for e in entries[i - 1 :]]
     if ids == prev:
         return Plan(shrink, before, ids, read, skipped="nothing was lost")
     return Plan(shrink, before, ids, read)

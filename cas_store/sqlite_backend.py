@@ -412,9 +412,10 @@ class SQLiteBackend(Backend):
                     current=current,
                     expected=change.expected_seq,
                 )
-            for sid, seq in change.requires:
+            for sid, seq, manifest in change.requires:
                 if not con.execute(
-                    "SELECT 1 FROM versions WHERE sid = ? AND seq = ?", (sid, seq)
+                    "SELECT 1 FROM versions WHERE sid = ? AND seq = ? AND manifest = ?",
+                    (sid, seq, manifest),
                 ).fetchone():
                     raise VersionNotFound(f"session {sid!r} has no version {seq}")
             for obj in change.objects:

@@ -304,7 +304,7 @@ class _Change:
     suspect_shrink: bool = False
     deleted: bool = False
     resolves: bool = False  # clears the session's pending suspect shrink
-    requires: list[tuple[str, int]] = field(default_factory=list)
+    requires: list[tuple[str, int, Oid]] = field(default_factory=list)
     noop: bool = False
     created_at: float | None = None  # a fresh session's creation time, when not the version's
 
@@ -688,7 +688,7 @@ class Store:
             title = _title(io.metadata(io.manifest(target.manifest).meta))
             return _Change(Op.RESTORE, target.manifest, target.message_count, target.nbytes,
                            title, intentional_shrink=shrank, resolves=True,
-                           requires=[(sid, seq)])
+                           requires=[(sid, seq, target.manifest)])
 
         return self._mutate(sid, expected, build, mode="any", at=at)
 
@@ -711,7 +711,7 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             title = _title(io.metadata(io.manifest(source.manifest).meta))
             return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
-                           title, requires=[(sid, source.seq)])
+                           title, requires=[(sid, source.seq, source.manifest)])
 
         return self._mutate(target_sid, ANY, build, mode="create", at=at)
 
@@ -939,7 +939,7 @@ class Store:
             new = L.splice(ref, cp, found.ids[cp:], nbytes, io)
             m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new})
             return _Change(Op.RECOVER, m, new.count, new.nbytes, head.title, resolves=True,
-                           requires=[(sid, s) for s in found.read])
+                           requires=[(sid, s, m) for s, m in found.read])
 
         return self._mutate(sid, expected, build)
 
