@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import platformdirs
+
 from .backend import Backend
 from .errors import (
     AlreadyExists,
@@ -44,6 +46,11 @@ from .sqlite_backend import SQLiteBackend
 from .store import Limits, Store, merge_patch, validate_session_id
 
 __version__ = "0.1.0"
+
+
+def default_store_path() -> Path:
+    """Return the default store file: sessions.db in the user's data directory (XDG)."""
+    return Path(platformdirs.user_data_dir("cas-store")) / "sessions.db"
 
 
 def open_store(location: str | os.PathLike[str], *, synchronous: str = "FULL",
@@ -92,6 +99,7 @@ __all__ = [
     "StoreStats",
     "Version",
     "VersionNotFound",
+    "default_store_path",
     "gc",
     "merge_patch",
     "open_store",

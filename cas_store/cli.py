@@ -16,12 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import platformdirs
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import errors
+from . import default_store_path, errors
 from .model import Version
 from .store import Store
 
@@ -54,9 +53,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 
-def default_store_path() -> Path:
-    """Return the default store file: sessions.db in the user's data directory (XDG)."""
-    return Path(platformdirs.user_data_dir("cas-store")) / "sessions.db"
 
 
 class _State:

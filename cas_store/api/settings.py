@@ -18,7 +18,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 
 
 def _default_store() -> Path:
-    from ..cli import default_store_path
+    from .. import default_store_path
 
     return default_store_path()
 
