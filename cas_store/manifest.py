@@ -15,6 +15,7 @@ Encoding (all integers unsigned LEB128, ids raw 32 bytes)::
     full:  b"M" 0x01 0x00 meta  nlists  { len(name) name count bytes has_tree [tree]
                                            ntail tail* }  (lists sorted by name)
     delta: b"M" 0x01 0x01 meta  base depth count bytes nadd add*
+           nextra { len(name) name count }   (the other lists' counts, for load_meta)
 
 ``references`` lists what a manifest points at, for GC and fsck, without resolving.
 """
@@ -59,6 +60,15 @@ class Raw:
     count: int = 0  # delta only
     nbytes: int = 0  # delta only
     add: tuple[Oid, ...] = ()  # delta only
+    extra_counts: tuple[tuple[str, int], ...] = ()  # delta only: the other lists' counts
+
+    def summary(self) -> tuple[int, int, dict[str, int]]:
+        """Return (message count, message bytes, other lists' counts) without resolving."""
+        if self.base is not None:
+            return self.count, self.nbytes, dict(self.extra_counts)
+        msgs = self.lists[MESSAGES]
+        return msgs.count, msgs.nbytes, {n: r.count for n, r in self.lists.items()
+                                         if n != MESSAGES}
 
 
 # --- encoding --------------------------------------------------------------------------------
@@ -90,11 +100,16 @@ def encode_full(meta: Oid, lists: dict[str, ListRef]) -> bytes:
 
 
 def encode_delta(meta: Oid, base: Oid, depth: int, count: int, nbytes: int,
-                 add: Iterable[Oid]) -> bytes:
+                 add: Iterable[Oid], extra_counts: dict[str, int] | None = None) -> bytes:
     """Return the payload of a delta manifest."""
     ids = list(add)
-    return b"".join([MAGIC, bytes((DELTA,)), meta, base, _varint(depth), _varint(count),
-                     _varint(nbytes), _varint(len(ids)), *ids])
+    extra = sorted((n, c) for n, c in (extra_counts or {}).items() if c)
+    parts = [MAGIC, bytes((DELTA,)), meta, base, _varint(depth), _varint(count),
+             _varint(nbytes), _varint(len(ids)), *ids, _varint(len(extra))]
+    for name, n in extra:
+        raw = name.encode()
+        parts += [_varint(len(raw)), raw, _varint(n)]
+    return b"".join(parts)
 
 
 class _Reader:
@@ -135,7 +150,8 @@ def decode(payload: bytes) -> Raw:
     if form == DELTA:
         base, depth, count, nbytes = r.oid(), r.varint(), r.varint(), r.varint()
         add = tuple(r.oid() for _ in range(r.varint()))
-        out = Raw(meta, {}, base, depth, count, nbytes, add)
+        extra = tuple((r.take(r.varint()).decode(), r.varint()) for _ in range(r.varint()))
+        out = Raw(meta, {}, base, depth, count, nbytes, add, extra)
     elif form == FULL:
         lists = {}
         for _ in range(r.varint()):

@@ -16,9 +16,10 @@ import json
 import os
 import random
 import re
+import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -134,6 +135,31 @@ class _Items:
 _Manifest = M.Manifest
 
 
+class _SharedCache:
+    """A bounded, thread-safe LRU of decoded immutable objects, keyed by id."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[Oid, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, oid: Oid) -> Any:
+        """Return the cached value or None."""
+        with self._lock:
+            value = self._items.get(oid)
+            if value is not None:
+                self._items.move_to_end(oid)
+            return value
+
+    def put(self, oid: Oid, value: Any) -> None:
+        """Cache a value, evicting the least recently used past the limit."""
+        with self._lock:
+            self._items[oid] = value
+            self._items.move_to_end(oid)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+
 class _IO:
     """Reads objects with a per-operation cache, and stages new ones for one commit."""
 
@@ -175,13 +201,23 @@ class _IO:
         """Return children of each page (cached)."""
         need = [o for o in oids if o not in self.cache]
         if need:
-            for o, payload in self.payloads(need, Kind.PAGE).items():
+            shared = self.store._decoded
+            missed = []
+            for o in need:
+                hit = shared.get(o)
+                if hit is None:
+                    missed.append(o)
+                else:
+                    self.cache[o] = hit
+            for o, payload in self.payloads(missed, Kind.PAGE).items() if missed else ():
                 try:
-                    self.cache[o] = decode_page(payload)[1]
+                    children = decode_page(payload)[1]
                 except ValueError:
                     raise CorruptObject(
                         f"page {o.hex()} is malformed", object_id=o.hex()
                     ) from None
+                self.cache[o] = children
+                shared.put(o, children)
         return {o: self.cache[o] for o in oids}
 
     def raw_manifest(self, oid: Oid) -> M.Raw:
@@ -195,7 +231,7 @@ class _IO:
 
     def manifest(self, oid: Oid) -> M.Manifest:
         """Return a manifest resolved to its full form (delta chains followed, cached)."""
-        got = self.cache.get(oid)
+        got = self._cached_manifest(oid)
         if got is None:
             try:
                 got = M.resolve(oid, self.raw_manifest, self._cached_manifest)
@@ -203,11 +239,15 @@ class _IO:
                 raise CorruptObject(f"manifest {oid.hex()}: {exc}",
                                     object_id=oid.hex()) from None
             self.cache[oid] = got
-        assert isinstance(got, M.Manifest)
+            self.store._decoded.put(oid, got)
         return got
 
     def _cached_manifest(self, oid: Oid) -> M.Manifest | None:
         got = self.cache.get(oid)
+        if got is None:
+            got = self.store._decoded.get(oid)
+            if got is not None:
+                self.cache[oid] = got
         return got if isinstance(got, M.Manifest) else None
 
     def metadata(self, oid: Oid) -> dict[str, JSON]:
@@ -319,6 +359,10 @@ class Store:
         self.clock = clock
         #: Objects read from the backend, by kind (for tests and the stats command).
         self.reads: Counter[str] = Counter()
+        # Decoded manifests and pages, shared by operations. Objects are immutable, so an
+        # entry can never be stale; it spares an append re-reading (and re-resolving the
+        # delta chain of) the manifest the previous append just wrote.
+        self._decoded = _SharedCache(20_000)
 
     def close(self) -> None:
         """Release the backend's connections."""
@@ -418,6 +462,9 @@ class Store:
             try:
                 self.backend.commit(Commit(current, list(io.staged.values()), entry, row,
                                            change.requires))
+                for oid, w in io.staged.items():
+                    if w.kind in (Kind.MANIFEST, Kind.PAGE) and oid in io.cache:
+                        self._decoded.put(oid, io.cache[oid])
                 return self._version(entry)
             except Conflict:
                 if expected is not ANY:
@@ -442,12 +489,14 @@ class Store:
     def _put_manifest(self, io: _IO, meta: Oid, lists: dict[str, ListRef],
                       head: tuple[Oid, M.Manifest] | None = None) -> Oid:
         """Stage the manifest of a state: a small delta on head when one can express it."""
+        lists = {n: r for n, r in lists.items() if n == MESSAGES or r.count}
         if head is not None:
             add = M.delta_fits(head[1], lists)
             if add is not None:
                 ref = lists[MESSAGES]
-                payload = M.encode_delta(meta, head[0], head[1].depth + 1, ref.count,
-                                         ref.nbytes, add)
+                payload = M.encode_delta(
+                    meta, head[0], head[1].depth + 1, ref.count, ref.nbytes, add,
+                    {n: r.count for n, r in lists.items() if n != MESSAGES})
                 oid = io.put(Kind.MANIFEST, payload)
                 io.cache[oid] = M.Manifest(meta, lists, head[1].depth + 1)
                 return oid
@@ -750,25 +799,39 @@ class Store:
                                                                              _Manifest]:
         manifest_oid = entry.manifest if entry else head.manifest
         man = io.manifest(manifest_oid)
-        meta = SessionMeta(
+        return self._session_meta(io, head, entry, man.meta, man.messages.count,
+                                  man.messages.nbytes,
+                                  {n: r.count for n, r in man.lists.items() if n != MESSAGES}
+                                  ), man
+
+    def _session_meta(self, io: _IO, head: HeadRow, entry: LogEntry | None, meta_oid: Oid,
+                      count: int, nbytes: int, list_counts: dict[str, int]) -> SessionMeta:
+        return SessionMeta(
             session_id=head.sid,
             seq=entry.seq if entry else head.seq,
-            manifest=manifest_oid.hex(),
-            metadata=io.metadata(man.meta),
-            message_count=man.messages.count,
-            bytes=man.messages.nbytes,
+            manifest=(entry.manifest if entry else head.manifest).hex(),
+            metadata=io.metadata(meta_oid),
+            message_count=count,
+            bytes=nbytes,
             created_at=head.created_at,
             updated_at=entry.created_at if entry else head.updated_at,
-            list_counts={n: r.count for n, r in man.lists.items() if n != MESSAGES},
+            list_counts=list_counts,
             deleted=head.deleted and entry is None,
         )
-        return meta, man
 
     def load_meta(self, sid: str, *, seq: int | None = None) -> SessionMeta:
         """Return the session (at seq, or the head) without messages; reads no chunk or page."""
         with self.backend.snapshot():
             head, entry = self._state(sid, seq)
-            return self._meta(_IO(self), head, entry)[0]
+            io = _IO(self)
+            oid = entry.manifest if entry else head.manifest
+            cached = io._cached_manifest(oid)
+            if cached is not None:
+                return self._meta(io, head, entry)[0]
+            # One manifest read, even for a delta: it carries the metadata id and counts.
+            raw = io.raw_manifest(oid)
+            count, nbytes, list_counts = raw.summary()
+            return self._session_meta(io, head, entry, raw.meta, count, nbytes, list_counts)
 
     def load(self, sid: str, *, seq: int | None = None) -> Session:
         """Return the session (at seq, or the head) with all its messages and named lists."""

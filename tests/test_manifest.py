@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from support import msg, msgs
 
@@ -76,3 +78,18 @@ def test_gc_keeps_the_bases_of_a_kept_delta(store: Store) -> None:
     assert report.versions_pruned == 7
     assert store.load("s").messages == msgs(0, 12)
     assert store.fsck().ok
+
+
+def test_cold_load_meta_of_a_delta_reads_one_manifest(store: Store, store_path: Path) -> None:
+    from cas_store import open_store
+
+    store.create("s", {"title": "t"}, msgs(0, 3), lists={"context": [1, 2]})
+    store.append("s", [msg(3)])
+    store.update_metadata("s", {"title": "u"})
+    cold = open_store(store_path)
+    meta = cold.load_meta("s")
+    assert (meta.message_count, meta.list_counts, meta.metadata) == (4, {"context": 2},
+                                                                     {"title": "u"})
+    assert cold.reads["manifest"] == 1 and cold.reads["page"] == 0
+    assert cold.load("s").lists == {"context": [1, 2]}
+    cold.close()
