@@ -25,7 +25,7 @@ Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- requests -----------------------------------------------------------------------------
