@@ -188,8 +188,9 @@ def targets(res: Results) -> list[str]:
     raw = {n: r for n in ns if (r := res.get("raw", n))}
     vs_oa = {n: cas[n].p50 / oa[n].p50 for n in ns if n in oa}
     vs_raw = {n: cas[n].p50 / raw[n].p50 for n in ns if n in raw}
-    p50s = [cas[n].p50 for n in ns]
-    spread = _spread(p50s)
+    # The machine's speed drifts between sizes (raw append's own median moves too), so
+    # flatness is judged on the ratio to the floor measured in the same minutes.
+    spread = _spread(list(vs_raw.values()))
     ok1 = all(v <= 1.0 for v in vs_oa.values())
     ok2 = all(v <= 3.0 for v in vs_raw.values())
     ok3 = spread <= 1.5
@@ -199,8 +200,9 @@ def targets(res: Results) -> list[str]:
     out.append("   Within 3× of raw append at every N: "
                f"{verdict(ok2)} (" + ", ".join(f"{_ratio(v)} at {n:,}"
                                                  for n, v in vs_raw.items()) + ").")
-    out.append(f"   Flat in N: {verdict(ok3)} (largest ÷ smallest median over N: "
-               f"{spread:.2f}; flat taken as ≤ 1.5).")
+    out.append(f"   Flat in N: {verdict(ok3)} (largest ÷ smallest of those ratios over N: "
+               f"{spread:.2f}, flat taken as ≤ 1.5; medians "
+               + ", ".join(f"{_ms(cas[n].p50)} ms" for n in ns) + ").")
     if not (ok1 and ok2):
         out.append("   Why: a cas-store append is one SQLite write transaction that reads the "
                    "head and manifest, hashes and compresses the message, and writes the chunk, "
@@ -213,12 +215,16 @@ def targets(res: Results) -> list[str]:
     r = cas[n10]
     ratio = r.disk / r.floor
     per_msg = {n: cas[n].disk / n for n in ns}
-    lin = _spread([per_msg[n] for n in ns if n >= 1000]) if len(ns) > 1 else 1.0
+    # Only sizes grown one version per message count: beyond, batches hold fewer versions.
+    one_by_one = [n for n in ns if 1000 <= n <= ONE_BY_ONE_MAX]
+    lin = _spread([per_msg[n] for n in one_by_one]) if len(one_by_one) > 1 else 1.0
     out.append(f"2. Bytes on disk at N={n10:,} with every version kept, at most 2× the "
                f"compressed messages: {verdict(ratio <= 2.0)} ({_mb(r.disk)} MB = "
                f"{_ratio(ratio)} the floor of {_mb(r.floor)} MB).")
-    out.append(f"   Linear in N: {verdict(lin <= 1.5)} (bytes per message: "
-               + ", ".join(f"{per_msg[n]:,.0f} B at {n:,}" for n in ns) + ").")
+    out.append(f"   Linear in N: {verdict(lin <= 1.5)} (bytes on disk per message: "
+               + ", ".join(f"{per_msg[n]:,.0f} B at {n:,}" for n in ns)
+               + f"; judged on 1,000 to {ONE_BY_ONE_MAX:,}, where every message is a "
+               "version).")
     lg_stop = res.stopped("langgraph", n10)
     lg = res.get("langgraph", n10)
     if lg_stop:
@@ -272,7 +278,8 @@ def markdown(res: Results, caps: Caps, elapsed: float, quick: bool,
         "# Benchmarks: cas-store beside the stores a chat server would use instead",
         "",
         f"Run on {today}{' (quick run)' if quick else ''} with `python -m bench`, "
-        f"{elapsed / 60:.1f} minutes, one process, one store at a time.",
+        f"{elapsed / 60:.1f} minutes, one process; at each N the stores' timed appends "
+        "take turns (one append of each store in turn).",
         "",
         f"- Machine: {info['cpu']}; {info['os']}; a shared virtual machine, so absolute "
         "times are noisy: read the ratios.",
@@ -370,7 +377,7 @@ def plot(res: Results, path: Path, title: str) -> None:
         ax.set_xlabel("messages in the conversation (N)")
         ax.set_title(label)
         ax.grid(True, which="both", alpha=0.25)
-    axes[2].legend(fontsize=8, loc="upper left")
+    axes[2].legend(fontsize=8, loc="lower right")
     axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
