@@ -758,7 +758,10 @@ def import_json_dir(store: Store, directory: str | os.PathLike[str], *, dry_run:
     for batch in _batches(entries):
         # One transaction per batch: one durable commit for many sessions (the measured
         # reason is in docs/design.md); each session's versions land together or not at all.
-        with contextlib.nullcontext() if dry_run else store.batch():
+        # A big file alone is not batched: the engine encodes it before taking the write
+        # lock, and a batch would hold the lock (and other writers) for all that time.
+        alone = len(batch) == 1 and batch[0].size >= BATCH_BYTES
+        with contextlib.nullcontext() if dry_run or alone else store.batch():
             for e in batch:
                 imp.session(e.sid, e.live, e.bak)
                 done += 1

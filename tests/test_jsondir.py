@@ -466,3 +466,28 @@ def test_rerun_keeps_changes_made_in_the_store_since(store: Store, chat: ChatDir
     report = import_json_dir(store, chat.path)
     assert report.versions == 0 and store.versions(sid)[0].seq == head
     assert store.load(sid).messages[-1]["content"] == "written through the store"
+
+
+def test_streamed_import_holds_a_few_times_the_file(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    from jsondir_fixtures import write_big_session
+
+    d = tmp_path / "in"
+    d.mkdir()
+    size = write_big_session(d / "big.json", 6 * 1024 * 1024)
+    peaks = {}
+    for streamed in (False, True):
+        monkeypatch.setattr(J, "STREAM_MIN_BYTES", 0 if streamed else 1 << 40)
+        s = open_store(tmp_path / f"{streamed}.db")
+        tracemalloc.start()
+        try:
+            report = import_json_dir(s, d)
+            peaks[streamed] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert report.versions == 1 and not report.skipped
+        s.close()
+    # Python allocations: the whole parse holds ~7x the file, the streamed one ~3x.
+    assert peaks[True] < 4 * size < peaks[False]
