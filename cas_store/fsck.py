@@ -80,29 +80,39 @@ def run_fsck(store: Store, progress: Callable[[str, int], None] | None = None) -
         below[root] = frozenset(found) if found else empty
         return below[root]
 
-    def manifest_tree(oid: Oid) -> frozenset[Oid]:
-        if oid in below:
-            return below[oid]
+    # Per manifest: (problems under its metadata, problems under its lists). A delta
+    # names its own metadata and takes only the lists of its base, so a bad metadata
+    # object of a base does not affect the deltas built on it.
+    parts: dict[Oid, tuple[frozenset[Oid], frozenset[Oid]]] = {}
+
+    def manifest_parts(oid: Oid) -> tuple[frozenset[Oid], frozenset[Oid]]:
+        if oid in parts:
+            return parts[oid]
         if oid in bad or backend.missing([oid]):
             if oid not in bad:
                 missing.add(oid)
-            below[oid] = frozenset({oid})
-            return below[oid]
+            parts[oid] = (frozenset({oid}), frozenset({oid}))
+            return parts[oid]
         frame = backend.get_frames([oid])[oid][1]
         try:
             raw = M.decode(decompress(oid, frame, verify=False))
         except ValueError:
             bad[oid] = "manifest is malformed"
-            below[oid] = frozenset({oid})
-            return below[oid]
+            parts[oid] = (frozenset({oid}), frozenset({oid}))
+            return parts[oid]
         bases, leaves, roots = M.references(raw)
-        found = problems_in(leaves)
+        meta = frozenset(problems_in([raw.meta]))
+        found = problems_in([o for o in leaves if o != raw.meta])
         for base in bases:  # a delta's chain is short (MAX_DEPTH) and memoised
-            found |= manifest_tree(base)
+            found |= manifest_parts(base)[1]
         for root in roots:
             found |= page_tree(root)
-        below[oid] = frozenset(found) if found else empty
-        return below[oid]
+        parts[oid] = (meta or empty, frozenset(found) if found else empty)
+        return parts[oid]
+
+    def manifest_tree(oid: Oid) -> frozenset[Oid]:
+        meta, lists = manifest_parts(oid)
+        return meta | lists
 
     affects: dict[Oid, list[tuple[str, int]]] = {}
     head_problems: list[FsckProblem] = []

@@ -65,13 +65,19 @@ def _same_payload(good: bytes, bad: bytes) -> bool:
 
 
 def _broken(store: Store) -> set[tuple[str, int]]:
-    """Return the versions whose full load raises CorruptObject (others must load)."""
+    """Return the versions whose full load raises CorruptObject (others must load).
+
+    Loaded through a freshly opened store: a store keeps decoded manifests and pages it
+    has read (verified then) in memory, so a long-running one may keep serving a page
+    that has rotted on disk since; a new process reads the disk.
+    """
     out = set()
-    for sid, seq in _all_versions(store):
-        try:
-            store.load_version(sid, seq)
-        except CorruptObject:
-            out.add((sid, seq))
+    with open_store(store.backend.location, synchronous="NORMAL") as fresh:
+        for sid, seq in _all_versions(fresh):
+            try:
+                fresh.load_version(sid, seq)
+            except CorruptObject:
+                out.add((sid, seq))
     return out
 
 
