@@ -401,8 +401,12 @@ class SQLiteBackend(Backend):
         """Write objects, check the head, append the log entry and move the head: one txn."""
         entry, head = change.entry, change.head
         con = self._con()
-        now = time.time()
         with self._write(con):
+            # The write time is read under the write lock, not before waiting for it: a
+            # GC that started while this commit waited lists versions after its lease
+            # transaction, so an object stamped earlier than its start must already be
+            # visible to that listing (see gc(): start time, then the lease).
+            now = time.time()
             row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (entry.sid,)).fetchone()
             current = row[0] if row else 0
             if current != change.expected_seq:
