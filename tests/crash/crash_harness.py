@@ -26,6 +26,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -66,6 +67,7 @@ class Figures:
     pruned_acks: int = 0
     gc_runs: int = 0
     kills_mid_gc: int = 0
+    exec_children: int = 0
     ops: Counter[str] = field(default_factory=Counter)
 
     def as_properties(self) -> dict[str, Any]:
@@ -89,6 +91,9 @@ class Child:
         self.buf = b""
         self.lines: list[dict[str, Any]] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        # fork() copies only the calling thread: with other threads alive, one of them
+        # might hold a lock the child needs, so start a fresh interpreter instead.
+        self.forked = fork = fork and threading.active_count() == 1
         if fork:
             r, w = os.pipe()
             pid = os.fork()
@@ -295,7 +300,9 @@ def run_kills(path: Path, kills: int, seed: int, *, sync: str = "FULL",
     figures = Figures()
     ledger = Ledger(figures, pruning=with_gc)
     for k in range(kills):
-        writer = Child("ops", path, seed * 100_000 + k, sync)
+        # Every 20th writer is a fresh interpreter (exec), the rest are forked.
+        writer = Child("ops", path, seed * 100_000 + k, sync, fork=k % 20 != 19)
+        figures.exec_children += not writer.forked
         collector = Child("gc", path, seed * 100_000 + k, sync) if with_gc else None
         early = rng.random() < 0.05
         if early:

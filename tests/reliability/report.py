@@ -61,7 +61,9 @@ at or past its newest ack; the write in flight either did not land or landed who
 checked in later rounds). One store is reused across all kills, so each round also
 starts from every earlier crash. At the end every acknowledged version is checked once
 more. Writers are forked from the test process (the engine already imported, so a kill
-costs ~0.2 s); each is a real process killed by a real SIGKILL. Variants: synchronous
+costs ~0.2 s; every 20th writer, and all of them if the test process has other threads,
+is a fresh interpreter started with subprocess); each is a real process killed by a real
+SIGKILL. Variants: synchronous
 FULL and NORMAL; a GC loop (`keep_last=3, grace=0`, with the GC lease shortened to 0.4 s
 so a killed GC does not block the next for 120 s) killed beside the writer; and
 recovery of 40 sessions with suspect shrinks killed mid-run (each session must be
