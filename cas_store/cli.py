@@ -578,6 +578,9 @@ def serve_cmd(
         metavar="BYTES",
         help="Largest request body (default 32 MiB; env CAS_STORE_MAX_BODY_BYTES).",
         show_default=False)] = None,
+    body_timeout: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="408 for a request body stalled this long (default 15;"
+        " env CAS_STORE_BODY_TIMEOUT).", show_default=False)] = None,
     recover: Annotated[bool | None, typer.Option(
         "--recover/--no-recover", help="Run recovery before accepting requests"
         " (default: on).", show_default=False)] = None,
@@ -600,7 +603,8 @@ def serve_cmd(
 
     given: dict[str, Any] = {
         "host": host, "port": port, "token": token, "cors_origins": cors_origin,
-        "max_body_bytes": max_body_bytes, "recover_on_start": recover, "log_level": log_level,
+        "max_body_bytes": max_body_bytes, "body_timeout": body_timeout,
+        "recover_on_start": recover, "log_level": log_level,
     }
     try:
         settings = Settings(store=state.store_path, synchronous=state.synchronous,

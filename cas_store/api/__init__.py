@@ -101,7 +101,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.add_api_route("/api/{path:path}", unmatched, methods=ALL_METHODS,
                       include_in_schema=False, dependencies=deps)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       idle_timeout=settings.body_timeout)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins,

@@ -1,6 +1,8 @@
-"""The request-body size limit, enforced while the body is read and before it is parsed."""
+"""The request-body limits, enforced while the body is read and before it is parsed."""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,12 +14,15 @@ class BodyLimit:
 
     A Content-Length over the limit is refused before a byte is read. A body without one
     (chunked) is read up to the limit and refused the moment it passes it, so a client can
-    never make the server hold more than ``max_bytes`` of one request.
+    never make the server hold more than ``max_bytes`` of one request. A body that stalls
+    for ``idle_timeout`` seconds gets a 408 (uvicorn times out idle connections, not slow
+    bodies), so a slow client cannot hold a connection open forever.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, idle_timeout: float = 15.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout = idle_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Buffer the body within the limit, then hand it to the app in one message."""
@@ -31,7 +36,11 @@ class BodyLimit:
         chunks: list[bytes] = []
         total = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_timeout)
+            except TimeoutError:
+                await self._stalled(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return  # the client went away mid-body: nothing to answer, nothing written
             body = message.get("body", b"")
@@ -52,6 +61,14 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _stalled(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            408, "request_timeout",
+            f"the request body stalled for {self.idle_timeout:g} seconds",
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(

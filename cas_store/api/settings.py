@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=32 * MIB, ge=1024, description="Largest request body accepted (413 above it).",
     )
+    body_timeout: float = Field(
+        default=15.0, gt=0, le=3600,
+        description="Seconds a client may leave a request body stalled before a 408.",
+    )
     recover_on_start: bool = Field(
         default=True, description="Run recovery once before accepting requests.",
     )

@@ -131,16 +131,14 @@ Fixed (small, targeted edits):
 - **Lenient request bodies** (cas_store/api/schemas.py). Request models coerced
   `"intentional_shrink": 0` (or `"keep": "5"`) instead of refusing what the published
   schema says is invalid; schemathesis found it. Request models are now strict.
+- **A stalled request body was never timed out** (cas_store/api/limits.py). uvicorn
+  has no body-read timeout, so a client that sent headers and stalled held its
+  connection open forever. `BodyLimit` now answers 408 `request_timeout` with
+  `Connection: close` after `--body-timeout` (15 s) without a byte;
+  `test_stalled_body_is_timed_out` checks it against a real server.
 
 Open:
 
-- **A stalled request body is never timed out.** uvicorn has no body-read timeout and
-  the API adds none, so a client that sends headers and then stalls holds its
-  connection open indefinitely (other clients are still served; nothing is written).
-  Fix proposed for the API: in `BodyLimit`, wrap each `receive()` in
-  `asyncio.wait_for(..., settings.body_timeout)` (say 30 s) and answer 408
-  `request_timeout` with `Connection: close`. `test_stalled_body_is_timed_out` is an
-  xfail(strict) that will start failing (XPASS) once it is fixed.
 - **A long-running store may keep serving what has rotted on disk since.** Decoded
   manifests and pages are cached across operations (verified when first read), so the
   corruption test loads through a freshly opened store; fsck always reads the disk.

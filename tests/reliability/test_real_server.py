@@ -221,8 +221,6 @@ def test_stalled_and_trickling_clients_do_not_block_others(server: Server) -> No
     healthy(server)
 
 
-@pytest.mark.xfail(strict=True, reason="uvicorn sets no timeout on a stalled request body,"
-                   " and the API adds none: the connection stays open (see RELIABILITY.md)")
 def test_stalled_body_is_timed_out(server: Server) -> None:
     with server.connect() as s:
         s.sendall(request("/api/sessions/chat-1/messages", b'{"messages":[', length=1000))
