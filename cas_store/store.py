@@ -497,8 +497,10 @@ class Store:
                     current=current, expected=expected,
                 )
             io = _IO(self)
-            with self.backend.snapshot():
-                change = build(head, io)
+            # No read transaction needed: build reads only immutable objects reachable
+            # from the head it was given (GC never sweeps those), and the commit below
+            # re-checks that head under the write lock.
+            change = build(head, io)
             if change.noop and head is not None:
                 return self._version(self._head_entry(head))
             now = self.clock() if at is None else at
