@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: JSON values as the engine returns them.
@@ -52,18 +52,8 @@ class Version:
     suspect_shrink: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return {
-            "session_id": self.session_id,
-            "seq": self.seq,
-            "manifest": self.manifest,
-            "created_at": self.created_at,
-            "op": self.op,
-            "message_count": self.message_count,
-            "bytes": self.bytes,
-            "intentional_shrink": self.intentional_shrink,
-            "suspect_shrink": self.suspect_shrink,
-        }
+        """Return a JSON-ready dict (every field, by name)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,18 +132,8 @@ class SessionSummary:
     deleted: bool
 
     def to_json(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return {
-            "session_id": self.session_id,
-            "title": self.title,
-            "seq": self.seq,
-            "message_count": self.message_count,
-            "bytes": self.bytes,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "suspect_shrink": self.suspect_shrink,
-            "deleted": self.deleted,
-        }
+        """Return a JSON-ready dict (every field, by name)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,16 +182,8 @@ class RecoveryAction:
     reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return {
-            "session_id": self.session_id,
-            "action": self.action,
-            "shrink_seq": self.shrink_seq,
-            "from_count": self.from_count,
-            "to_count": self.to_count,
-            "new_seq": self.new_seq,
-            "reason": self.reason,
-        }
+        """Return a JSON-ready dict (every field, by name)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,15 +261,5 @@ class StoreStats:
     disk_bytes: int
 
     def to_json(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return {
-            "backend": self.backend,
-            "location": self.location,
-            "sessions": self.sessions,
-            "deleted_sessions": self.deleted_sessions,
-            "versions": self.versions,
-            "objects": self.objects,
-            "payload_bytes": self.payload_bytes,
-            "stored_bytes": self.stored_bytes,
-            "disk_bytes": self.disk_bytes,
-        }
+        """Return a JSON-ready dict (every field, by name)."""
+        return asdict(self)

@@ -319,16 +319,19 @@ class SQLiteBackend(Backend):
             )
         return {o for o in wanted if o not in found}
 
-    def sizes(self, oids: Sequence[Oid]) -> dict[Oid, int]:
-        """Return the payload size of each stored id."""
+    def _column_by_id(self, column: str, oids: Sequence[Oid]) -> dict[Oid, int]:
         out: dict[Oid, int] = {}
         for part in _chunks(list(dict.fromkeys(oids))):
             marks = ",".join("?" * len(part))
-            for oid, size in self._read(
-                f"SELECT oid, size FROM objects WHERE oid IN ({marks})", part
+            for oid, value in self._read(
+                f"SELECT oid, {column} FROM objects WHERE oid IN ({marks})", part
             ):
-                out[Oid(bytes(oid))] = size
+                out[Oid(bytes(oid))] = value
         return out
+
+    def sizes(self, oids: Sequence[Oid]) -> dict[Oid, int]:
+        """Return the payload size of each stored id."""
+        return self._column_by_id("size", oids)
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
         """Yield every object's info by rowid, a page at a time (no long read lock)."""
@@ -363,14 +366,7 @@ class SQLiteBackend(Backend):
 
     def ordinals(self, oids: Sequence[Oid]) -> dict[Oid, int]:
         """Return the rowid of each stored id (dense: GC's bitmap mark set indexes by it)."""
-        out: dict[Oid, int] = {}
-        for part in _chunks(list(dict.fromkeys(oids))):
-            marks = ",".join("?" * len(part))
-            for rowid, oid in self._read(
-                f"SELECT rowid, oid FROM objects WHERE oid IN ({marks})", part
-            ):
-                out[Oid(bytes(oid))] = rowid
-        return out
+        return self._column_by_id("rowid", oids)
 
     def iter_ordinals(self, written_before: float) -> Iterator[tuple[int, Oid, int]]:
         """Yield (rowid, id, stored bytes) of objects written before the cutoff, by rowid."""
