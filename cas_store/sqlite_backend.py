@@ -163,6 +163,10 @@ class SQLiteBackend(Backend):
             # 64 MiB of page cache (default 2 MiB): the object index is keyed by random
             # hashes, so inserts touch pages all over it; measured 2x faster bulk imports.
             con.execute("PRAGMA cache_size = -65536")
+            # Checkpoint every 64 MiB of WAL instead of 4 MiB: index pages that many
+            # commits touch are copied back once, not once per commit or two. Measured:
+            # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
+            con.execute("PRAGMA wal_autocheckpoint = 16384")
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open store {self.path}: {exc}") from None
         self._local.con = con
