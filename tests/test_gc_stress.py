@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from cas_store import (
+    Conflict,
     SessionExists,
     SessionNotFound,
     SQLiteBackend,
@@ -29,7 +30,7 @@ from cas_store import (
 
 WRITERS = 3
 SECONDS = 20.0
-EXPECTED = (VersionNotFound, SessionNotFound, SessionExists)
+EXPECTED = (VersionNotFound, SessionNotFound, SessionExists, Conflict)
 
 
 def _msg(rng: random.Random, tag: str) -> dict[str, Any]:
@@ -63,8 +64,11 @@ def writer(path: str, wid: int, seconds: float, errors: Any, counts: Any) -> Non
                     keep = rng.randint(0, max(0, len(s.messages) - 1))
                     store.save(sid, s.messages[:keep], intentional_shrink=rng.random() < 0.5)
                 elif roll < 0.65:
-                    store.rewind(sid, rng.randint(0, store.load_meta(sid).message_count),
-                                 [_msg(rng, f"{sid}-rw{ops}")])
+                    # keep comes from this read: pin it, or another writer's restore
+                    # may shorten the session first (keep > count is refused).
+                    meta = store.load_meta(sid)
+                    store.rewind(sid, rng.randint(0, meta.message_count),
+                                 [_msg(rng, f"{sid}-rw{ops}")], expected=meta.seq)
                 elif roll < 0.75:
                     store.update_metadata(sid, {"title": f"t{ops}", "n": ops})
                 elif roll < 0.83:
