@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -50,7 +50,6 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-T = TypeVar("T")
 
 
 
@@ -641,14 +640,6 @@ def _log_config() -> dict[str, Any]:
 def main() -> None:
     """Run the command line; engine errors print one line and exit non-zero."""
     app()
-
-
-def run_guarded(fn: Callable[[], T]) -> T:
-    """Call fn, turning an engine error into one error line and its exit status."""
-    try:
-        return fn()
-    except errors.CasError as exc:
-        fail(str(exc), exit_code(exc))
 
 
 if __name__ == "__main__":

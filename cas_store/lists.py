@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from .objects import Oid, parse_hex_id
+from .objects import Oid
 
 FANOUT = 16
 
@@ -54,26 +54,6 @@ class ListRef:
     def frozen(self) -> int:
         """How many ids live in the frozen tree."""
         return self.count - len(self.tail)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the manifest's JSON spelling of this list."""
-        return {
-            "bytes": self.nbytes,
-            "count": self.count,
-            "tail": [t.hex() for t in self.tail],
-            "tree": self.tree.hex() if self.tree else None,
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ListRef:
-        """Parse the manifest's JSON spelling of a list."""
-        tree = obj.get("tree")
-        return cls(
-            count=int(obj["count"]),
-            nbytes=int(obj["bytes"]),
-            tree=parse_hex_id(tree) if tree else None,
-            tail=tuple(parse_hex_id(t) for t in obj["tail"]),
-        )
 
 
 EMPTY = ListRef(0, 0, None, ())

@@ -223,6 +223,10 @@ class SQLiteBackend(Backend):
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        self._commit(con)
+
+    def _commit(self, con: sqlite3.Connection) -> None:
+        # A failed COMMIT (disk full, lock timeout) leaves the transaction open: end it.
         try:
             con.execute("COMMIT")
         except sqlite3.OperationalError as exc:
@@ -266,12 +270,7 @@ class SQLiteBackend(Backend):
                 con.execute("ROLLBACK")
             raise
         self._local.batch = False
-        try:
-            con.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            raise self._translate(exc) from None
+        self._commit(con)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -167,8 +167,6 @@ def encode_list(values: Iterable[JSON], *, field: str = "messages", objects: boo
                    tuple(compress(p) for p in payloads), objects)
 
 
-#: The resolved manifest (kept under its old private name for engine modules).
-_Manifest = M.Manifest
 
 
 class _SharedCache:
@@ -859,7 +857,7 @@ class Store:
         return head, self._entry(sid, seq)
 
     def _meta(self, io: _IO, head: HeadRow, entry: LogEntry | None) -> tuple[SessionMeta,
-                                                                             _Manifest]:
+                                                                             M.Manifest]:
         manifest_oid = entry.manifest if entry else head.manifest
         man = io.manifest(manifest_oid)
         return self._session_meta(io, head, entry, man.meta, man.messages.count,
