@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cas_store import open_store
-from cas_store.backend import Commit
+from cas_store.backends import Commit
 from cas_store.objects import Kind
 
 WORDS = (  # noqa: SIM905 - one line per sentence-ish run reads better

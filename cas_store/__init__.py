@@ -7,7 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
-from .backend import Backend
+from .backends import Backend
+from .backends.sqlite import SQLiteBackend
 from .errors import (
     AlreadyExists,
     CasError,
@@ -42,7 +43,6 @@ from .model import (
     StoreStats,
     Version,
 )
-from .sqlite_backend import SQLiteBackend
 from .store import Limits, Store, merge_patch, validate_session_id
 
 __version__ = "0.1.0"

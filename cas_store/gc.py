@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import manifest as M
 from . import recovery
-from .backend import Backend, HeadRow, LogEntry
+from .backends import Backend, HeadRow, LogEntry
 from .errors import InvalidArgument, StoreLocked
 from .objects import Kind, Oid, decode_page, decompress
 

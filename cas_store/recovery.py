@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .backend import LogEntry
+from .backends import LogEntry
 from .lists import common_prefix
 from .objects import Oid
 

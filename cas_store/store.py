@@ -29,7 +29,7 @@ from typing import Any
 from . import lists as L
 from . import manifest as M
 from . import recovery
-from .backend import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
+from .backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
 from .errors import (
     Conflict,
     CorruptObject,

@@ -6,7 +6,7 @@ import pytest
 from support import msg, msgs
 
 from cas_store import Store
-from cas_store.backend import Commit
+from cas_store.backends import Commit
 from cas_store.objects import Kind
 
 

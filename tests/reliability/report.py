@@ -107,7 +107,7 @@ FINDINGS = """\
 Fixed (small, targeted edits):
 
 - **GC beside a writer could sweep a manifest a new version needed**
-  (cas_store/sqlite_backend.py, `commit`). The write time of a commit's objects was read
+  (cas_store/backends/sqlite.py, `commit`). The write time of a commit's objects was read
   *before* waiting for the write lock. A commit that waited while a GC (grace 0) took its
   lease and listed the versions landed after the listing with objects stamped before the
   GC's cutoff: unmarked and "old", so the sweep deleted them, and fsck then found the

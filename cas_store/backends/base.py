@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .objects import Kind, Oid
+from ..objects import Kind, Oid
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
-from .errors import Conflict, StorageError, StoreLocked, VersionNotFound
-from .objects import Kind, Oid
+from ..errors import Conflict, StorageError, StoreLocked, VersionNotFound
+from ..objects import Kind, Oid
+from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
 
 SCHEMA_VERSION = 1
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
