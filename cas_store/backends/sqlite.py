@@ -22,7 +22,6 @@ from ..errors import Conflict, StorageError, StoreLocked, VersionNotFound
 from ..objects import Kind, Oid
 from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
 
-SCHEMA_VERSION = 1
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
 _LOAD_BATCH = 1000  # ids per query when fetching object bytes
 _KINDS = {int(k): k for k in Kind}
@@ -62,6 +61,13 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_by_update ON sessions (updated_at DESC, sid);
 CREATE INDEX IF NOT EXISTS sessions_suspect ON sessions (sid) WHERE suspect_pending = 1;
 """
+
+# Forward migrations: step i takes a store from schema version i + 1 to i + 2 (version 1 is
+# _SCHEMA as first shipped). Each step is a list of statements run in the opening write
+# transaction, so a crash mid-migration leaves the old version whole. Steps are only ever
+# appended; a store newer than this code is refused rather than guessed at.
+_MIGRATIONS: list[list[str]] = []
+SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
 _INTENTIONAL = 1
 _SUSPECT = 2
@@ -137,13 +143,18 @@ class SQLiteBackend(Backend):
                 if statement.strip():
                     con.execute(statement)
             row = con.execute("SELECT value FROM store_info WHERE key='schema'").fetchone()
-            if row is None:
-                con.execute("INSERT INTO store_info VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
+            found = 1 if row is None else int(row[0])
+            if found > SCHEMA_VERSION:
                 raise StorageError(
-                    f"{self.path} has schema version {row[0]}; this cas-store reads"
-                    f" version {SCHEMA_VERSION}"
+                    f"{self.path} has schema version {found}; this cas-store reads"
+                    f" versions up to {SCHEMA_VERSION}"
                 )
+            for step in _MIGRATIONS[found - 1:]:
+                for statement in step:
+                    con.execute(statement)
+            if row is None or found != SCHEMA_VERSION:
+                con.execute("INSERT OR REPLACE INTO store_info VALUES ('schema', ?)",
+                            (str(SCHEMA_VERSION),))
 
     # --- connections -------------------------------------------------------------------------
 
