@@ -130,3 +130,11 @@ export async function restore(sid, seq, headSeq) {
   });
   return data;
 }
+
+/** Run recovery for one session (a report only when dryRun); returns its action or null. */
+export async function recover(sid, { dryRun = false } = {}) {
+  const { data } = await request(`/recover${qs({ session_id: sid, dry_run: dryRun })}`, {
+    method: "POST",
+  });
+  return (data.actions || []).find((a) => a.session_id === sid) || null;
+}

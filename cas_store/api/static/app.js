@@ -279,19 +279,68 @@ async function sessionPage(route, current) {
         h("span", {}, bytes(session.bytes)),
         h("span", {}, `version ${session.seq}`),
         h("span", {}, "updated ", timeEl(session.updated_at)))),
-    shrink ? h("section", { class: "panel warn", role: "note", id: "shrink-warning" },
-      h("h2", {}, "Messages were dropped"),
-      h("p", {}, `Version ${shrink.seq} (${absTime(shrink.created_at)}) went from `,
-        before ? plural(before.message_count, "message") : "more messages",
-        ` to ${plural(shrink.message_count, "message")} without saying it meant to.`),
-      before ? h("p", {}, h("a", { class: "button", href: versionHref(sid, before.seq) },
-        `Open version ${before.seq}, the one before`), " to compare it with the head and restore it.") : null)
-      : null,
+    shrink ? shrinkWarning(sid, shrink, before, session) : null,
     tlSlot,
     h("section", { class: "panel", "aria-labelledby": "msgs-h" },
       h("h2", { id: "msgs-h" }, `Messages (${session.message_count.toLocaleString()})`),
       metadataBlock(session.metadata),
       messageList(session.messages)));
+}
+
+/**
+ * The "Messages were dropped" box: what recovery would produce (the dropped messages back,
+ * plus everything written since), a Recover button, and a two-click restore of the version
+ * before the shrink.
+ */
+function shrinkWarning(sid, shrink, before, session) {
+  const box = h("section", { class: "panel warn", role: "note", id: "shrink-warning" },
+    h("h2", {}, "Messages were dropped"),
+    h("p", {}, `Version ${shrink.seq} (${absTime(shrink.created_at)}) went from `,
+      before ? plural(before.message_count, "message") : "more messages",
+      ` to ${plural(shrink.message_count, "message")} without saying it meant to.`));
+  const recoverSlot = h("div", { class: "recover", "aria-live": "polite" },
+    h("p", { class: "muted small" }, "Checking what recovery would bring back…"));
+  box.append(recoverSlot);
+  if (before) {
+    const restoreBox = h("div", { class: "restore" },
+      h("p", {},
+        h("button", { type: "button", id: "restore",
+          onclick: () => confirmRestore(sid, before.seq, before, session.seq, restoreBox) },
+        `Restore version ${before.seq}`), " ",
+        h("a", { href: versionHref(sid, before.seq) }, `or open version ${before.seq} to compare it first`)));
+    box.append(restoreBox);
+  }
+  api.recover(sid, { dryRun: true }).then((plan) => {
+    if (!plan || plan.action !== "would_recover") {
+      recoverSlot.replaceChildren(h("p", { class: "muted small" },
+        plan?.reason ? `Recovery cannot decide for this session: ${plan.reason}.`
+          : "Recovery has nothing to bring back here."));
+      return;
+    }
+    const since = before ? Math.max(plan.to_count - before.message_count, 0) : 0;
+    const btn = h("button", { type: "button", id: "recover", class: "primary" }, "Recover");
+    btn.onclick = async () => {
+      btn.disabled = true;
+      try {
+        const done = await api.recover(sid);
+        flash = { text: done && done.action === "recovered"
+          ? `Recovered: version ${done.new_seq} has ${plural(done.to_count, "message")}.`
+          : "Nothing was recovered: the session changed meanwhile. Look again.", kind: done ? "ok" : "warn" };
+        render();
+      } catch (err) {
+        btn.disabled = false;
+        recoverSlot.append(h("div", { class: "note error", role: "alert" }, `Recovery failed: ${err.message}`));
+      }
+    };
+    recoverSlot.replaceChildren(h("p", {}, btn, " ",
+      h("span", { id: "recover-plan" },
+        `makes a new version with ${plural(plan.to_count, "message")}`
+        + (since ? `, including the ${plural(since, "message")} written since the drop.` : "."))),
+      h("p", { class: "muted small" }, "Nothing is overwritten: the current head stays in the history."));
+  }).catch((err) => {
+    recoverSlot.replaceChildren(h("p", { class: "muted small" }, `Recovery check failed: ${err.message}`));
+  });
+  return box;
 }
 
 // --- version page ----------------------------------------------------------------------------
@@ -425,12 +474,23 @@ function metaValue(v) {
 
 // --- restore ---------------------------------------------------------------------------------
 
-function confirmRestore(sid, seq, version, headSeq, box) {
+async function confirmRestore(sid, seq, version, headSeq, box) {
   const dialog = document.getElementById("confirm-dialog");
   dialog.querySelector("#confirm-title").textContent = `Restore version ${seq}?`;
+  // Messages of the head that the restored version lacks leave the head: say how many.
+  let left = "";
+  try {
+    const d = await api.getDiff(sid, headSeq, seq);
+    if (d.removed.length) {
+      left = ` The ${plural(d.removed.length, "newer message")} of the head that version ${seq} lacks`
+        + " will be in the history only (a Recover keeps them instead).";
+    }
+  } catch {
+    left = "";
+  }
   dialog.querySelector("#confirm-text").textContent =
     `The session will get a new version v${headSeq + 1} holding the ${plural(version.message_count, "message")}`
-    + ` of version ${seq}. Version ${headSeq}, the current head, stays in the history.`;
+    + ` of version ${seq}. Version ${headSeq}, the current head, stays in the history.${left}`;
   dialog.returnValue = "";
   dialog.onclose = async () => {
     if (dialog.returnValue !== "confirm") return;
@@ -439,7 +499,9 @@ function confirmRestore(sid, seq, version, headSeq, box) {
     try {
       const v = await api.restore(sid, seq, headSeq);
       flash = { text: `Restored version ${seq} as version ${v.seq} (${plural(v.message_count, "message")}).`, kind: "ok" };
-      location.hash = sessionHref(sid);
+      // From the session page itself the hash does not change, so draw it again here.
+      if (location.hash === sessionHref(sid)) render();
+      else location.hash = sessionHref(sid);
     } catch (err) {
       btn.disabled = false;
       box.querySelector(".conflict")?.remove();

@@ -9,6 +9,9 @@ import { h, s, absTime, plural } from "./dom.js";
 const HEIGHT = 190;
 const PAD = { top: 30, right: 24, bottom: 30, left: 44 };
 const STEP_MIN = 9; // px between points before the chart scrolls sideways
+// Points sit this far inside the plot, so the first and last marks and the selection ring
+// (r = 11, 3 px stroke) are drawn whole, clear of the count axis drawn over the left edge.
+const INSET = 14;
 
 export function kindOf(v) {
   if (v.suspect_shrink) return "suspect";
@@ -80,11 +83,12 @@ function niceMax(n) {
 export function drawTimeline(into, versions, opts) {
   const avail = Math.max(into.clientWidth || 0, 300);
   const n = versions.length;
-  const width = Math.max(avail, PAD.left + PAD.right + STEP_MIN * Math.max(n - 1, 1));
+  const width = Math.max(avail, PAD.left + PAD.right + 2 * INSET + STEP_MIN * Math.max(n - 1, 1));
   const plotW = width - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const max = niceMax(Math.max(...versions.map((v) => v.message_count), 1));
-  const x = (i) => PAD.left + (n === 1 ? plotW / 2 : (plotW * i) / (n - 1));
+  const spanW = plotW - 2 * INSET;
+  const x = (i) => PAD.left + INSET + (n === 1 ? spanW / 2 : (spanW * i) / (n - 1));
   const y = (c) => PAD.top + plotH - (plotH * c) / max;
 
   const svg = s("svg", {
@@ -135,7 +139,8 @@ export function drawTimeline(into, versions, opts) {
       const label = kind === "restore" ? "restored" : kind === "recover" ? "recovered" : "suspect";
       const above = cy - 14 > PAD.top - 18;
       // Keep the label inside the chart at either end.
-      const anchor = cx > width - PAD.right - 20 ? "end" : cx < PAD.left + 20 ? "start" : "middle";
+      const anchor = cx > width - PAD.right - INSET - 20 ? "end"
+        : cx < PAD.left + INSET + 20 ? "start" : "middle";
       const lx = anchor === "end" ? cx + 8 : anchor === "start" ? cx - 8 : cx;
       link.append(s("text", {
         class: `label label-${kind}`, x: lx, y: above ? cy - 14 : cy + 22, "text-anchor": anchor,
