@@ -23,8 +23,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check cas_store tests bench
 	$(BIN)/mypy cas_store
 
+# One worker per core (pytest-xdist); each test owns its temp dirs, ports and servers.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --durations=20
 
 test: $(STAMP) sysdeps lint unit
 
