@@ -8,6 +8,7 @@ one line on stderr and a non-zero exit status (see ``EXIT_CODES``), never a trac
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
@@ -54,6 +56,14 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 
+class Durability(enum.StrEnum):
+    """SQLite's durability levels (SYNCHRONOUS_MODES), as --synchronous takes them, any case."""
+
+    FULL = "FULL"
+    NORMAL = "NORMAL"
+    EXTRA = "EXTRA"
+
+
 class _State:
     store_path: Path = default_store_path()
     synchronous: str = "FULL"
@@ -70,15 +80,16 @@ def _main(
                      show_default=False),
     ] = None,
     synchronous: Annotated[
-        str,
-        typer.Option(envvar="CAS_STORE_SYNCHRONOUS",
-                     help="Durability: FULL (survives power loss) or NORMAL (survives a"
-                     " crash of the process; faster)."),
-    ] = "FULL",
+        Durability,
+        typer.Option(envvar="CAS_STORE_SYNCHRONOUS", case_sensitive=False,
+                     help="Durability: FULL (an acknowledged save survives power loss),"
+                     " NORMAL (survives a crash of the process; faster) or EXTRA (FULL,"
+                     " and the journal's directory synced too)."),
+    ] = Durability.FULL,
 ) -> None:
     """Choose the store every command works on."""
     state.store_path = store or default_store_path()
-    state.synchronous = synchronous.upper()
+    state.synchronous = synchronous.value
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -94,7 +105,8 @@ def opened(*, must_exist: bool = True) -> Iterator[Store]:
 
     path = state.store_path
     if must_exist and not path.exists():
-        fail(f"no store at {path} (set --store or CAS_STORE)", 3)
+        fail(f"no store at {path}: point --store (or CAS_STORE) at one, or create it with"
+             " `cas-store serve` or `cas-store import DIR` (the first write creates the file)", 3)
     try:
         store = open_store(path, synchronous=state.synchronous)
     except (errors.CasError, ValueError) as exc:
@@ -126,14 +138,20 @@ def print_json(value: Any) -> None:
 
 
 def show_table(table: Table, rows: list[list[str]]) -> None:
-    """Print rows as a rich table on a terminal, tab-separated lines otherwise."""
+    """Print rows under their header: a rich table on a terminal, tab-separated otherwise."""
     if out.is_terminal:
         for r in rows:
             table.add_row(*r)
         out.print(table)
     else:
+        sys.stdout.write("\t".join(str(c.header) for c in table.columns) + "\n")
         for r in rows:
             sys.stdout.write("\t".join(r) + "\n")
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """Return "1 message" / "2 messages" (n with thousands separators)."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
 def _flags(v: Version) -> str:
@@ -219,7 +237,10 @@ def show_cmd(
     Example: cas-store show chat-1@3 --json
     """
     sid, seq = _split_ref(ref)
+    shrink = None
     with opened() as store:
+        if seq is None and not as_json:
+            shrink = _unresolved_shrink(store, sid)
         if meta_only:
             meta = store.load_meta(sid, seq=seq)
             if as_json:
@@ -233,14 +254,54 @@ def show_cmd(
                 return
             session_meta, messages = s.meta, s.messages
     out.print(f"[bold]{session_meta.session_id}[/bold] @ {session_meta.seq}  "
-              f"{session_meta.message_count} messages, {session_meta.bytes} bytes")
+              f"{plural(session_meta.message_count, 'message')}, "
+              f"{plural(session_meta.bytes, 'byte')}")
     out.print(json.dumps(session_meta.metadata, ensure_ascii=False, indent=2), markup=False)
     for i, m in enumerate(messages or []):
-        role = m.get("role", "?") if isinstance(m, dict) else "?"
-        content = m.get("content", "") if isinstance(m, dict) else m
-        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-        out.print(f"[dim]{i:>5}[/dim] [bold]{role}[/bold]: ", end="")
-        out.print(text[:500] + ("…" if len(text) > 500 else ""), markup=False)
+        _print_message(i, m)
+    if seq is None and shrink is not None:
+        err.print(f"note: version {shrink[0].seq} dropped messages ({shrink[1]} → "
+                  f"{shrink[0].message_count}) without saying it meant to, and nothing has"
+                  f" restored them since. To bring them back with everything written after:"
+                  f" cas-store recover -- {sid}  (add --dry-run to see what it would do)",
+                  markup=False)
+
+
+def _unresolved_shrink(store: Store, sid: str) -> tuple[Version, int] | None:
+    """Return the head's unresolved suspect shrink and the count before it, or None."""
+    versions = store.versions(sid)
+    for i, v in enumerate(versions):
+        if v.op in ("restore", "recover"):
+            return None
+        if v.suspect_shrink:
+            before = versions[i + 1].message_count if i + 1 < len(versions) else 0
+            return v, before
+    return None
+
+
+def _clip(text: str, limit: int = 500) -> str:
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def _print_message(i: int, m: Any) -> None:
+    """Print one message: index, role, content, and each tool call it makes or answers."""
+    role = m.get("role", "?") if isinstance(m, dict) else "?"
+    content = m.get("content", "") if isinstance(m, dict) else m
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    answers = m.get("tool_call_id") if isinstance(m, dict) else None
+    out.print(f"[dim]{i:>5}[/dim] [bold]{role}[/bold]"
+              + (f" [dim](answers {answers})[/dim]" if isinstance(answers, str) else "") + ": ",
+              end="")
+    out.print(_clip(text), markup=False)
+    calls = m.get("tool_calls") if isinstance(m, dict) else None
+    for call in calls if isinstance(calls, list) else ():
+        fn = call.get("function", {}) if isinstance(call, dict) else {}
+        name = fn.get("name", "?") if isinstance(fn, dict) else "?"
+        args = fn.get("arguments", "") if isinstance(fn, dict) else ""
+        args = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+        cid = call.get("id", "") if isinstance(call, dict) else ""
+        out.print(f"        ↳ tool call {name}({_clip(args, 300)})"
+                  + (f" [{cid}]" if cid else ""), markup=False)
 
 
 @app.command("diff")
@@ -259,8 +320,8 @@ def diff_cmd(
     if as_json:
         print_json(d.to_json())
         return
-    out.print(f"{session}: {a} → {b}: {d.common_prefix} messages in common, "
-              f"{len(d.removed)} removed, {len(d.added)} added")
+    out.print(f"{session}: {a} → {b}: {plural(d.common_prefix, 'message')} in common, "
+              f"{len(d.removed):,} removed, {len(d.added):,} added")
     for m in d.removed:
         out.print("- " + json.dumps(m, ensure_ascii=False)[:300], markup=False, style="red")
     for m in d.added:
@@ -286,7 +347,7 @@ def restore_cmd(
     with opened() as store:
         v = store.restore(session, seq, expected=ANY if expected is None else expected)
     out.print(f"{session}: version {seq} restored as version {v.seq} "
-              f"({v.message_count} messages)")
+              f"({plural(v.message_count, 'message')})")
 
 
 @app.command("recover")
@@ -316,8 +377,8 @@ def recover_cmd(
             out.print(f"{a.session_id}: skipped ({a.reason})", markup=False)
         else:
             verb = "would recover" if dry_run else "recovered"
-            out.print(f"{a.session_id}: {verb} {a.from_count} → {a.to_count} messages"
-                      f" (shrink at version {a.shrink_seq})")
+            out.print(f"{a.session_id}: {verb} {a.from_count:,} → {plural(a.to_count, 'message')}"
+                      f" (shrink at version {a.shrink_seq})", markup=False)
 
 
 @app.command("fsck")
@@ -327,7 +388,20 @@ def fsck_cmd(as_json: JsonOpt = False) -> None:
     Exits 6 when a problem is found. Example: cas-store fsck
     """
     with opened() as store:
-        report = store.fsck()
+        if err.is_terminal and not as_json:
+            from rich.progress import Progress, SpinnerColumn, TextColumn
+
+            with Progress(SpinnerColumn(), TextColumn("fsck: {task.description}"),
+                          TextColumn("{task.completed:,}"), console=err,
+                          transient=True) as bar:
+                task = bar.add_task("starting", total=None)
+
+                def show(phase: str, done: int) -> None:
+                    bar.update(task, description=phase, completed=done)
+
+                report = store.fsck(progress=show)
+        else:
+            report = store.fsck()
     if as_json:
         print_json(report.to_json())
     else:
@@ -354,8 +428,14 @@ def stats_cmd(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(s.to_json())
         return
-    for key, value in s.to_json().items():
-        out.print(f"{key}: {value}", markup=False)
+    rows = [["backend", s.backend], ["location", s.location],
+            ["sessions", f"{s.sessions:,}"], ["deleted sessions", f"{s.deleted_sessions:,}"],
+            ["versions", f"{s.versions:,}"]]
+    rows += [[f"{kind} objects", f"{n:,}"] for kind, n in s.objects.items()]
+    rows += [["message and object bytes", f"{s.payload_bytes:,} ({_size(s.payload_bytes)})"],
+             ["stored (compressed)", f"{s.stored_bytes:,} ({_size(s.stored_bytes)})"],
+             ["on disk", f"{s.disk_bytes:,} ({_size(s.disk_bytes)})"]]
+    show_table(Table("figure", "value"), rows)
 
 
 @app.command("gc")
@@ -637,9 +717,68 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
+#: Options of the whole command line, with how many values each takes. People type them
+#: after the command too (`cas-store serve --store x.db`); main() moves them in front.
+GLOBAL_OPTIONS: dict[str, int] = {"--store": 1, "-s": 1, "--synchronous": 1}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Return argv with global options given after the command moved before it.
+
+    Stops at ``--``: what follows is arguments (a session id may start with a dash).
+    """
+    head: list[str] = []
+    rest: list[str] = []
+    i = 0
+    seen_command = False
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest.extend(argv[i:])
+            break
+        name = a.split("=", 1)[0]
+        if seen_command and name in GLOBAL_OPTIONS:
+            n = 0 if "=" in a else GLOBAL_OPTIONS[name]
+            head.extend(argv[i:i + 1 + n])
+            i += 1 + n
+            continue
+        if not seen_command and not a.startswith("-"):
+            seen_command = True
+            rest.append(a)
+        elif not seen_command:
+            head.append(a)
+            if a in GLOBAL_OPTIONS and i + 1 < len(argv):
+                head.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return head + rest
+
+
+def _unwrap(doc: str) -> str:
+    """Join a docstring's hard-wrapped lines into paragraphs (the terminal wraps them)."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    # A flag takes no value: show no "<bool>" type for it in --help.
+    return None if self.is_flag else _value_type(self, ctx)
+
+
+_value_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+for _info in app.registered_commands:
+    if _info.callback is not None and _info.callback.__doc__:
+        _info.help = _unwrap(_info.callback.__doc__)
+
+
 def main() -> None:
     """Run the command line; engine errors print one line and exit non-zero."""
-    app()
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="cas-store")
 
 
 if __name__ == "__main__":
