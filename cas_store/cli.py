@@ -658,8 +658,25 @@ def serve_cmd(
         help="Largest request body (default 32 MiB; env CAS_STORE_MAX_BODY_BYTES).",
         show_default=False)] = None,
     body_timeout: Annotated[float | None, typer.Option(
-        metavar="SECONDS", help="408 for a request body stalled this long (default 15;"
-        " env CAS_STORE_BODY_TIMEOUT).", show_default=False)] = None,
+        metavar="SECONDS", help="408 for a request body not all in after this long (default"
+        " 15; env CAS_STORE_BODY_TIMEOUT).", show_default=False)] = None,
+    header_timeout: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="Close a connection that has not sent a request's headers"
+        " this long after connecting or its last response (default 10; env"
+        " CAS_STORE_HEADER_TIMEOUT).", show_default=False)] = None,
+    keep_alive_timeout: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="Close an idle keep-alive connection after this long"
+        " (default 5; env CAS_STORE_KEEP_ALIVE_TIMEOUT).", show_default=False)] = None,
+    max_connections: Annotated[int | None, typer.Option(
+        metavar="N", help="Most connections held at once (default: from the open-file"
+        " limit; env CAS_STORE_MAX_CONNECTIONS).", show_default=False)] = None,
+    max_messages: Annotated[int | None, typer.Option(
+        metavar="N", help="Most messages one request may carry (default 100000; env"
+        " CAS_STORE_MAX_MESSAGES).", show_default=False)] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", metavar="NAME", help="Also accept requests whose Host is NAME"
+        " (repeatable; env CAS_STORE_ALLOWED_HOSTS, comma-separated). Loopback names and"
+        " the bound --host are always accepted.", show_default=False)] = None,
     recover: Annotated[bool | None, typer.Option(
         "--recover/--no-recover", help="Run recovery before accepting requests"
         " (default: on).", show_default=False)] = None,
@@ -668,34 +685,44 @@ def serve_cmd(
 ) -> None:
     """Serve the HTTP API (and the version-history pages) on the chosen store.
 
-    Runs recovery once before accepting requests and logs what it restored.
+    Binds the port first, then runs recovery once before accepting requests and logs what
+    it restored; a port in use exits 7 with the store untouched.
     Listens on 127.0.0.1 unless --host says otherwise; refuses any other address without a
-    token.
+    token. Answers only requests naming it by a loopback name, the --host or an
+    --allowed-host (421 otherwise: DNS rebinding).
 
     Example: cas-store --store chats.db serve --port 8000
     """
-    import uvicorn
     from pydantic import ValidationError
 
     from .api import create_app
+    from .api.server import BindError, bind, default_backlog, open_file_limit, serve
     from .api.settings import Settings
 
     given: dict[str, Any] = {
         "host": host, "port": port, "token": token, "cors_origins": cors_origin,
         "max_body_bytes": max_body_bytes, "body_timeout": body_timeout,
-        "recover_on_start": recover, "log_level": log_level,
+        "header_timeout": header_timeout, "keep_alive_timeout": keep_alive_timeout,
+        "max_connections": max_connections, "max_messages": max_messages,
+        "allowed_hosts": allowed_host, "recover_on_start": recover, "log_level": log_level,
     }
     try:
         settings = Settings(store=state.store_path, synchronous=state.synchronous,
                             **{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         fail("; ".join(_settings_problem(e) for e in exc.errors()), 2)
+    # The socket first: a server that cannot listen must not have opened (or recovered,
+    # or migrated) the store.
+    try:
+        sock = bind(settings.host, settings.port, default_backlog(open_file_limit()))
+    except BindError as exc:
+        fail(exc.strerror or str(exc), exit_code(errors.StorageError("")))
     try:
         application = create_app(settings)
     except (errors.CasError, ValueError) as exc:
+        sock.close()
         fail(str(exc), exit_code(exc))
-    uvicorn.run(application, host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), log_config=_log_config())
+    serve(settings, sock, application, log_config=_log_config())
 
 
 def _settings_problem(e: Any) -> str:

@@ -141,12 +141,26 @@ class CorruptObject(IntegrityError):
 
 
 class StorageError(CasError):
-    """The backend failed (disk full, database locked for too long, I/O error)."""
+    """The backend failed (disk full, database locked for too long, read-only, I/O error)."""
 
     code = "storage_error"
+    #: Whether the same request may succeed if simply retried soon (a busy store may; a
+    #: read-only or full disk needs someone to act first).
+    retryable = False
 
 
 class StoreLocked(StorageError):
     """Another process held the store's write lock for longer than the busy timeout."""
 
     code = "store_locked"
+    retryable = True
+
+
+class CorruptStore(IntegrityError):
+    """The store's database file is damaged (SQLite reports it malformed or not a database).
+
+    Run ``cas-store fsck``: it names what SQLite's integrity check finds and which
+    sessions can still be read (and exported).
+    """
+
+    code = "corrupt_store"

@@ -20,7 +20,13 @@ _BATCH = 500
 
 
 def run_fsck(store: Store, progress: Callable[[str, int], None] | None = None) -> FsckReport:
-    """Check the whole store; see ``Store.fsck``."""
+    """Check the whole store; see ``Store.fsck``. A damaged file is reported, not raised."""
+    from .fsck_damage import guarded
+
+    return guarded(store, lambda: _walk(store, progress))
+
+
+def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckReport:
     backend = store.backend
     bad: dict[Oid, str] = {}  # corrupt object -> why
     checked = 0

@@ -24,7 +24,8 @@ from ..model import RecoveryReport
 from ..store import Store
 from . import admin, errors, sessions, versions
 from .deps import token_checker
-from .fallback import ALL_METHODS, allow_table, unmatched
+from .fallback import ALL_METHODS, HeadAsGet, allow_table, unmatched
+from .hosts import HostGuard, allowed_names
 from .limits import BodyLimit
 from .settings import Settings
 
@@ -97,12 +98,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     routers = [sessions.router, versions.router, admin.router]
     for router in routers:
         app.include_router(router, prefix="/api", dependencies=deps)
-    app.state.allow_table = allow_table("/api", routers)
+    app.include_router(admin.public_router, prefix="/api")
+    app.state.allow_table = allow_table("/api", [*routers, admin.public_router])
     app.add_api_route("/api/{path:path}", unmatched, methods=ALL_METHODS,
                       include_in_schema=False, dependencies=deps)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       idle_timeout=settings.body_timeout)
+                       timeout=settings.body_timeout)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins,
@@ -110,6 +112,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             allow_headers=["Authorization", "Content-Type", "If-Match"],
             expose_headers=["ETag", "Location"],
         )
+    app.add_middleware(HeadAsGet)
+    # Outermost: a request naming a host this server is not reached by (DNS rebinding)
+    # is refused before any other layer, the store included, sees it.
+    app.add_middleware(HostGuard, names=allowed_names(settings.host, settings.allowed_hosts))
     # Mounted last, so that no file can shadow an /api route.
     if static_dir is not None and static_dir.is_dir():
         app.mount("/", StaticFiles(directory=static_dir, html=True), name="static")

@@ -112,6 +112,16 @@ def head_seq(store: Store, sid: str) -> int:
 _bearer = HTTPBearer(auto_error=False, description="The server's token (--token).")
 
 
+def has_token(request: Request) -> bool:
+    """Return True if the server has no token or the request carries the right one."""
+    token = request.app.state.settings.token
+    if token is None:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.get_secret_value().encode())
+
+
 def token_checker(token: str) -> Callable[..., None]:
     """Return a dependency that requires ``Authorization: Bearer <token>`` (401 otherwise)."""
     expected = token.encode()

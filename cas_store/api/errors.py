@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,11 +41,27 @@ HTTP_CODES: dict[int, str] = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "body_too_large",
     415: "unsupported_media_type",
+    421: "host_not_allowed",
     422: "invalid_argument",
     500: "internal_error",
 }
+
+
+class ApiError(HTTPException):
+    """An HTTP-only refusal with its own stable code and details (415, 413 too_many_messages).
+
+    Raised where the engine is never reached (body parsing, content type); answered in the
+    one shape by the same handler as every other HTTP error.
+    """
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: Mapping[str, str] | None = None, **details: Any) -> None:
+        super().__init__(status, message, headers=dict(headers or {}))
+        self.code = code
+        self.details = details
 
 #: Headers that name a version, so clients can resume after an error without a GET.
 ETAG = "ETag"
@@ -84,7 +100,9 @@ def engine_error_response(exc: E.CasError) -> JSONResponse:
         details["current_seq"] = exc.current
         if exc.current:
             headers[ETAG] = f'"{exc.current}"'
-    if isinstance(exc, E.StorageError):
+    if isinstance(exc, E.StorageError) and exc.retryable:
+        # Only where the same request may simply succeed later (a busy store); a read-only
+        # or full disk needs someone to act first.
         headers["Retry-After"] = "1"
     if status >= 500:
         log.error("%s: %s", exc.code, exc.message)
@@ -149,6 +167,9 @@ def _classify(where: str, path: list[Any]) -> tuple[str, dict[str, Any]]:
 def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
     """Return a routing or framework HTTP error in the one shape."""
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if isinstance(exc, ApiError):
+        return error_response(exc.status_code, exc.code, detail, headers=exc.headers,
+                              **exc.details)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     if exc.status_code == 400 and "parsing the body" in detail:
         detail = "the request body could not be parsed as JSON"

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
@@ -28,8 +29,35 @@ def allow_table(prefix: str, routers: Iterable[APIRouter]) -> AllowTable:
         for route in router.routes:
             if isinstance(route, APIRoute):
                 regex, _, _ = compile_path(prefix + route.path)
-                table.append((regex, set(route.methods or ())))
+                methods = set(route.methods or ())
+                if "GET" in methods:
+                    methods.add("HEAD")  # answered by HeadAsGet
+                table.append((regex, methods))
     return table
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD on any GET route is the GET without its body (RFC 9110 9.3.2).
+
+    The headers, Content-Length and ETag included, are the GET's, so a client can check
+    a session's version without downloading it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run a HEAD request as GET and drop the body from what is sent."""
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def unmatched(request: Request) -> None:

@@ -10,22 +10,23 @@ from .errors import error_response
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes``, announced or streamed.
+    """ASGI middleware: 413 for a body over ``max_bytes``, 408 for one slower than ``timeout``.
 
     A Content-Length over the limit is refused before a byte is read. A body without one
     (chunked) is read up to the limit and refused the moment it passes it, so a client can
-    never make the server hold more than ``max_bytes`` of one request. A body that stalls
-    for ``idle_timeout`` seconds gets a 408 (uvicorn times out idle connections, not slow
-    bodies), so a slow client cannot hold a connection open forever.
+    never make the server hold more than ``max_bytes`` of one request. The whole body must
+    arrive within ``timeout`` seconds of the request's headers: a deadline for the body as
+    a whole, not for each read, so that a client dripping a byte now and then cannot hold
+    a connection (uvicorn times out idle connections, not slow bodies).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, idle_timeout: float = 15.0) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 15.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.idle_timeout = idle_timeout
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Buffer the body within the limit, then hand it to the app in one message."""
+        """Buffer the body within the limits, then hand it to the app in one message."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -35,29 +36,31 @@ class BodyLimit:
             return
         chunks: list[bytes] = []
         total = 0
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), self.idle_timeout)
-            except TimeoutError:
-                await self._stalled(scope, receive, send)
-                return
-            if message["type"] == "http.disconnect":
-                return  # the client went away mid-body: nothing to answer, nothing written
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        replayed = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client went away mid-body: nothing to answer or write
+                    body = message.get("body", b"")
+                    total += len(body)
+                    if total > self.max_bytes:
+                        break
+                    chunks.append(body)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._stalled(scope, receive, send)
+            return
+        if total > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        whole = [b"".join(chunks)]
+        chunks.clear()  # one copy of the body, not two
 
         async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            if whole:
+                return {"type": "http.request", "body": whole.pop(), "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
@@ -65,7 +68,7 @@ class BodyLimit:
     async def _stalled(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
             408, "request_timeout",
-            f"the request body stalled for {self.idle_timeout:g} seconds",
+            f"the request body did not arrive within {self.timeout:g} seconds",
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)

@@ -193,12 +193,12 @@ class RecoveryReportPublic(BaseModel):
 
 
 class Health(BaseModel):
-    """Liveness, and which store this server serves."""
+    """Liveness, and (to a caller with the token, if any) which store this server serves."""
 
     status: str
     version: str
-    backend: str
-    store: str
+    backend: str | None = None
+    store: str | None = None
 
 
 class ErrorDetail(BaseModel):

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 
+from .bodies import JsonRoute
 from .deps import IfMatchHeader, SidPath, StoreDep, expected_for, set_etag
 from .responses import COMMON, CREATE, DELETE, SHOW, WRITE
 from .schemas import (
@@ -26,7 +27,7 @@ from .schemas import (
     VersionPublic,
 )
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = APIRouter(prefix="/sessions", route_class=JsonRoute, tags=["sessions"])
 
 MERGE_PATCH = "application/merge-patch+json"
 _PATCH_SCHEMA = {"type": "object", "additionalProperties": True,

@@ -69,14 +69,37 @@ class Settings(BaseSettings):
     )
     body_timeout: float = Field(
         default=15.0, gt=0, le=3600,
-        description="Seconds a client may leave a request body stalled before a 408.",
+        description="Seconds a request body may take to arrive in full before a 408.",
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=600,
+        description="Seconds a connection may take to send a request's line and headers"
+        " (counted from connecting, or from the previous response); then it is closed.",
+    )
+    keep_alive_timeout: float = Field(
+        default=5.0, gt=0, le=600,
+        description="Seconds an idle keep-alive connection is kept open.",
+    )
+    max_connections: int | None = Field(
+        default=None, ge=1,
+        description="Most connections held at once (default: from the open-file limit)."
+        " Past it, the oldest connection still sending its headers is closed.",
+    )
+    max_messages: int = Field(
+        default=100_000, ge=1,
+        description="Most messages one request may carry (413 above it).",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names accepted in the Host header besides the loopback names and"
+        " the bound host (comma-separated in the environment; * accepts any).",
     )
     recover_on_start: bool = Field(
         default=True, description="Run recovery once before accepting requests.",
     )
     log_level: str = Field(default="info", description="uvicorn log level.")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from .bodies import JsonRoute
 from .deps import IfMatchHeader, SeqPath, SidPath, StoreDep, expected_for, head_seq, set_etag
 from .responses import FORK, READ, SHOW, WRITE
 from .schemas import (
@@ -20,7 +21,7 @@ from .schemas import (
 )
 from .sessions import location
 
-router = APIRouter(prefix="/sessions", tags=["versions"])
+router = APIRouter(prefix="/sessions", route_class=JsonRoute, tags=["versions"])
 
 SeqQuery = Annotated[int | None, Query(ge=1, le=MAX_SEQ)]
 

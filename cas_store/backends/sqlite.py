@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import Conflict, StorageError, StoreLocked, VersionNotFound
+from ..errors import CasError, Conflict, CorruptStore, StorageError, StoreLocked, VersionNotFound
 from ..objects import Kind, Oid
 from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
 
@@ -137,7 +137,16 @@ class SQLiteBackend(Backend):
         self._all_lock = threading.Lock()
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        #: Set when the file was found damaged while opening: writes are then refused with
+        #: it, while reads go on where they can (so fsck and export can save what is left).
+        self.damage: CorruptStore | None = None
         con = self._con()
+        try:
+            self._prepare(con)
+        except CorruptStore as exc:
+            self.damage = exc
+
+    def _prepare(self, con: sqlite3.Connection) -> None:
         with self._write(con):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -163,6 +172,7 @@ class SQLiteBackend(Backend):
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is not None and self._local.pid == os.getpid():
             return con
+        con = None
         try:
             con = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False,
@@ -178,8 +188,11 @@ class SQLiteBackend(Backend):
             # commits touch are copied back once, not once per commit or two. Measured:
             # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
             con.execute("PRAGMA wal_autocheckpoint = 16384")
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"cannot open store {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            if con is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    con.close()
+            raise self._translate(exc, f"cannot open store {self.path}") from None
         self._local.con = con
         self._local.pid = os.getpid()
         self._local.depth = 0
@@ -214,47 +227,82 @@ class SQLiteBackend(Backend):
         if getattr(self._local, "batch", False):
             # Inside batch(): the write lock is held already; a savepoint keeps this
             # commit all-or-nothing within the batch's one transaction.
-            con.execute("SAVEPOINT cas_commit")
+            try:
+                con.execute("SAVEPOINT cas_commit")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
             try:
                 yield
-            except BaseException:
-                con.execute("ROLLBACK TO cas_commit")
-                con.execute("RELEASE cas_commit")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK TO cas_commit")
+                    con.execute("RELEASE cas_commit")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc) from None
                 raise
-            con.execute("RELEASE cas_commit")
+            try:
+                con.execute("RELEASE cas_commit")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
             return
+        if self.damage is not None:
+            raise self.damage
         # BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads
         # then writes would fail with SQLITE_BUSY under a concurrent writer instead of waiting.
         try:
             con.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             raise self._translate(exc) from None
         try:
             yield
+        except sqlite3.Error as exc:
+            # Raised inside the transaction body (a read-only file, a full disk, a damaged
+            # page): end the transaction so the connection stays usable, and say what failed.
+            self._rollback(con)
+            raise self._translate(exc) from None
         except BaseException:
-            con.execute("ROLLBACK")
+            self._rollback(con)
             raise
         self._commit(con)
+
+    def _rollback(self, con: sqlite3.Connection) -> None:
+        # SQLite may have rolled back already (SQLITE_FULL, SQLITE_CORRUPT): no transaction
+        # left to end is fine.
+        with contextlib.suppress(sqlite3.Error):
+            if con.in_transaction:
+                con.execute("ROLLBACK")
 
     def _commit(self, con: sqlite3.Connection) -> None:
         # A failed COMMIT (disk full, lock timeout) leaves the transaction open: end it.
         try:
             con.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            self._rollback(con)
             raise self._translate(exc) from None
 
-    def _translate(self, exc: sqlite3.Error) -> Exception:
+    def _translate(self, exc: sqlite3.Error, context: str | None = None) -> CasError:
+        """Return the engine error for a SQLite error: the one place they are classified."""
         text = str(exc)
-        if "locked" in text or "busy" in text:
+        where = context or f"store {self.path}"
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
+                primary is None and ("locked" in text or "busy" in text)):
             return StoreLocked(f"store {self.path} stayed locked for {self.busy_timeout:g}s")
-        return StorageError(f"store {self.path}: {text}")
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text \
+                or "not a database" in text:
+            return CorruptStore(f"{where}: the database file is damaged ({text}); run"
+                                " `cas-store fsck` to see what can still be read")
+        if primary == sqlite3.SQLITE_READONLY or "readonly" in text:
+            return StorageError(f"{where} is read-only ({text})")
+        if primary == sqlite3.SQLITE_FULL or "disk is full" in text:
+            return StorageError(f"{where}: the disk is full ({text})")
+        return StorageError(f"{where}: {text}")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._con().execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             raise self._translate(exc) from None
 
     @contextlib.contextmanager
@@ -268,17 +316,22 @@ class SQLiteBackend(Backend):
         con = self._con()
         if getattr(self._local, "batch", False) or self._local.depth:
             raise StorageError("batch() cannot be nested or opened inside a snapshot")
+        if self.damage is not None:
+            raise self.damage
         try:
             con.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             raise self._translate(exc) from None
         self._local.batch = True
         try:
             yield
+        except sqlite3.Error as exc:
+            self._local.batch = False
+            self._rollback(con)
+            raise self._translate(exc) from None
         except BaseException:
             self._local.batch = False
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
+            self._rollback(con)
             raise
         self._local.batch = False
         self._commit(con)
@@ -297,13 +350,22 @@ class SQLiteBackend(Backend):
             finally:
                 self._local.depth -= 1
             return
-        con.execute("BEGIN DEFERRED")
+        try:
+            con.execute("BEGIN DEFERRED")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
         self._local.depth = 1
         try:
             yield
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
         finally:
             self._local.depth = 0
-            con.execute("COMMIT")
+            # A read transaction has nothing to keep: end it however the reads went.
+            try:
+                con.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback(con)
 
     # --- objects -----------------------------------------------------------------------------
 
@@ -509,7 +571,13 @@ class SQLiteBackend(Backend):
         if after is not None:
             where.append("(updated_at < ? OR (updated_at = ? AND sid > ?))")
             params += [after[0], after[0], after[1]]
-        if query:
+        if query and "\x00" in query:
+            # LIKE ends its pattern at a NUL (so "%\0%" would match every title): compare
+            # the bytes instead, which matches the NUL literally (case-sensitively).
+            where.append("(instr(CAST(title AS BLOB), CAST(? AS BLOB)) > 0"
+                         " OR instr(CAST(sid AS BLOB), CAST(? AS BLOB)) > 0)")
+            params += [query, query]
+        elif query:
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append("(title LIKE ? ESCAPE '\\' OR sid LIKE ? ESCAPE '\\')")
             params += [f"%{escaped}%", f"%{escaped}%"]
@@ -586,7 +654,21 @@ class SQLiteBackend(Backend):
 
     def checkpoint(self) -> None:
         """Fold the WAL back into the database file (for measuring size on disk)."""
-        self._con().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._read("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def integrity_check(self, max_errors: int = 100, *, quick: bool = False) -> list[str]:
+        """Return what SQLite's own integrity check finds (empty: the file is sound).
+
+        ``quick`` runs ``quick_check``: every page and record, but not whether indexes
+        match their tables; several times faster.
+        """
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            rows = self._con().execute(f"PRAGMA {pragma}({int(max_errors)})").fetchall()
+        except sqlite3.Error as exc:
+            return [str(exc)]
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
 
     def close(self) -> None:
         """Close every connection this backend opened in this process."""

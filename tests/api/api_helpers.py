@@ -10,9 +10,13 @@ from fastapi.testclient import TestClient
 from cas_store import Store
 from cas_store.api import Settings, create_app
 
+#: The Host name TestClient sends; the app accepts it only because it is listed.
+TEST_HOST = "testserver"
+
 
 def make_app(store: Store, **settings: Any) -> FastAPI:
     """Build the app on a given store, which the test keeps and closes."""
+    settings.setdefault("allowed_hosts", [TEST_HOST])
     return create_app(Settings(store=store.backend.location, **settings), store=store)
 
 

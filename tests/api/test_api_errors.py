@@ -248,7 +248,7 @@ def test_corrupt_object_is_500_corrupt_object(client: TestClient, api_store: Sto
 def test_token_guards_every_api_route(api_store: Store) -> None:
     app = make_app(api_store, token="s3cret")
     with TestClient(app) as c:
-        for method, path in [("GET", "/api/health"), ("GET", "/api/sessions"),
+        for method, path in [("GET", "/api/sessions"),
                              ("POST", "/api/sessions"), ("GET", "/api/sessions/x"),
                              ("POST", "/api/recover")]:
             r = c.request(method, path, json={} if method == "POST" else None)
@@ -258,6 +258,7 @@ def test_token_guards_every_api_route(api_store: Store) -> None:
             assert_error(r, 401, "unauthorized")
         ok = {"Authorization": "Bearer s3cret"}
         assert c.get("/api/health", headers=ok).status_code == 200
+        assert c.get("/api/health", headers=ok).json()["store"] == api_store.backend.location
         assert c.post("/api/sessions", json={"session_id": "a"}, headers=ok).status_code == 201
         assert c.get("/api/sessions/a", headers={"Authorization": "Basic s3cret"}).status_code \
             == 401
@@ -314,3 +315,18 @@ def test_startup_recovery_failure_still_serves(api_store: Store,
     monkeypatch.setattr(api_store, "recover", corrupt)
     with TestClient(make_app(api_store)) as c:
         assert c.get("/api/health").status_code == 200
+
+
+def test_health_without_the_token_is_a_probe_that_reveals_no_path(api_store: Store) -> None:
+    """With a token set, an unauthenticated /api/health says only that the server is up."""
+    with TestClient(make_app(api_store, token="s3cret")) as c:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            r = c.get("/api/health", headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"status": "ok", "version": r.json()["version"]}
+            assert api_store.backend.location not in r.text
+            assert "api.db" not in r.text
+        r = c.get("/api/health", headers={"Authorization": "Bearer s3cret"})
+        assert r.json()["store"] == api_store.backend.location
+    with TestClient(make_app(api_store)) as c:  # no token: loopback only, path shown
+        assert c.get("/api/health").json()["store"] == api_store.backend.location

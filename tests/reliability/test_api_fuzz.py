@@ -26,6 +26,8 @@ from cas_store.api import Settings, create_app
 Record = Callable[[str, Any], None]
 EXAMPLES = int(os.environ.get("CAS_FUZZ_EXAMPLES", "100"))
 COUNTS: Counter[str] = Counter()
+#: Host names the in-process clients send (TestClient, schemathesis).
+HOSTS = ["testserver", "localhost"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,8 @@ def _openapi() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(Path(tmp) / "spec.db")
         try:
-            return create_app(Settings(store=Path(tmp) / "spec.db"), store=store).openapi()
+            settings = Settings(store=Path(tmp) / "spec.db", allowed_hosts=HOSTS)
+            return create_app(settings, store=store).openapi()
         finally:
             store.close()
 
@@ -61,7 +64,8 @@ schema = schemathesis.openapi.from_dict(_openapi())
 
 @pytest.fixture(scope="module")
 def fuzz_app(fuzz_store: Store) -> FastAPI:
-    return create_app(Settings(store=Path(fuzz_store.backend.location)), store=fuzz_store)
+    settings = Settings(store=Path(fuzz_store.backend.location), allowed_hosts=HOSTS)
+    return create_app(settings, store=fuzz_store)
 
 
 @pytest.mark.slow

@@ -150,7 +150,7 @@ def test_flipped_chunk_names_exactly_the_versions_holding_that_message(tmp_path:
     assert store.load("c").messages[0]["content"] == "c0"
     store.append("c", [{"role": "user", "content": "still works"}])
 
-    app = create_app(Settings(store=Path(path)), store=store)
+    app = create_app(Settings(store=Path(path), allowed_hosts=["testserver"]), store=store)
     with TestClient(app, raise_server_exceptions=False) as client:
         r = client.get("/api/sessions/a")
         assert r.status_code == 500

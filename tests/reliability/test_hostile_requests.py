@@ -34,7 +34,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
     store.append("chat-1", [{"role": "assistant", "content": "ok"}])
     store.create("gone", {}, [{"role": "user", "content": "x"}])
     store.delete("gone")
-    app = create_app(Settings(store=path, max_body_bytes=BODY_LIMIT), store=store)
+    settings = Settings(store=path, max_body_bytes=BODY_LIMIT, allowed_hosts=["testserver"])
+    app = create_app(settings, store=store)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, store
     assert store.fsck().ok
@@ -258,7 +259,8 @@ def test_strange_but_valid_content_round_trips(tmp_path: Path) -> None:
     """Valid JSON that looks hostile (escaped NUL, astral characters, control characters,
     the largest allowed message) is stored and given back exactly."""
     store = open_store(tmp_path / "odd.db", synchronous="NORMAL", limits=LIMITS)
-    app = create_app(Settings(store=tmp_path / "odd.db", max_body_bytes=BODY_LIMIT),
+    app = create_app(Settings(store=tmp_path / "odd.db", max_body_bytes=BODY_LIMIT,
+                              allowed_hosts=["testserver"]),
                      store=store)
     odd = [
         {"c": "a\u0000b", "d": "\u0001\u001f\u007f"},
