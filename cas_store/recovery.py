@@ -40,7 +40,9 @@ def first_unresolved_shrink(entries: Sequence[LogEntry], window_start: float) ->
     """Return the index in ascending entries of the first suspect shrink to act on, or None."""
     start = 0
     for i, e in enumerate(entries):
-        if e.op in RESOLVING_OPS:
+        # A new life (a create or fork after a delete) owes nothing of the deleted one:
+        # bringing its messages back would undo the deletion.
+        if e.op in RESOLVING_OPS or (i and entries[i - 1].op == "delete"):
             start = i + 1
     for i in range(max(start, 1), len(entries)):
         e = entries[i]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from support import msgs
 
-from cas_store import CorruptObject, ObjectNotFound, Store
+from cas_store import CorruptObject, Limits, ObjectNotFound, Store, open_store
 from cas_store.objects import Kind
 
 
@@ -96,3 +96,82 @@ def test_corruption_is_named_on_the_threaded_load_path(store: Store, store_path:
         store.load("a")
     assert exc.value.object_id == victim.hex()
     assert store.messages("a", offset=0, limit=10) == many[:10]
+
+
+def _swap(store_path: Path, victim: bytes, donor: bytes) -> None:
+    """Store donor's frame (valid zstd, other content) under victim's id."""
+    with sqlite3.connect(store_path) as con:
+        (data,) = con.execute("SELECT data FROM objects WHERE oid = ?", (donor,)).fetchone()
+        con.execute("UPDATE objects SET data = ? WHERE oid = ?", (data, victim))
+
+
+def test_a_swapped_object_fails_a_verified_load_and_fsck(store: Store,
+                                                         store_path: Path) -> None:
+    store.create("a", {}, msgs(0, 20))
+    store.append("a", msgs(20, 21))
+    store.create("other", {}, msgs(100, 110))
+    victim, donor = _chunk_of(store, "a", 5), _chunk_of(store, "other", 0)
+    _swap(store_path, victim, donor)
+    store.close()
+    # The frame is well-formed, so only the hash catches it: verify_reads on ...
+    with open_store(store_path, limits=Limits(verify_reads=True)) as verified:
+        with pytest.raises(CorruptObject) as exc:
+            verified.load("a")
+        assert exc.value.object_id == victim.hex()
+        assert "does not match its hash" in str(exc.value)
+        with pytest.raises(CorruptObject):
+            verified.messages("a", offset=5, limit=1)
+        assert verified.load("other").messages == msgs(100, 110)
+        assert verified.messages("a", offset=6, limit=3) == msgs(6, 9)
+    # ... while an unverified read cannot tell (what verify_reads is for).
+    with open_store(store_path) as plain:
+        assert plain.load("a").messages[5] == msgs(100, 101)[0]
+        report = plain.fsck()
+    assert not report.ok
+    [problem] = report.problems
+    assert (problem.kind, problem.object_id) == ("corrupt", victim.hex())
+    assert "does not hash to its id" in problem.detail
+    assert sorted(problem.affects) == [("a", 1), ("a", 2)]
+
+
+def test_a_swapped_page_is_found_by_fsck(store: Store, store_path: Path) -> None:
+    def pages() -> set[bytes]:
+        with sqlite3.connect(store_path) as con:
+            return {r[0] for r in con.execute("SELECT oid FROM objects WHERE kind = ?",
+                                              (int(Kind.PAGE),))}
+
+    store.create("a", {}, msgs(0, 300))
+    of_a = pages()
+    store.create("b", {}, msgs(1000, 1300))
+    of_b = pages() - of_a
+    assert of_a and of_b
+    victim = min(of_a)
+    _swap(store_path, victim, min(of_b))
+    report = store.fsck()
+    assert [(p.kind, p.object_id, p.affects) for p in report.problems] == [
+        ("corrupt", victim.hex(), [("a", 1)])]
+
+
+@pytest.mark.parametrize("damage", [
+    # The head names another version's manifest.
+    "UPDATE sessions SET manifest = (SELECT manifest FROM versions WHERE sid = 'a' AND seq = 1)"
+    " WHERE sid = 'a'",
+    # The head is ahead of the log (its version row is gone).
+    "DELETE FROM versions WHERE sid = 'a' AND seq = 2",
+    # The head has no version at all.
+    "DELETE FROM versions WHERE sid = 'a'",
+], ids=["other-manifest", "ahead-of-log", "no-log"])
+def test_a_head_that_does_not_match_its_newest_version_is_a_problem(
+        store: Store, store_path: Path, damage: str) -> None:
+    store.create("a", {}, msgs(0, 10))
+    store.append("a", msgs(10, 11))
+    store.create("b", {}, msgs(0, 3))
+    head = store.load_meta("a")
+    with sqlite3.connect(store_path) as con:
+        con.execute(damage)
+    report = store.fsck()
+    assert not report.ok
+    bad = [p for p in report.problems if p.kind == "bad_head"]
+    assert len(bad) == 1 and bad[0].affects == [("a", head.seq)]
+    assert "head row does not match its newest version" in bad[0].detail
+    assert all(p.kind == "bad_head" for p in report.problems)  # no object is damaged

@@ -70,18 +70,39 @@ def test_metadata_must_be_an_object() -> None:
     assert encode_metadata({"t": 1}, 100) == b'{"t":1}'
 
 
-def test_frames_round_trip_and_catch_flipped_bytes() -> None:
+def test_frames_round_trip_and_the_zstd_checksum_catches_flipped_bytes() -> None:
+    # verify=False: no BLAKE3 re-hash, so what catches each flip is the frame checksum.
     payload = canonical_json({"content": "hello " * 100})
     oid = object_id(Kind.CHUNK, payload)
     frame = compress(payload)
-    assert decompress(oid, frame, kind=Kind.CHUNK) == payload
+    assert decompress(oid, frame, verify=False) == payload
+    caught = 0
     for i in range(len(frame)):
         broken = bytearray(frame)
         broken[i] ^= 0x40
         try:
-            out = decompress(oid, bytes(broken), verify=True, kind=Kind.CHUNK)
+            out = decompress(oid, bytes(broken), verify=False)
         except CorruptObject:
+            caught += 1
             continue
         # Some header bits do not change the content (e.g. flags that are ignored); then
         # the payload must still be exactly right.
         assert out == payload
+    assert caught >= len(frame) - 8
+
+
+def test_verify_catches_a_valid_frame_of_other_content() -> None:
+    # A swapped object: a well-formed frame (its checksum is right) of different content.
+    # Only the hash can tell, and only when asked to verify.
+    mine = canonical_json({"content": "mine"})
+    other = canonical_json({"content": "someone else's"})
+    oid = object_id(Kind.CHUNK, mine)
+    swapped = compress(other)
+    assert decompress(oid, swapped, verify=False) == other
+    with pytest.raises(CorruptObject, match="does not match its hash") as exc:
+        decompress(oid, swapped, verify=True, kind=Kind.CHUNK)
+    assert exc.value.object_id == oid.hex()
+    assert decompress(oid, compress(mine), verify=True, kind=Kind.CHUNK) == mine
+    # The kind is part of the id: the right bytes under the wrong kind do not verify.
+    with pytest.raises(CorruptObject):
+        decompress(oid, compress(mine), verify=True, kind=Kind.META)

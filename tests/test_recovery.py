@@ -116,3 +116,14 @@ def test_recover_one_session_only(store: Store) -> None:
     report = store.recover("a")
     assert [a.session_id for a in report.actions] == ["a"]
     assert store.load_meta("b").message_count == 0
+
+
+def test_a_new_life_never_brings_back_the_deleted_one(store: Store) -> None:
+    store.create("s", {}, msgs(0, 10))
+    store.save("s", [])  # wiped, never recovered
+    store.delete("s")
+    store.create("s", {}, [msg(100), msg(101)])  # the id used again
+    store.save("s", [])  # and wiped
+    report = store.recover()
+    assert [(a.action, a.to_count) for a in report.actions] == [("recovered", 2)]
+    assert store.load("s").messages == [msg(100), msg(101)]
