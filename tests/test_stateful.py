@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from servers import PostgresServer
 
 from cas_store import SessionExists, SessionNotFound, merge_patch, open_store
 
@@ -71,10 +73,14 @@ class Model:
 
 
 class StoreMachine(RuleBasedStateMachine):
+    #: Names a fresh PostgreSQL store per run when set (PostgresStoreMachine); else SQLite.
+    fresh_location: Callable[[], str] | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
-        self.store = open_store(Path(self.tmp.name) / "s.db")
+        make = type(self).fresh_location
+        self.store = open_store(make() if make else Path(self.tmp.name) / "s.db")
         self.model: dict[str, Model] = {}
 
     def teardown(self) -> None:
@@ -231,3 +237,28 @@ class StoreMachine(RuleBasedStateMachine):
 StoreMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30,
                                           deadline=None)
 test_store_matches_model = StoreMachine.TestCase
+
+
+class PostgresStoreMachine(StoreMachine):
+    """The same machine on PostgreSQL, each run in a schema of its own."""
+
+    def __init__(self) -> None:
+        assert type(self).fresh_location is not None, "needs the pg_server fixture"
+        super().__init__()
+        assert self.store.backend.name.startswith("postgresql")
+
+
+PostgresStoreMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30,
+                                                  deadline=None)
+
+
+@pytest.fixture
+def _postgres_machine(pg_server: PostgresServer) -> Iterator[None]:
+    PostgresStoreMachine.fresh_location = pg_server.fresh_schema
+    yield
+    PostgresStoreMachine.fresh_location = None
+
+
+@pytest.mark.usefixtures("_postgres_machine")
+class TestPostgresStoreMatchesModel(PostgresStoreMachine.TestCase):  # type: ignore[name-defined]
+    pass
