@@ -7,7 +7,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .backends import Backend
+from .backends import Backend, open_backend
 from .backends.sqlite import SQLiteBackend
 from .errors import (
     AlreadyExists,
@@ -54,15 +54,18 @@ def default_store_path() -> Path:
     return Path(platformdirs.user_data_dir("cas-store")) / "sessions.db"
 
 
-def open_store(location: str | os.PathLike[str], *, synchronous: str = "FULL",
-               limits: Limits | None = None) -> Store:
-    """Open (creating if needed) the store at location: a SQLite file path for now.
+def open_store(location: str | os.PathLike[str], *, objects: str | None = None,
+               synchronous: str = "FULL", limits: Limits | None = None) -> Store:
+    """Open (creating if needed) the store at location: a SQLite file path or a URL.
 
-    ``synchronous`` is SQLite's durability knob: FULL (default: an acknowledged save
-    survives power loss), NORMAL (survives a crash of the process; the last saves may
-    roll back on power loss), EXTRA.
+    ``postgresql://user:pass@host:port/db`` (or ``postgres://``) opens a PostgreSQL
+    store, creating or migrating its schema; ``objects`` (``s3://bucket/prefix``) then
+    keeps object bytes in that object store. ``synchronous`` is SQLite's durability
+    knob: FULL (default: an acknowledged save survives power loss), NORMAL (survives a
+    crash of the process; the last saves may roll back on power loss), EXTRA.
     """
-    return Store(SQLiteBackend(Path(location), synchronous=synchronous), limits=limits)
+    return Store(open_backend(location, objects=objects, synchronous=synchronous),
+                 limits=limits)
 
 
 __all__ = [

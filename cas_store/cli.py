@@ -65,7 +65,8 @@ class Durability(enum.StrEnum):
 
 
 class _State:
-    store_path: Path = default_store_path()
+    store_path: str = str(default_store_path())  # a file path or a postgresql:// URL
+    objects: str | None = None
     synchronous: str = "FULL"
 
 
@@ -75,8 +76,15 @@ state = _State()
 @app.callback()
 def _main(
     store: Annotated[
-        Path | None,
-        typer.Option("--store", "-s", envvar="CAS_STORE", help="Store file (SQLite).",
+        str | None,
+        typer.Option("--store", "-s", envvar="CAS_STORE",
+                     help="Store: a SQLite file, or postgresql://user:pass@host:port/db.",
+                     show_default=False),
+    ] = None,
+    objects: Annotated[
+        str | None,
+        typer.Option("--objects", envvar="CAS_STORE_OBJECTS",
+                     help="Object bytes in s3://bucket/prefix (with a postgresql:// store).",
                      show_default=False),
     ] = None,
     synchronous: Annotated[
@@ -88,8 +96,16 @@ def _main(
     ] = Durability.FULL,
 ) -> None:
     """Choose the store every command works on."""
-    state.store_path = store or default_store_path()
+    state.store_path = store or str(default_store_path())
+    state.objects = objects or None
     state.synchronous = synchronous.value
+
+
+def store_exists(location: str) -> bool:
+    """Return True if the store can be assumed present: a URL always (it is opened to tell)."""
+    from .backends import is_url
+
+    return is_url(location) or Path(location).exists()
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -104,11 +120,11 @@ def opened(*, must_exist: bool = True) -> Iterator[Store]:
     from . import open_store
 
     path = state.store_path
-    if must_exist and not path.exists():
+    if must_exist and not store_exists(path):
         fail(f"no store at {path}: point --store (or CAS_STORE) at one, or create it with"
              " `cas-store serve` or `cas-store import DIR` (the first write creates the file)", 3)
     try:
-        store = open_store(path, synchronous=state.synchronous)
+        store = open_store(path, objects=state.objects, synchronous=state.synchronous)
     except (errors.CasError, ValueError) as exc:
         fail(str(exc), exit_code(exc))
     try:
@@ -540,9 +556,10 @@ def import_cmd(
         err.print(f"skipped {s.path}: {s.reason}", markup=False)
 
     with contextlib.ExitStack() as stack:
-        if dry_run and not state.store_path.exists():
+        if dry_run and not store_exists(state.store_path):
             # Nothing to compare with: a dry run against an empty, throw-away store.
-            state.store_path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "dry"
+            state.store_path = str(
+                Path(stack.enter_context(tempfile.TemporaryDirectory())) / "dry")
         store = stack.enter_context(opened(must_exist=False))
         if err.is_terminal and not as_json:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -707,7 +724,8 @@ def serve_cmd(
         "allowed_hosts": allowed_host, "recover_on_start": recover, "log_level": log_level,
     }
     try:
-        settings = Settings(store=state.store_path, synchronous=state.synchronous,
+        settings = Settings(store=state.store_path, objects=state.objects,
+                            synchronous=state.synchronous,
                             **{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         fail("; ".join(_settings_problem(e) for e in exc.errors()), 2)

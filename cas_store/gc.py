@@ -303,8 +303,9 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
     grace = _duration(grace, "grace") or 0.0
 
     backend = store.backend
-    started = time.time()
-    # The sweep compares with write times stamped by the backend's clock (wall time);
+    started = backend.now()
+    # The sweep compares with write times stamped by the backend's clock (wall time, the
+    # database server's for a networked backend, so servers' clock skew does not matter);
     # the policy compares with version times stamped by the store's clock.
     cutoff = started - grace
     now = store.clock()
@@ -345,7 +346,7 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
         sessions_dropped=dropped, versions_pruned=pruned, versions_kept=kept,
         objects_marked=marker.marked.count, objects_swept=swept, bytes_swept=freed,
         missing=marker.missing, mark_seconds=mark_seconds, sweep_seconds=sweep_seconds,
-        seconds=time.time() - started,
+        seconds=backend.now() - started,
     )
 
 

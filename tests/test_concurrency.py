@@ -10,6 +10,9 @@ import pytest
 
 from cas_store import Conflict, Store, open_store
 
+# Run on every backend (tests/conftest.py).
+pytestmark = pytest.mark.all_backends
+
 
 def _appender(path: str, writer: int, count: int) -> None:
     store = open_store(path)

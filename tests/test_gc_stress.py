@@ -22,11 +22,14 @@ from cas_store import (
     Conflict,
     SessionExists,
     SessionNotFound,
-    SQLiteBackend,
     Store,
     VersionNotFound,
     gc,
 )
+from cas_store.backends import open_backend
+
+# Run on every backend (tests/conftest.py).
+pytestmark = pytest.mark.all_backends
 
 WRITERS = 3
 SECONDS = 20.0
@@ -41,7 +44,7 @@ def _msg(rng: random.Random, tag: str) -> dict[str, Any]:
 def writer(path: str, wid: int, seconds: float, errors: Any, counts: Any) -> None:
     """Do random session operations until the deadline; report unexpected errors."""
     rng = random.Random(wid)
-    store = Store(SQLiteBackend(path, synchronous="NORMAL"))
+    store = Store(open_backend(path, synchronous="NORMAL"))
     ops = 0
     mine: list[str] = []
     deadline = time.monotonic() + seconds
@@ -95,16 +98,16 @@ def writer(path: str, wid: int, seconds: float, errors: Any, counts: Any) -> Non
 
 
 @pytest.mark.slow
-def test_gc_loop_beside_writers(tmp_path: Path) -> None:
-    path = tmp_path / "stress.db"
-    Store(SQLiteBackend(path)).close()
+def test_gc_loop_beside_writers(store_path: Path) -> None:
+    path = store_path
+    Store(open_backend(path)).close()
     ctx = multiprocessing.get_context("spawn")
     errors, counts = ctx.Queue(), ctx.Queue()
     procs = [ctx.Process(target=writer, args=(str(path), w, SECONDS, errors, counts))
              for w in range(WRITERS)]
     for p in procs:
         p.start()
-    store = Store(SQLiteBackend(path, synchronous="NORMAL"))
+    store = Store(open_backend(path, synchronous="NORMAL"))
     rng = random.Random(0)
     runs = swept = pruned = 0
     try:

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import pytest
 from support import msg, msgs
 
 from cas_store import Store
+
+# Run on every backend (tests/conftest.py).
+pytestmark = pytest.mark.all_backends
 
 DAY = 86400.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from servers import PostgresServer
 
 from cas_store import SessionExists, SessionNotFound, merge_patch, open_store
 
@@ -134,10 +136,14 @@ def shrink_flags(old: list[Any], new: list[Any], intentional: bool,
 
 
 class StoreMachine(RuleBasedStateMachine):
+    #: Names a fresh PostgreSQL store per run when set (PostgresStoreMachine); else SQLite.
+    fresh_location: Callable[[], str] | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
-        self.store = open_store(Path(self.tmp.name) / "s.db")
+        make = type(self).fresh_location
+        self.store = open_store(make() if make else Path(self.tmp.name) / "s.db")
         self.model: dict[str, Model] = {}
 
     def teardown(self) -> None:
@@ -337,11 +343,32 @@ class StoreMachine(RuleBasedStateMachine):
         assert listed == {sid for sid in self.model if self.live(sid)}
 
 
-def test_store_matches_model() -> None:
+def run_machine(machine: type[StoreMachine]) -> None:
     RECOVERS.clear()
-    run_state_machine_as_test(StoreMachine, settings=settings(
+    run_state_machine_as_test(machine, settings=settings(
         max_examples=100, stateful_step_count=30, deadline=None))
     # The oracle is only worth as much as the recoveries it checks: a good share of the
     # recover calls must expect a real one (the rest expect recovery to leave it alone).
     calls = sum(RECOVERS.values())
     assert calls >= 50 and RECOVERS["recovery"] >= 0.4 * calls, RECOVERS
+
+
+def test_store_matches_model() -> None:
+    run_machine(StoreMachine)
+
+
+class PostgresStoreMachine(StoreMachine):
+    """The same machine on PostgreSQL, each run in a schema of its own."""
+
+    def __init__(self) -> None:
+        assert type(self).fresh_location is not None, "needs the pg_server fixture"
+        super().__init__()
+        assert self.store.backend.name.startswith("postgresql")
+
+
+def test_postgres_store_matches_model(pg_server: PostgresServer) -> None:
+    PostgresStoreMachine.fresh_location = pg_server.fresh_schema
+    try:
+        run_machine(PostgresStoreMachine)
+    finally:
+        PostgresStoreMachine.fresh_location = None

