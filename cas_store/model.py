@@ -70,6 +70,8 @@ class SessionMeta:
     updated_at: float
     list_counts: dict[str, int] = field(default_factory=dict)
     deleted: bool = False
+    #: The document's top-level names in order, when one was recorded (an import does).
+    key_order: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
