@@ -132,6 +132,8 @@ class SessionSummary:
     updated_at: float
     suspect_shrink: bool
     deleted: bool
+    #: The head's values of the store's summary keys (pinned, archived, project_id, ...).
+    metadata: dict[str, JSON] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict (every field, by name)."""

@@ -91,6 +91,14 @@ DAY = 86400.0
 _LOAD_BATCH = 1000  # chunk ids per query on a full load: few round trips, bounded memory
 
 
+#: Metadata keys a chat UI's session list shows (hermes-webui's sidebar: pin, archive,
+#: project, profile, model, workspace, token counts and cost), kept beside each head.
+DEFAULT_SUMMARY_KEYS = ("pinned", "archived", "project_id", "profile", "model", "workspace",
+                        "personality", "input_tokens", "output_tokens", "estimated_cost")
+#: Longest string a summary keeps (a longer value is left out of the summary).
+SUMMARY_STR_MAX = 300
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Input limits and policy knobs of a store."""
@@ -100,6 +108,8 @@ class Limits:
     recovery_window: float = 7 * DAY
     verify_reads: bool = False  # zstd frame checksums still catch corruption on read
     max_attempts: int = 200
+    #: Metadata keys whose scalar values every head keeps for session lists and filters.
+    summary_keys: tuple[str, ...] = DEFAULT_SUMMARY_KEYS
 
 
 def validate_session_id(sid: Any) -> str:
@@ -122,6 +132,17 @@ def merge_patch(target: JSON, patch: JSON) -> JSON:
             out.pop(key, None)
         else:
             out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def summary_of(metadata: Mapping[str, Any], keys: Sequence[str]) -> dict[str, JSON]:
+    """Return the summary values of a metadata object: its scalars under the given keys."""
+    out: dict[str, JSON] = {}
+    for key in keys:
+        value = metadata.get(key)
+        if isinstance(value, bool | int | float) or (
+                isinstance(value, str) and len(value) <= SUMMARY_STR_MAX):
+            out[key] = value
     return out
 
 
@@ -397,6 +418,7 @@ class _Change:
     requires: list[tuple[str, int, Oid]] = field(default_factory=list)
     noop: bool = False
     created_at: float | None = None  # a fresh session's creation time, when not the version's
+    metadata: Mapping[str, JSON] | None = None  # the new metadata, when it changed (summary)
 
 
 class Store:
@@ -529,6 +551,8 @@ class Store:
                 created_at=(now if change.created_at is None else change.created_at)
                 if fresh or head is None else head.created_at,
                 updated_at=now, deleted=change.deleted, suspect_pending=pending,
+                summary=self._summary(change.metadata) if change.metadata is not None
+                else head.summary if head is not None else {},
             )
             try:
                 self.backend.commit(Commit(current, list(io.staged.values()), entry, row,
@@ -545,6 +569,9 @@ class Store:
             # Lost a race with another writer: back off a little (jittered) and recompute.
             time.sleep(min(0.05, 0.0005 * 2 ** min(attempt, 7)) * random.random())
         raise StorageError(f"session {sid!r}: gave up after {self.limits.max_attempts} attempts")
+
+    def _summary(self, metadata: Mapping[str, JSON]) -> dict[str, JSON]:
+        return summary_of(metadata, self.limits.summary_keys)
 
     def _head_entry(self, head: HeadRow) -> LogEntry:
         entry = self.backend.version(head.sid, head.seq)
@@ -737,7 +764,8 @@ class Store:
                 io.put_items(it)
                 refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, io)
             m = self._put_manifest(io, self._put_metadata(io, fields, order), refs)
-            return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at)
+            return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at,
+                           metadata=fields)
 
         return self._mutate(sid, ANY, build, mode="create", at=at)
 
@@ -852,7 +880,7 @@ class Store:
             return _Change(op, m, new.count, new.nbytes, title,
                            intentional_shrink=cut and intentional_shrink,
                            suspect_shrink=lost and not intentional_shrink,
-                           noop=self._same_state(man, meta, refs))
+                           noop=self._same_state(man, meta, refs), metadata=fields)
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -911,7 +939,7 @@ class Store:
             meta = self._put_metadata(io, merged, keys, man.meta_ref)
             m = self._put_manifest(io, meta, man.lists, (head.manifest, man))
             return _Change(Op.UPDATE_METADATA, m, head.message_count, head.nbytes,
-                           _title(merged), noop=meta == man.meta_ref)
+                           _title(merged), noop=meta == man.meta_ref, metadata=merged)
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -931,10 +959,10 @@ class Store:
                 old = L.read_ids(io.manifest(head.manifest).messages, io)
                 new = L.read_ids(io.manifest(target.manifest).messages, io)
                 shrank = L.common_prefix(old, new) < len(old)
-            title = _title(self._read_metadata(io, io.manifest(target.manifest)))
+            metadata = self._read_metadata(io, io.manifest(target.manifest))
             return _Change(Op.RESTORE, target.manifest, target.message_count, target.nbytes,
-                           title, intentional_shrink=shrank, resolves=True,
-                           requires=[(sid, seq, target.manifest)])
+                           _title(metadata), intentional_shrink=shrank, resolves=True,
+                           requires=[(sid, seq, target.manifest)], metadata=metadata)
 
         return self._mutate(sid, expected, build, mode="any", at=at)
 
@@ -955,9 +983,10 @@ class Store:
             source = self._entry(sid, seq)
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            title = _title(self._read_metadata(io, io.manifest(source.manifest)))
+            metadata = self._read_metadata(io, io.manifest(source.manifest))
             return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
-                           title, requires=[(sid, source.seq, source.manifest)])
+                           _title(metadata), requires=[(sid, source.seq, source.manifest)],
+                           metadata=metadata)
 
         return self._mutate(target_sid, ANY, build, mode="create", at=at)
 
@@ -1103,22 +1132,75 @@ class Store:
                         changes)
 
     def list_sessions(self, limit: int = 50, cursor: str | None = None,
-                      query: str | None = None, *, include_deleted: bool = False) -> SessionPage:
-        """Return sessions, newest update first, from beside the heads (no manifest read)."""
+                      query: str | None = None, *, include_deleted: bool = False,
+                      where: Mapping[str, JSON] | None = None,
+                      pinned_first: bool = False) -> SessionPage:
+        """Return sessions, newest update first, from beside the heads (no manifest read).
+
+        Each summary carries the head's summary metadata values (``Limits.summary_keys``).
+        ``where`` keeps sessions whose values match (``archived=False`` also keeps those
+        never archived; see ``backends.summary_matches``); ``pinned_first`` lists the
+        sessions whose ``pinned`` is true before the others, each part newest first.
+        """
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidArgument("limit must be between 1 and 1000", field="limit")
-        after = _decode_cursor(cursor) if cursor else None
-        rows = self.backend.list_heads(limit=limit + 1, after=after, query=query or None,
-                                       include_deleted=include_deleted)
-        more = len(rows) > limit
-        rows = rows[:limit]
+        filters = self._filters(where)
+        after, phase = _decode_cursor(cursor) if cursor else (None, 0)
+        # One part, or two (pinned, then the rest), each read newest first; the cursor
+        # names the part and the last row shown of it (or the part's top).
+        parts: list[dict[str, JSON] | None] = [filters]
+        if pinned_first:
+            parts = [None if filters.get("pinned", True) is not True else
+                     {**filters, "pinned": True},
+                     None if filters.get("pinned", False) is not False else
+                     {**filters, "pinned": False}]
+        if phase >= len(parts):
+            raise InvalidArgument("invalid cursor", field="cursor")
+
+        def heads(part: dict[str, JSON] | None, n: int,
+                  after: tuple[float, str] | None) -> list[HeadRow]:
+            if part is None:
+                return []  # the filters exclude this part
+            return self.backend.list_heads(limit=n, after=after, query=query or None,
+                                           include_deleted=include_deleted, where=part)
+
+        rows: list[HeadRow] = []
+        nxt = None
+        while phase < len(parts):
+            need = limit - len(rows)
+            got = heads(parts[phase], need + 1, after)
+            if len(got) > need:
+                rows += got[:need]
+                nxt = _encode_cursor((rows[-1].updated_at, rows[-1].sid), phase)
+                break
+            rows += got
+            phase, after = phase + 1, None
+            if len(rows) == limit:
+                if phase < len(parts) and heads(parts[phase], 1, None):
+                    nxt = _encode_cursor(None, phase)
+                break
         page = [
             SessionSummary(r.sid, r.title, r.seq, r.message_count, r.nbytes, r.created_at,
-                           r.updated_at, r.suspect_pending, r.deleted)
+                           r.updated_at, r.suspect_pending, r.deleted, dict(r.summary))
             for r in rows
         ]
-        nxt = _encode_cursor(rows[-1].updated_at, rows[-1].sid) if more and rows else None
         return SessionPage(page, nxt)
+
+    def _filters(self, where: Mapping[str, JSON] | None) -> dict[str, JSON]:
+        """Validate list filters: summary keys only, scalar values."""
+        if where is None:
+            return {}
+        if not isinstance(where, Mapping):
+            raise InvalidArgument("where must be an object of summary keys", field="where")
+        out: dict[str, JSON] = {}
+        for key, value in where.items():
+            if key not in self.limits.summary_keys:
+                raise InvalidArgument(f"{key!r} is not a summary key; filterable:"
+                                      f" {', '.join(self.limits.summary_keys)}", field="where")
+            if value is not None and not isinstance(value, bool | int | float | str):
+                raise InvalidArgument(f"filter {key!r} must be a scalar", field="where")
+            out[key] = value
+        return out
 
     # --- recovery -----------------------------------------------------------------------------
 
@@ -1221,7 +1303,8 @@ class Store:
             m = self._put_manifest(io, meta, refs)
             msgs = refs[MESSAGES]
             return _Change(Op.RECOVER, m, msgs.count, msgs.nbytes, _title(fixed),
-                           resolves=True, requires=[(sid, s, m) for s, m in found.read])
+                           resolves=True, requires=[(sid, s, m) for s, m in found.read],
+                           metadata=fixed)
 
         return self._mutate(sid, expected, build)
 
@@ -1282,18 +1365,31 @@ class _HashPages:
         return object_id(Kind.PAGE, encode_page(height, children))
 
 
-def _encode_cursor(updated_at: float, sid: str) -> str:
-    raw = json.dumps([updated_at, sid], separators=(",", ":")).encode()
+def _encode_cursor(after: tuple[float, str] | None, phase: int = 0) -> str:
+    """Return a list cursor: the last row shown (or None: a part's top) and the part."""
+    value: list[Any] = [after[0], after[1]] if after is not None else [None, None]
+    if phase:
+        value.append(phase)
+    raw = json.dumps(value, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
+def _decode_cursor(cursor: str) -> tuple[tuple[float, str] | None, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        updated_at, sid = json.loads(raw)
-        if not isinstance(updated_at, int | float) or not isinstance(sid, str):
+        value = json.loads(raw)
+        if not isinstance(value, list) or len(value) not in (2, 3):
+            raise ValueError
+        updated_at, sid, *rest = value
+        phase = rest[0] if rest else 0
+        if not isinstance(phase, int) or isinstance(phase, bool) or not 0 <= phase <= 1:
+            raise ValueError
+        if updated_at is None and sid is None:
+            return None, phase
+        if (not isinstance(updated_at, int | float) or isinstance(updated_at, bool)
+                or not isinstance(sid, str)):
             raise ValueError
         sid.encode("utf-8")  # a lone surrogate from "\ud800" cannot be a stored id
-        return float(updated_at), sid
+        return (float(updated_at), sid), phase
     except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeError):
         raise InvalidArgument("invalid cursor", field="cursor") from None

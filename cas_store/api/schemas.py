@@ -124,6 +124,9 @@ class SessionSummary(BaseModel):
     updated_at: float
     suspect_shrink: bool
     deleted: bool
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The head's values of the store's summary keys (pinned, archived, ...).")
 
 
 class SessionPage(BaseModel):
