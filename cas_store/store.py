@@ -650,15 +650,25 @@ class Store:
         small: dict[str, JSON] = {}
         values: list[tuple[str, Oid]] = []
         reuse = {k: o for k, o in old.values} if old is not None else {}
+        new: dict[Oid, bytes] = {}
         for key, value in metadata.items():
             payload = canonical_json(value) if isinstance(value, dict | list | str) else b""
             if len(payload) < META_VALUE_MIN_BYTES:
                 small[key] = value
                 continue
             oid = object_id(Kind.META, payload)
-            if io is not None and reuse.get(key) != oid:
-                io.put(Kind.META, payload, oid)
+            if reuse.get(key) != oid:
+                new[oid] = payload
             values.append((key, oid))
+        if io is not None and new:
+            # A value another session or version holds already is only refreshed (a
+            # fork's or a re-import's large values are not written twice).
+            absent = self.backend.missing(new)
+            for oid, payload in new.items():
+                if oid in absent:
+                    io.put(Kind.META, payload, oid)
+                else:
+                    io.touch(oid, Kind.META, len(payload))
         meta_payload = canonical_json(small)
         meta = object_id(Kind.META, meta_payload)
         if io is not None and (old is None or old.meta != meta):

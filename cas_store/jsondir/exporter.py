@@ -112,7 +112,8 @@ def write_atomic(path: Path, write: Callable[[IO[str]], Any]) -> int:
 
     A crash leaves either the old file or the new one, never a part of it.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A short prefix: a 250-byte session file name leaves no room for a suffix.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             write(f)
