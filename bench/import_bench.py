@@ -138,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for label, per_batch in (("one transaction per session", 1),
                                  (f"one per batch of {J.BATCH_SESSIONS}", J.BATCH_SESSIONS)):
-            J.BATCH_SESSIONS = per_batch
+            J.importer.BATCH_SESSIONS = per_batch
             s = open_store(work / f"sub-{per_batch}.db")
             _, w, c = timed(lambda s=s: J.import_json_dir(s, sub))
             s.close()
             results[label] = (w, c)
             print(f"{n} files, {label}: {w:.2f} s wall, {c:.2f} s CPU")
-        J.BATCH_SESSIONS = 64
+        J.importer.BATCH_SESSIONS = 64
 
         in_meta, named = metadata_update_cost(work)
         print(f"metadata update of a session with a 14 KB list field: {in_meta} bytes written"

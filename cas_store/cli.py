@@ -594,8 +594,8 @@ def import_cmd(
         out.print(f"skipped {len(report.skipped)} files (listed on stderr)", markup=False)
     if report.suspect:
         out.print(f"{len(report.suspect)} sessions end in a suspect shrink (a wiped file with"
-                  " its backup); to bring their messages back: cas-store recover"
-                  f" --window-days {report.recover_window_days()}", markup=False)
+                  " its backup); to bring their messages back: cas-store recover",
+                  markup=False)
 
 
 @app.command("export")

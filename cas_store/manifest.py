@@ -17,6 +17,15 @@ Encoding (all integers unsigned LEB128, ids raw 32 bytes)::
     delta: b"M" 0x01 0x01 meta  base depth count bytes nadd add*
            nextra { len(name) name count }   (the other lists' counts, for load_meta)
 
+Forms 2 and 3 are forms 0 and 1 with a metadata section after ``meta`` (written only
+when there is something in it, so a session without it keeps the old bytes and ids)::
+
+    has_layout [layout]  nvalues { len(key) key id }   (values sorted by key)
+
+``layout`` names a META object listing the document's top-level keys in their order;
+each value is a META object holding one large top-level metadata value, so a patch of a
+small key rewrites only the small ``meta`` object (see ``MetaRef``).
+
 ``references`` lists what a manifest points at, for GC and fsck, without resolving.
 """
 
@@ -30,9 +39,24 @@ from .objects import OID_SIZE, Oid
 
 MAGIC = b"M\x01"
 FULL, DELTA = 0, 1
+FULL_META, DELTA_META = 2, 3  # the same, with a metadata section
 #: Longest chain of deltas before a full manifest is written again.
 MAX_DEPTH = 32
 MESSAGES = "messages"
+
+
+@dataclass(frozen=True, slots=True)
+class MetaRef:
+    """Where a state's metadata lives: small fields, key order, large values by key."""
+
+    meta: Oid  # META object: the metadata's small top-level fields, canonical JSON
+    layout: Oid | None = None  # META object: the document's top-level keys in order
+    values: tuple[tuple[str, Oid], ...] = ()  # large top-level values, sorted by key
+
+    def ids(self) -> list[Oid]:
+        """Return every object this metadata consists of."""
+        return [self.meta, *([self.layout] if self.layout is not None else []),
+                *(o for _, o in self.values)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +66,18 @@ class Manifest:
     meta: Oid
     lists: dict[str, ListRef]
     depth: int = 0  # 0 for a full manifest, else links to the nearest full one
+    layout: Oid | None = None
+    values: tuple[tuple[str, Oid], ...] = ()
 
     @property
     def messages(self) -> ListRef:
         """The message list."""
         return self.lists[MESSAGES]
+
+    @property
+    def meta_ref(self) -> MetaRef:
+        """The metadata's objects."""
+        return MetaRef(self.meta, self.layout, self.values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +92,13 @@ class Raw:
     nbytes: int = 0  # delta only
     add: tuple[Oid, ...] = ()  # delta only
     extra_counts: tuple[tuple[str, int], ...] = ()  # delta only: the other lists' counts
+    layout: Oid | None = None
+    values: tuple[tuple[str, Oid], ...] = ()
+
+    @property
+    def meta_ref(self) -> MetaRef:
+        """The metadata's objects."""
+        return MetaRef(self.meta, self.layout, self.values)
 
     def summary(self) -> tuple[int, int, dict[str, int]]:
         """Return (message count, message bytes, other lists' counts) without resolving."""
@@ -86,9 +124,26 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def encode_full(meta: Oid, lists: dict[str, ListRef]) -> bytes:
+def _meta_section(ref: MetaRef) -> list[bytes]:
+    parts = [b"\x01", ref.layout] if ref.layout is not None else [b"\x00"]
+    parts.append(_varint(len(ref.values)))
+    for key, oid in sorted(ref.values):
+        raw = key.encode()
+        parts += [_varint(len(raw)), raw, oid]
+    return parts
+
+
+def _head(form: int, meta: Oid | MetaRef) -> list[bytes]:
+    """Return the magic, form byte and metadata part (the old form when it fits)."""
+    ref = meta if isinstance(meta, MetaRef) else MetaRef(meta)
+    if ref.layout is None and not ref.values:
+        return [MAGIC, bytes((form,)), ref.meta]
+    return [MAGIC, bytes((form + 2,)), ref.meta, *_meta_section(ref)]
+
+
+def encode_full(meta: Oid | MetaRef, lists: dict[str, ListRef]) -> bytes:
     """Return the payload of a full manifest (empty extra lists are left out)."""
-    parts = [MAGIC, bytes((FULL,)), meta]
+    parts = _head(FULL, meta)
     kept = sorted((n, r) for n, r in lists.items() if n == MESSAGES or r.count)
     parts.append(_varint(len(kept)))
     for name, ref in kept:
@@ -99,12 +154,12 @@ def encode_full(meta: Oid, lists: dict[str, ListRef]) -> bytes:
     return b"".join(parts)
 
 
-def encode_delta(meta: Oid, base: Oid, depth: int, count: int, nbytes: int,
+def encode_delta(meta: Oid | MetaRef, base: Oid, depth: int, count: int, nbytes: int,
                  add: Iterable[Oid], extra_counts: dict[str, int] | None = None) -> bytes:
     """Return the payload of a delta manifest."""
     ids = list(add)
     extra = sorted((n, c) for n, c in (extra_counts or {}).items() if c)
-    parts = [MAGIC, bytes((DELTA,)), meta, base, _varint(depth), _varint(count),
+    parts = [*_head(DELTA, meta), base, _varint(depth), _varint(count),
              _varint(nbytes), _varint(len(ids)), *ids, _varint(len(extra))]
     for name, n in extra:
         raw = name.encode()
@@ -147,11 +202,18 @@ def decode(payload: bytes) -> Raw:
         raise ValueError("not a manifest")
     form = r.take(1)[0]
     meta = r.oid()
+    layout: Oid | None = None
+    values: tuple[tuple[str, Oid], ...] = ()
+    if form in (FULL_META, DELTA_META):
+        if r.take(1) == b"\x01":
+            layout = r.oid()
+        values = tuple((r.take(r.varint()).decode(), r.oid()) for _ in range(r.varint()))
+        form -= 2
     if form == DELTA:
         base, depth, count, nbytes = r.oid(), r.varint(), r.varint(), r.varint()
         add = tuple(r.oid() for _ in range(r.varint()))
         extra = tuple((r.take(r.varint()).decode(), r.varint()) for _ in range(r.varint()))
-        out = Raw(meta, {}, base, depth, count, nbytes, add, extra)
+        out = Raw(meta, {}, base, depth, count, nbytes, add, extra, layout, values)
     elif form == FULL:
         lists = {}
         for _ in range(r.varint()):
@@ -162,7 +224,7 @@ def decode(payload: bytes) -> Raw:
             lists[name] = ListRef(count, nbytes, tree, tail)
         if MESSAGES not in lists:
             raise ValueError("manifest has no message list")
-        out = Raw(meta, lists)
+        out = Raw(meta, lists, layout=layout, values=values)
     else:
         raise ValueError(f"unknown manifest form {form}")
     if r.pos != len(payload):
@@ -173,8 +235,8 @@ def decode(payload: bytes) -> Raw:
 def references(raw: Raw) -> tuple[list[Oid], list[Oid], list[Oid]]:
     """Return what a stored manifest points at: (manifests, chunks and meta, page roots)."""
     if raw.base is not None:
-        return [raw.base], [raw.meta, *raw.add], []
-    leaves: list[Oid] = [raw.meta]
+        return [raw.base], [*raw.meta_ref.ids(), *raw.add], []
+    leaves: list[Oid] = raw.meta_ref.ids()
     roots: list[Oid] = []
     for ref in raw.lists.values():
         leaves.extend(ref.tail)
@@ -196,7 +258,7 @@ def resolve(oid: Oid, load: Callable[[Oid], Raw],
             break
         raw = load(cur)
         if raw.base is None:
-            base = Manifest(raw.meta, raw.lists, 0)
+            base = Manifest(raw.meta, raw.lists, 0, raw.layout, raw.values)
             break
         chain.append(raw)
         if len(chain) > MAX_DEPTH + 1:
@@ -207,7 +269,8 @@ def resolve(oid: Oid, load: Callable[[Oid], Raw],
         ref = base.messages
         tail = ref.tail + raw.add
         msgs = ListRef(raw.count, raw.nbytes, ref.tree, tail)
-        base = Manifest(raw.meta, {**base.lists, MESSAGES: msgs}, raw.depth)
+        base = Manifest(raw.meta, {**base.lists, MESSAGES: msgs}, raw.depth, raw.layout,
+                        raw.values)
     return base
 
 

@@ -70,6 +70,8 @@ class SessionMeta:
     updated_at: float
     list_counts: dict[str, int] = field(default_factory=dict)
     deleted: bool = False
+    #: The document's top-level names in order, when one was recorded (an import does).
+    key_order: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -130,6 +132,8 @@ class SessionSummary:
     updated_at: float
     suspect_shrink: bool
     deleted: bool
+    #: The head's values of the store's summary keys (pinned, archived, project_id, ...).
+    metadata: dict[str, JSON] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict (every field, by name)."""

@@ -63,6 +63,7 @@ from .model import (
 from .objects import (
     Kind,
     Oid,
+    canonical_json,
     compress,
     decode_page,
     decompress,
@@ -73,12 +74,29 @@ from .objects import (
     object_id,
 )
 
-SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Longest session id: what a chat UI naming files ``<sid>.json`` accepts (255-byte names).
+SESSION_ID_MAX = 255
+# Letters, digits, "_" and "-" anywhere (chat UIs issue ids such as "-a1" or "_tmp"), "."
+# after the first character only: no id can be "." or "..", or hide as a dot file.
+SESSION_ID_RE = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{SESSION_ID_MAX - 1}}}")
 LIST_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 MESSAGES = "messages"
 TITLE_MAX = 300
+#: A top-level metadata value at least this big (canonical JSON bytes) is its own object,
+#: so a patch of another key neither rewrites nor re-reads it (docs/design.md).
+META_VALUE_MIN_BYTES = 1024
+#: Most top-level names a key order may hold.
+KEY_ORDER_MAX = 10_000
 DAY = 86400.0
 _LOAD_BATCH = 1000  # chunk ids per query on a full load: few round trips, bounded memory
+
+
+#: Metadata keys a chat UI's session list shows (hermes-webui's sidebar: pin, archive,
+#: project, profile, model, workspace, token counts and cost), kept beside each head.
+DEFAULT_SUMMARY_KEYS = ("pinned", "archived", "project_id", "profile", "model", "workspace",
+                        "personality", "input_tokens", "output_tokens", "estimated_cost")
+#: Longest string a summary keeps (a longer value is left out of the summary).
+SUMMARY_STR_MAX = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +108,16 @@ class Limits:
     recovery_window: float = 7 * DAY
     verify_reads: bool = False  # zstd frame checksums still catch corruption on read
     max_attempts: int = 200
+    #: Metadata keys whose scalar values every head keeps for session lists and filters.
+    summary_keys: tuple[str, ...] = DEFAULT_SUMMARY_KEYS
 
 
 def validate_session_id(sid: Any) -> str:
     """Return sid if it is a valid session id, else raise InvalidSessionId."""
     if not isinstance(sid, str) or not SESSION_ID_RE.fullmatch(sid):
         raise InvalidSessionId(
-            f"invalid session id {sid!r}: use 1-128 of A-Z a-z 0-9 . _ -, starting with a"
-            " letter or digit"
+            f"invalid session id {sid!r}: use 1-{SESSION_ID_MAX} of A-Z a-z 0-9 . _ -, not"
+            " starting with ."
         )
     return sid
 
@@ -112,6 +132,17 @@ def merge_patch(target: JSON, patch: JSON) -> JSON:
             out.pop(key, None)
         else:
             out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def summary_of(metadata: Mapping[str, Any], keys: Sequence[str]) -> dict[str, JSON]:
+    """Return the summary values of a metadata object: its scalars under the given keys."""
+    out: dict[str, JSON] = {}
+    for key in keys:
+        value = metadata.get(key)
+        if isinstance(value, bool | int | float) or (
+                isinstance(value, str) and len(value) <= SUMMARY_STR_MAX):
+            out[key] = value
     return out
 
 
@@ -387,6 +418,7 @@ class _Change:
     requires: list[tuple[str, int, Oid]] = field(default_factory=list)
     noop: bool = False
     created_at: float | None = None  # a fresh session's creation time, when not the version's
+    metadata: Mapping[str, JSON] | None = None  # the new metadata, when it changed (summary)
 
 
 class Store:
@@ -519,6 +551,8 @@ class Store:
                 created_at=(now if change.created_at is None else change.created_at)
                 if fresh or head is None else head.created_at,
                 updated_at=now, deleted=change.deleted, suspect_pending=pending,
+                summary=self._summary(change.metadata) if change.metadata is not None
+                else head.summary if head is not None else {},
             )
             try:
                 self.backend.commit(Commit(current, list(io.staged.values()), entry, row,
@@ -536,6 +570,9 @@ class Store:
             time.sleep(min(0.05, 0.0005 * 2 ** min(attempt, 7)) * random.random())
         raise StorageError(f"session {sid!r}: gave up after {self.limits.max_attempts} attempts")
 
+    def _summary(self, metadata: Mapping[str, JSON]) -> dict[str, JSON]:
+        return summary_of(metadata, self.limits.summary_keys)
+
     def _head_entry(self, head: HeadRow) -> LogEntry:
         entry = self.backend.version(head.sid, head.seq)
         if entry is None:
@@ -547,7 +584,7 @@ class Store:
         return Version(e.sid, e.seq, e.manifest.hex(), e.created_at, e.op, e.message_count,
                        e.nbytes, e.intentional_shrink, e.suspect_shrink)
 
-    def _put_manifest(self, io: _IO, meta: Oid, lists: dict[str, ListRef],
+    def _put_manifest(self, io: _IO, meta: M.MetaRef, lists: dict[str, ListRef],
                       head: tuple[Oid, M.Manifest] | None = None) -> Oid:
         """Stage the manifest of a state: a small delta on head when one can express it."""
         lists = {n: r for n, r in lists.items() if n == MESSAGES or r.count}
@@ -559,18 +596,129 @@ class Store:
                     meta, head[0], head[1].depth + 1, ref.count, ref.nbytes, add,
                     {n: r.count for n, r in lists.items() if n != MESSAGES})
                 oid = io.put(Kind.MANIFEST, payload)
-                io.cache[oid] = M.Manifest(meta, lists, head[1].depth + 1)
+                io.cache[oid] = M.Manifest(meta.meta, lists, head[1].depth + 1, meta.layout,
+                                           meta.values)
                 return oid
         oid = io.put(Kind.MANIFEST, M.encode_full(meta, lists))
-        io.cache[oid] = M.Manifest(meta, lists, 0)
+        io.cache[oid] = M.Manifest(meta.meta, lists, 0, meta.layout, meta.values)
         return oid
 
     @staticmethod
-    def _same_state(man: M.Manifest, meta: Oid, lists: dict[str, ListRef]) -> bool:
+    def _same_state(man: M.Manifest, meta: M.MetaRef, lists: dict[str, ListRef]) -> bool:
         def live(ls: dict[str, ListRef]) -> dict[str, ListRef]:
             return {n: r for n, r in ls.items() if n == MESSAGES or r.count}
 
-        return man.meta == meta and live(man.lists) == live(lists)
+        return man.meta_ref == meta and live(man.lists) == live(lists)
+
+    # --- metadata: small fields, large values and key order as separate objects -----------
+
+    def _read_metadata(self, io: _IO, man: M.Manifest | M.Raw) -> dict[str, JSON]:
+        """Return a state's metadata: its fields in the recorded key order (else sorted)."""
+        ref = man.meta_ref
+        out = io.metadata(ref.meta)
+        if ref.values:
+            got = io.payloads([o for _, o in ref.values], Kind.META)
+            for key, oid in ref.values:
+                out[key] = json.loads(got[oid])
+        order = self._key_order(io, ref)
+        if ref.values and not order:
+            return dict(sorted(out.items()))
+        if order:
+            ordered = {k: out[k] for k in order if k in out}
+            ordered.update(sorted((k, v) for k, v in out.items() if k not in ordered))
+            return ordered
+        return out
+
+    def _key_order(self, io: _IO, ref: M.MetaRef) -> list[str]:
+        """Return the recorded top-level key order of a state ([] when none was recorded)."""
+        if ref.layout is None:
+            return []
+        order = io.cache.get(ref.layout)
+        if order is None:
+            order = json.loads(io.payloads([ref.layout], Kind.META)[ref.layout])
+            io.cache[ref.layout] = order
+        assert isinstance(order, list)
+        return order
+
+    def _put_metadata(self, io: _IO | None, metadata: Mapping[str, JSON],
+                      order: Sequence[str] | None, old: M.MetaRef | None = None) -> M.MetaRef:
+        """Stage a state's metadata objects (io=None: only compute their ids).
+
+        Values of at least META_VALUE_MIN_BYTES become objects of their own; one equal to
+        old's (same id) is neither staged nor rewritten, so a patch costs what it changes.
+        """
+        small: dict[str, JSON] = {}
+        values: list[tuple[str, Oid]] = []
+        reuse = {k: o for k, o in old.values} if old is not None else {}
+        new: dict[Oid, bytes] = {}
+        for key, value in metadata.items():
+            payload = canonical_json(value) if isinstance(value, dict | list | str) else b""
+            if len(payload) < META_VALUE_MIN_BYTES:
+                small[key] = value
+                continue
+            oid = object_id(Kind.META, payload)
+            if reuse.get(key) != oid:
+                new[oid] = payload
+            values.append((key, oid))
+        if io is not None and new:
+            # A value another session or version holds already is only refreshed (a
+            # fork's or a re-import's large values are not written twice).
+            absent = self.backend.missing(new)
+            for oid, payload in new.items():
+                if oid in absent:
+                    io.put(Kind.META, payload, oid)
+                else:
+                    io.touch(oid, Kind.META, len(payload))
+        meta_payload = canonical_json(small)
+        meta = object_id(Kind.META, meta_payload)
+        if io is not None and (old is None or old.meta != meta):
+            io.put(Kind.META, meta_payload, meta)
+        layout = None
+        if order:
+            layout_payload = canonical_json(list(order))
+            layout = object_id(Kind.META, layout_payload)
+            if io is not None and (old is None or old.layout != layout):
+                io.put(Kind.META, layout_payload, layout)
+                io.cache[layout] = list(order)
+        return M.MetaRef(meta, layout, tuple(sorted(values)))
+
+    def _relayout(self, io: _IO, old: M.MetaRef, metadata: Mapping[str, JSON],
+                  lists: Iterable[str]) -> list[str] | None:
+        """Return the key order after a metadata change: kept keys stay where they were.
+
+        A key no longer in the metadata leaves the order (list names stay, also emptied
+        ones); a new key goes before the first list, as a document's metadata does.
+        """
+        order = self._key_order(io, old)
+        if not order:
+            return None
+        listed = set(order)
+        was_list = {k for k in order if k == MESSAGES}
+        names = set(lists)
+        # Names in the order that are not metadata now were lists (or are removed keys:
+        # those were metadata in the old state).
+        old_meta = set(io.metadata(old.meta)) | {k for k, _ in old.values}
+        was_list |= {k for k in order if k not in old_meta}
+        kept = [k for k in order if k in metadata or k in was_list or k in names]
+        new_keys = [k for k in metadata if k not in listed]
+        first_list = next((i for i, k in enumerate(kept) if k not in metadata), len(kept))
+        out = kept[:first_list] + new_keys + kept[first_list:]
+        out += [n for n in sorted(names) if n not in set(out)]
+        return out
+
+    @staticmethod
+    def _key_order_arg(key_order: Any, metadata: Mapping[str, JSON]) -> list[str] | None:
+        """Validate a caller's key order: unique strings, every metadata key in it."""
+        if key_order is None:
+            return None
+        if isinstance(key_order, str | bytes | Mapping) or not isinstance(key_order, Iterable):
+            raise InvalidArgument("key_order must be a list of names", field="key_order")
+        order = list(key_order)
+        if (len(order) > KEY_ORDER_MAX or not all(isinstance(k, str) for k in order)
+                or len(set(order)) != len(order)):
+            raise InvalidArgument("key_order must hold unique names", field="key_order")
+        missing = [k for k in metadata if k not in set(order)]
+        return order + missing
 
     def _dropped_bytes(self, io: _IO, ref: ListRef, keep: int) -> int:
         # The manifest keeps only a total; sizes of what a cut drops come from the object
@@ -585,27 +733,36 @@ class Store:
         sizes = self.backend.sizes(kept)
         return sum(sizes[o] for o in kept)
 
-    def _replace_list(self, io: _IO, ref: ListRef, items: _Items) -> tuple[ListRef, bool]:
-        """Return (new list, shrank): ref replaced by items, sharing the common prefix."""
+    def _replace_list(self, io: _IO, ref: ListRef, items: _Items) -> tuple[ListRef, bool, bool]:
+        """Return (new list, cut, lost): ref replaced by items, sharing the common prefix.
+
+        cut: some of the old list's items were replaced; lost: some item of the old list
+        is nowhere in the new one (``recovery.lost_content``), which makes a save suspect.
+        """
         old = L.read_ids(ref, io)
         cp = L.common_prefix(old, items.ids)
         io.put_items(items, cp)
         new = L.splice(ref, cp, items.ids[cp:], items.nbytes, io)
-        return new, cp < len(old)
+        return new, cp < len(old), recovery.lost_content(old, items.ids)
 
     # --- writes -------------------------------------------------------------------------------
 
     def create(self, sid: str, metadata: Mapping[str, JSON] | None = None,
                messages: Iterable[JSON] = (), *, lists: Mapping[str, Any] | None = None,
                at: float | None = None, op: Op = Op.CREATE,
-               created_at: float | None = None) -> Version:
+               created_at: float | None = None,
+               key_order: Sequence[str] | None = None) -> Version:
         """Create a session (or a new life of a deleted one) at version seq+1; never overwrites.
 
         Raises SessionExists if a live session has this id. ``created_at`` sets the
         session's creation time when it is older than this first version (an import).
+        ``key_order`` records the document's top-level names in order (metadata keys,
+        list names, ``messages``) so an export writes them back in that order.
         """
         validate_session_id(sid)
         meta = self._metadata(metadata)
+        fields: dict[str, JSON] = dict(metadata or {})
+        order = self._key_order_arg(key_order, fields)
         items = self._items(messages)
         extra = self._extra_lists(lists)
         title = _title(json.loads(meta))
@@ -616,13 +773,15 @@ class Store:
             for name, it in extra.items():
                 io.put_items(it)
                 refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, io)
-            m = self._put_manifest(io, io.put(Kind.META, meta), refs)
-            return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at)
+            m = self._put_manifest(io, self._put_metadata(io, fields, order), refs)
+            return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at,
+                           metadata=fields)
 
         return self._mutate(sid, ANY, build, mode="create", at=at)
 
     def state_id(self, messages: Iterable[JSON], metadata: Mapping[str, JSON] | None = None,
-                 *, lists: Mapping[str, Any] | None = None) -> str:
+                 *, lists: Mapping[str, Any] | None = None,
+                 key_order: Sequence[str] | None = None) -> str:
         """Return the manifest id of a session in exactly this state; reads and writes nothing.
 
         Equal to ``version_state_id`` of any version in that state (whatever form its
@@ -630,14 +789,16 @@ class Store:
         head (importers use it to stay idempotent). Validates like ``create`` (raises
         InvalidMessage / InvalidMetadata / InvalidArgument).
         """
-        meta = self._metadata(metadata)
+        self._metadata(metadata)
+        fields: dict[str, JSON] = dict(metadata or {})
+        order = self._key_order_arg(key_order, fields)
         items = self._items(messages)
         extra = self._extra_lists(lists)
         pages = _HashPages()
         refs = {MESSAGES: L.splice(L.EMPTY, 0, items.ids, items.nbytes, pages)}
         for name, it in extra.items():
             refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, pages)
-        payload = M.encode_full(object_id(Kind.META, meta), refs)
+        payload = M.encode_full(self._put_metadata(None, fields, order), refs)
         return object_id(Kind.MANIFEST, payload).hex()
 
     def version_state_id(self, sid: str, *, seq: int | None = None) -> str:
@@ -652,7 +813,7 @@ class Store:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
             oid = head.manifest if seq is None else self._entry(sid, seq).manifest
             man = _IO(self).manifest(oid)
-            return object_id(Kind.MANIFEST, M.encode_full(man.meta, man.lists)).hex()
+            return object_id(Kind.MANIFEST, M.encode_full(man.meta_ref, man.lists)).hex()
 
     def batch(self) -> AbstractContextManager[None]:
         """Return a context whose commits (this thread's) become durable together at its end.
@@ -681,7 +842,7 @@ class Store:
             io.put_items(items)
             ref = man.messages
             new = L.splice(ref, ref.count, items.ids, ref.nbytes + items.nbytes, io)
-            m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new},
+            m = self._put_manifest(io, man.meta_ref, {**man.lists, MESSAGES: new},
                                    (head.manifest, man))
             return _Change(Op.APPEND, m, new.count, new.nbytes, head.title)
 
@@ -690,37 +851,46 @@ class Store:
     def save(self, sid: str, messages: Iterable[JSON], metadata: Mapping[str, JSON] | None = None,
              *, expected: Expected = ANY, intentional_shrink: bool = False,
              lists: Mapping[str, Any] | None = None, at: float | None = None,
-             op: Op = Op.SAVE) -> Version:
+             op: Op = Op.SAVE, key_order: Sequence[str] | None = None) -> Version:
         """Replace the whole message list (and metadata, when given) as a new version.
 
-        Only chunks and pages that differ from the head are written. A save that drops
-        messages of the head is accepted and flagged ``suspect_shrink`` unless
+        Only chunks and pages that differ from the head are written. A save that loses
+        items of the head's messages or of a named list it replaces (an item dropped and
+        nowhere in the new list) is accepted and flagged ``suspect_shrink`` unless
         ``intentional_shrink`` is set; the old version stays, and ``recover`` can undo it.
         Extra named lists given in ``lists`` are replaced; the others are kept.
+        ``key_order`` records the document's top-level order (see ``create``); without
+        it a recorded order is kept, new keys going before the first list.
         Saving exactly the head's state returns the head without a new version.
         """
         items = self._items(messages)
-        meta = None if metadata is None else self._metadata(metadata)
+        if metadata is not None:
+            self._metadata(metadata)
+        fields = None if metadata is None else dict(metadata)
+        order = None if fields is None else self._key_order_arg(key_order, fields)
         extra = self._extra_lists(lists)
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
-            new, shrank = self._replace_list(io, man.messages, items)
+            new, cut, lost = self._replace_list(io, man.messages, items)
             refs = {**man.lists, MESSAGES: new}
             for name, it in extra.items():
-                refs[name] = self._replace_list(io, man.lists.get(name, L.EMPTY), it)[0]
+                refs[name], c, gone = self._replace_list(io, man.lists.get(name, L.EMPTY), it)
+                cut, lost = cut or c, lost or gone
             title = head.title
-            meta_oid = man.meta
-            if meta is not None:
-                meta_oid = io.put(Kind.META, meta)
-                title = _title(json.loads(meta))
+            meta = man.meta_ref
+            if fields is not None:
+                keys = order if order is not None else self._relayout(
+                    io, man.meta_ref, fields, [*refs, *extra])
+                meta = self._put_metadata(io, fields, keys, man.meta_ref)
+                title = _title(fields)
             # A save always writes a full manifest: its id is the state's id (state_id).
-            m = self._put_manifest(io, meta_oid, refs)
+            m = self._put_manifest(io, meta, refs)
             return _Change(op, m, new.count, new.nbytes, title,
-                           intentional_shrink=shrank and intentional_shrink,
-                           suspect_shrink=shrank and not intentional_shrink,
-                           noop=self._same_state(man, meta_oid, refs))
+                           intentional_shrink=cut and intentional_shrink,
+                           suspect_shrink=lost and not intentional_shrink,
+                           noop=self._same_state(man, meta, refs), metadata=fields)
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -747,12 +917,12 @@ class Store:
             kept_bytes = self._dropped_bytes(io, ref, keep)
             new = L.splice(ref, keep, items.ids, kept_bytes + items.nbytes, io)
             refs = {**man.lists, MESSAGES: new}
-            m = self._put_manifest(io, man.meta, refs, (head.manifest, man))
+            m = self._put_manifest(io, man.meta_ref, refs, (head.manifest, man))
             shrank = keep < ref.count and L.read_ids(new, io, keep, ref.count) != L.read_ids(
                 ref, io, keep, ref.count)
             return _Change(Op.REWIND, m, new.count, new.nbytes, head.title,
                            intentional_shrink=shrank,
-                           noop=self._same_state(man, man.meta, refs))
+                           noop=self._same_state(man, man.meta_ref, refs))
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -770,12 +940,16 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
-            merged = merge_patch(io.metadata(man.meta), patch)
-            meta = self._metadata(merged)
-            meta_oid = io.put(Kind.META, meta)
-            m = self._put_manifest(io, meta_oid, man.lists, (head.manifest, man))
+            current = self._read_metadata(io, man)
+            merged = merge_patch(current, patch)
+            self._metadata(merged)
+            # Only the objects of changed values are written: the small fields' object,
+            # and a large value only if the patch changed it.
+            keys = self._relayout(io, man.meta_ref, merged, man.lists)
+            meta = self._put_metadata(io, merged, keys, man.meta_ref)
+            m = self._put_manifest(io, meta, man.lists, (head.manifest, man))
             return _Change(Op.UPDATE_METADATA, m, head.message_count, head.nbytes,
-                           _title(merged), noop=meta_oid == man.meta)
+                           _title(merged), noop=meta == man.meta_ref, metadata=merged)
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -795,10 +969,10 @@ class Store:
                 old = L.read_ids(io.manifest(head.manifest).messages, io)
                 new = L.read_ids(io.manifest(target.manifest).messages, io)
                 shrank = L.common_prefix(old, new) < len(old)
-            title = _title(io.metadata(io.manifest(target.manifest).meta))
+            metadata = self._read_metadata(io, io.manifest(target.manifest))
             return _Change(Op.RESTORE, target.manifest, target.message_count, target.nbytes,
-                           title, intentional_shrink=shrank, resolves=True,
-                           requires=[(sid, seq, target.manifest)])
+                           _title(metadata), intentional_shrink=shrank, resolves=True,
+                           requires=[(sid, seq, target.manifest)], metadata=metadata)
 
         return self._mutate(sid, expected, build, mode="any", at=at)
 
@@ -819,9 +993,10 @@ class Store:
             source = self._entry(sid, seq)
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            title = _title(io.metadata(io.manifest(source.manifest).meta))
+            metadata = self._read_metadata(io, io.manifest(source.manifest))
             return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
-                           title, requires=[(sid, source.seq, source.manifest)])
+                           _title(metadata), requires=[(sid, source.seq, source.manifest)],
+                           metadata=metadata)
 
         return self._mutate(target_sid, ANY, build, mode="create", at=at)
 
@@ -860,24 +1035,26 @@ class Store:
                                                                              M.Manifest]:
         manifest_oid = entry.manifest if entry else head.manifest
         man = io.manifest(manifest_oid)
-        return self._session_meta(io, head, entry, man.meta, man.messages.count,
+        return self._session_meta(io, head, entry, man, man.messages.count,
                                   man.messages.nbytes,
                                   {n: r.count for n, r in man.lists.items() if n != MESSAGES}
                                   ), man
 
-    def _session_meta(self, io: _IO, head: HeadRow, entry: LogEntry | None, meta_oid: Oid,
+    def _session_meta(self, io: _IO, head: HeadRow, entry: LogEntry | None,
+                      man: M.Manifest | M.Raw,
                       count: int, nbytes: int, list_counts: dict[str, int]) -> SessionMeta:
         return SessionMeta(
             session_id=head.sid,
             seq=entry.seq if entry else head.seq,
             manifest=(entry.manifest if entry else head.manifest).hex(),
-            metadata=io.metadata(meta_oid),
+            metadata=self._read_metadata(io, man),
             message_count=count,
             bytes=nbytes,
             created_at=head.created_at,
             updated_at=entry.created_at if entry else head.updated_at,
             list_counts=list_counts,
             deleted=head.deleted and entry is None,
+            key_order=tuple(self._key_order(io, man.meta_ref)),
         )
 
     def load_meta(self, sid: str, *, seq: int | None = None) -> SessionMeta:
@@ -892,7 +1069,7 @@ class Store:
             # One manifest read, even for a delta: it carries the metadata id and counts.
             raw = io.raw_manifest(oid)
             count, nbytes, list_counts = raw.summary()
-            return self._session_meta(io, head, entry, raw.meta, count, nbytes, list_counts)
+            return self._session_meta(io, head, entry, raw, count, nbytes, list_counts)
 
     def load(self, sid: str, *, seq: int | None = None) -> Session:
         """Return the session (at seq, or the head) with all its messages and named lists."""
@@ -955,7 +1132,7 @@ class Store:
             b = io.manifest(self._entry(sid, to_seq).manifest)
             ids_a, ids_b = L.read_ids(a.messages, io), L.read_ids(b.messages, io)
             cp = L.common_prefix(ids_a, ids_b)
-            ma, mb = io.metadata(a.meta), io.metadata(b.meta)
+            ma, mb = self._read_metadata(io, a), self._read_metadata(io, b)
             changes = {
                 k: {"from": ma.get(k), "to": mb.get(k)}
                 for k in sorted(set(ma) | set(mb))
@@ -965,32 +1142,88 @@ class Store:
                         changes)
 
     def list_sessions(self, limit: int = 50, cursor: str | None = None,
-                      query: str | None = None, *, include_deleted: bool = False) -> SessionPage:
-        """Return sessions, newest update first, from beside the heads (no manifest read)."""
+                      query: str | None = None, *, include_deleted: bool = False,
+                      where: Mapping[str, JSON] | None = None,
+                      pinned_first: bool = False) -> SessionPage:
+        """Return sessions, newest update first, from beside the heads (no manifest read).
+
+        Each summary carries the head's summary metadata values (``Limits.summary_keys``).
+        ``where`` keeps sessions whose values match (``archived=False`` also keeps those
+        never archived; see ``backends.summary_matches``); ``pinned_first`` lists the
+        sessions whose ``pinned`` is true before the others, each part newest first.
+        """
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidArgument("limit must be between 1 and 1000", field="limit")
-        after = _decode_cursor(cursor) if cursor else None
-        rows = self.backend.list_heads(limit=limit + 1, after=after, query=query or None,
-                                       include_deleted=include_deleted)
-        more = len(rows) > limit
-        rows = rows[:limit]
+        filters = self._filters(where)
+        after, phase = _decode_cursor(cursor) if cursor else (None, 0)
+        # One part, or two (pinned, then the rest), each read newest first; the cursor
+        # names the part and the last row shown of it (or the part's top).
+        parts: list[dict[str, JSON] | None] = [filters]
+        if pinned_first:
+            parts = [None if filters.get("pinned", True) is not True else
+                     {**filters, "pinned": True},
+                     None if filters.get("pinned", False) is not False else
+                     {**filters, "pinned": False}]
+        if phase >= len(parts):
+            raise InvalidArgument("invalid cursor", field="cursor")
+
+        def heads(part: dict[str, JSON] | None, n: int,
+                  after: tuple[float, str] | None) -> list[HeadRow]:
+            if part is None:
+                return []  # the filters exclude this part
+            return self.backend.list_heads(limit=n, after=after, query=query or None,
+                                           include_deleted=include_deleted, where=part)
+
+        rows: list[HeadRow] = []
+        nxt = None
+        while phase < len(parts):
+            need = limit - len(rows)
+            got = heads(parts[phase], need + 1, after)
+            if len(got) > need:
+                rows += got[:need]
+                nxt = _encode_cursor((rows[-1].updated_at, rows[-1].sid), phase)
+                break
+            rows += got
+            phase, after = phase + 1, None
+            if len(rows) == limit:
+                if phase < len(parts) and heads(parts[phase], 1, None):
+                    nxt = _encode_cursor(None, phase)
+                break
         page = [
             SessionSummary(r.sid, r.title, r.seq, r.message_count, r.nbytes, r.created_at,
-                           r.updated_at, r.suspect_pending, r.deleted)
+                           r.updated_at, r.suspect_pending, r.deleted, dict(r.summary))
             for r in rows
         ]
-        nxt = _encode_cursor(rows[-1].updated_at, rows[-1].sid) if more and rows else None
         return SessionPage(page, nxt)
+
+    def _filters(self, where: Mapping[str, JSON] | None) -> dict[str, JSON]:
+        """Validate list filters: summary keys only, scalar values."""
+        if where is None:
+            return {}
+        if not isinstance(where, Mapping):
+            raise InvalidArgument("where must be an object of summary keys", field="where")
+        out: dict[str, JSON] = {}
+        for key, value in where.items():
+            if key not in self.limits.summary_keys:
+                raise InvalidArgument(f"{key!r} is not a summary key; filterable:"
+                                      f" {', '.join(self.limits.summary_keys)}", field="where")
+            if value is not None and not isinstance(value, bool | int | float | str):
+                raise InvalidArgument(f"filter {key!r} must be a scalar", field="where")
+            out[key] = value
+        return out
 
     # --- recovery -----------------------------------------------------------------------------
 
     def recover(self, sid: str | None = None, *, dry_run: bool = False,
                 window: float | None = None) -> RecoveryReport:
-        """Undo suspect shrinks: bring back the cut messages plus all appended since.
+        """Undo suspect shrinks: bring back the cut items of every list plus all added since.
 
-        Looks at sessions with an unresolved suspect shrink newer than the window
-        (default ``limits.recovery_window``, 7 days). Idempotent; never undoes an
-        intentional shrink; keeps the newest metadata. With dry_run nothing is written.
+        Looks at every session with an unresolved suspect shrink, however old (an import
+        keeps the files' old times); ``window`` (default ``limits.recovery_window``) only
+        bounds how far back, past the newest such shrink, earlier ones are looked for.
+        Restores messages and every named list by one rule, sets derived counts
+        (``message_count``) in the metadata, and keeps the newest metadata otherwise.
+        Idempotent; never undoes an intentional shrink. With dry_run nothing is written.
         """
         window = self.limits.recovery_window if window is None else window
         sids = [validate_session_id(sid)] if sid is not None else self.backend.suspect_sessions()
@@ -1006,16 +1239,16 @@ class Store:
             head = self.backend.head(sid)
             if head is None:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
-            if head.deleted:
-                return None
+            if head.deleted or not head.suspect_pending:
+                return None  # pending is set by every unresolved suspect shrink
             io = _IO(self)
 
-            def ids_of(e: LogEntry, io: _IO = io) -> list[Oid]:
-                return L.read_ids(io.manifest(e.manifest).messages, io)
+            def lists_of(e: LogEntry, io: _IO = io) -> dict[str, list[Oid]]:
+                return {n: L.read_ids(r, io) for n, r in io.manifest(e.manifest).lists.items()}
 
             with self.backend.snapshot():
                 entries = self._recent_entries(sid, window_start)
-                found = recovery.plan(entries, ids_of, window_start)
+                found = recovery.plan(entries, lists_of)
             if found is None:
                 return None
             if found.skipped:
@@ -1033,15 +1266,19 @@ class Store:
         return RecoveryAction(sid, "skipped", 0, 0, 0, reason="session kept changing")
 
     def _recent_entries(self, sid: str, window_start: float) -> list[LogEntry]:
-        """Return ascending entries from one before the window (or the last restore) on."""
+        """Return ascending, contiguous entries back to the last restore or recovery.
+
+        Past ``window_start`` the reading stops once a suspect shrink and the version
+        before it are in hand: an unresolved shrink always counts, however old.
+        """
         out: list[LogEntry] = []
         before = None
         while True:
             page = self.backend.versions(sid, limit=200, before=before)
             out.extend(page)
-            if len(page) < 200 or page[-1].created_at < window_start or any(
-                e.op in recovery.RESOLVING_OPS for e in page
-            ):
+            if len(page) < 200 or any(e.op in recovery.RESOLVING_OPS for e in page):
+                break
+            if page[-1].created_at < window_start and any(e.suspect_shrink for e in out[:-1]):
                 break
             before = page[-1].seq
         out.reverse()
@@ -1055,15 +1292,29 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
-            ref = man.messages
-            old = L.read_ids(ref, io)
-            cp = L.common_prefix(old, found.ids)
-            sizes = self.backend.sizes(found.ids)
-            nbytes = sum(sizes[o] for o in found.ids)
-            new = L.splice(ref, cp, found.ids[cp:], nbytes, io)
-            m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new})
-            return _Change(Op.RECOVER, m, new.count, new.nbytes, head.title, resolves=True,
-                           requires=[(sid, s, m) for s, m in found.read])
+            refs = dict(man.lists)
+            for name, ids in found.lists.items():
+                ref = man.lists.get(name, L.EMPTY)
+                old = L.read_ids(ref, io)
+                cp = L.common_prefix(old, ids)
+                sizes = self.backend.sizes(ids)
+                refs[name] = L.splice(ref, cp, ids[cp:], sum(sizes[o] for o in ids), io)
+            metadata = self._read_metadata(io, man)
+            fixed = dict(metadata)
+            for name in found.lists:
+                if name != MESSAGES:
+                    # The file's emptied field landed in the metadata; the list is back.
+                    fixed.pop(name, None)
+            for key, name in recovery.DERIVED_COUNTS.items():
+                if isinstance(fixed.get(key), int) and not isinstance(fixed[key], bool):
+                    fixed[key] = refs.get(name, L.EMPTY).count
+            meta = man.meta_ref if fixed == metadata else self._put_metadata(
+                io, fixed, self._relayout(io, man.meta_ref, fixed, refs), man.meta_ref)
+            m = self._put_manifest(io, meta, refs)
+            msgs = refs[MESSAGES]
+            return _Change(Op.RECOVER, m, msgs.count, msgs.nbytes, _title(fixed),
+                           resolves=True, requires=[(sid, s, m) for s, m in found.read],
+                           metadata=fixed)
 
         return self._mutate(sid, expected, build)
 
@@ -1124,18 +1375,31 @@ class _HashPages:
         return object_id(Kind.PAGE, encode_page(height, children))
 
 
-def _encode_cursor(updated_at: float, sid: str) -> str:
-    raw = json.dumps([updated_at, sid], separators=(",", ":")).encode()
+def _encode_cursor(after: tuple[float, str] | None, phase: int = 0) -> str:
+    """Return a list cursor: the last row shown (or None: a part's top) and the part."""
+    value: list[Any] = [after[0], after[1]] if after is not None else [None, None]
+    if phase:
+        value.append(phase)
+    raw = json.dumps(value, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
+def _decode_cursor(cursor: str) -> tuple[tuple[float, str] | None, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        updated_at, sid = json.loads(raw)
-        if not isinstance(updated_at, int | float) or not isinstance(sid, str):
+        value = json.loads(raw)
+        if not isinstance(value, list) or len(value) not in (2, 3):
+            raise ValueError
+        updated_at, sid, *rest = value
+        phase = rest[0] if rest else 0
+        if not isinstance(phase, int) or isinstance(phase, bool) or not 0 <= phase <= 1:
+            raise ValueError
+        if updated_at is None and sid is None:
+            return None, phase
+        if (not isinstance(updated_at, int | float) or isinstance(updated_at, bool)
+                or not isinstance(sid, str)):
             raise ValueError
         sid.encode("utf-8")  # a lone surrogate from "\ud800" cannot be a stored id
-        return float(updated_at), sid
+        return (float(updated_at), sid), phase
     except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeError):
         raise InvalidArgument("invalid cursor", field="cursor") from None

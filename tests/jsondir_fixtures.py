@@ -260,3 +260,127 @@ def write_big_session(path: Path, target_bytes: int, *, seed: int = 3) -> int:
             i += 1
         f.write("\n]}\n")
     return path.stat().st_size
+
+
+# --- hermes-webui's shapes ----------------------------------------------------------------------
+
+#: hermes-webui's Session fields before ``message_count`` and ``messages``, in its order.
+HERMES_FIELDS = (
+    "session_id", "title", "workspace", "model", "model_provider", "created_at", "updated_at",
+    "pinned", "archived", "project_id", "profile", "input_tokens", "output_tokens",
+    "estimated_cost", "personality", "is_cli_session", "source", "source_label",
+    "parent_session_id", "branch_of", "branch_point", "lineage_root", "continuation_of",
+    "compression_count", "last_compression_at", "compression_anchor", "context_length",
+    "context_window", "prompt_cache_hit_percent", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "tool_call_count", "last_message_at", "last_user_message_at",
+    "active_stream_id", "stream_started_at", "pending_user_message", "pending_attachments",
+    "pending_started_at", "draft", "system_prompt", "temperature", "top_p", "max_tokens",
+    "reasoning_effort", "fast_mode", "enabled_toolsets", "disabled_tools", "mcp_servers",
+    "attachments", "artifacts", "goal", "goal_status", "kanban_task_id", "cron_job_id",
+    "webhook_id", "gateway_platform", "gateway_chat_id", "voice_mode", "tts_voice",
+    "language", "clear_generation", "truncation_watermark", "title_generated",
+    "title_locked", "retry_count", "undo_stack_depth", "last_error", "schema_version",
+)
+
+
+def hermes_message(rnd: random.Random, i: int, t0: float, *, partial: bool = False
+                   ) -> dict[str, Any]:
+    """Return one hermes-style message (role, content, timestamp; _partial when streaming)."""
+    m = message(rnd, i, t0)
+    if partial:
+        m = {"role": "assistant", "content": "partial answer so far", "_partial": True,
+             "timestamp": t0}
+    return m
+
+
+def hermes_doc(rnd: random.Random, sid: str, n: int, *, n_context: int = 30, n_tools: int = 25,
+               scenes_bytes: int = 20_000, t0: float = 1_690_000_000.0) -> dict[str, Any]:
+    """Return a hermes-webui session file: 70 metadata fields, message_count, then the lists.
+
+    ``anchor_activity_scenes`` (a dict of about scenes_bytes) comes after ``messages``, as
+    hermes writes it so that a metadata-only reader can stop at the first ``messages``.
+    """
+    doc: dict[str, Any] = {}
+    for k, name in enumerate(HERMES_FIELDS):
+        doc[name] = rnd.choice([None, False, 0, "", f"{name}-{k}", k * 1.5, [], {"k": k}])
+    doc.update(session_id=sid, title=text(rnd, 2, 6).title(), model=rnd.choice(MODELS),
+               created_at=t0, updated_at=t0 + n * 7.25 + 3, pinned=rnd.random() < 0.3,
+               archived=False, project_id=rnd.choice(["p-alpha", "p-beta", None]),
+               profile="default", input_tokens=rnd.randint(0, 90_000),
+               output_tokens=rnd.randint(0, 9_000), estimated_cost=round(rnd.random(), 4),
+               clear_generation=None, truncation_watermark=None)
+    msgs = [hermes_message(rnd, i, t0) for i in range(n)]
+    doc["message_count"] = n
+    doc["messages"] = msgs
+    doc["context_messages"] = [hermes_message(rnd, i, t0) for i in range(n_context)]
+    doc["tool_calls"] = [{"id": f"call_{k}", "name": "terminal", "args": {"cmd": text(rnd, 2, 8)},
+                          "result": text(rnd, 20, 60)} for k in range(n_tools)]
+    scenes: dict[str, Any] = {}
+    while len(json.dumps(scenes)) < scenes_bytes:
+        scenes[f"scene-{len(scenes):04d}"] = {"anchors": list(range(len(scenes) % 9)),
+                                             "summary": text(rnd, 10, 40)}
+    doc["anchor_activity_scenes"] = scenes
+    return doc
+
+
+@dataclass
+class HermesDir:
+    """What make_hermes_dir wrote."""
+
+    path: Path
+    live: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bak: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wiped: str = "hermes-wiped"  # .bak full, live with three lists emptied (#1558)
+    partials: str = "hermes-partials"  # .bak with duplicate _partial messages, live healed
+    # The longest whose <sid>.json.bak still fits a 255-byte file name (the store takes 255).
+    long_id: str = "L" * 200 + "-" * 46
+    dash_id: str = "-dash-first"
+    underscore_id: str = "_underscore_first"
+    tomb_orphan: str = "tomb-orphan"  # tombstoned, only a .bak left
+    tomb_live: str = "tomb-live"  # tombstoned while its live file is still there
+    tombstoned: tuple[str, ...] = ("tomb-orphan", "tomb-live", "tomb-gone")
+
+
+def make_hermes_dir(path: Path, *, seed: int = 11) -> HermesDir:
+    """Write a session directory as hermes-webui's own Session code leaves it."""
+    rnd = random.Random(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    out = HermesDir(path)
+    for sid, n in (("hermes-plain", 25), (out.long_id, 3), (out.dash_id, 4),
+                   (out.underscore_id, 2), (out.tomb_live, 6)):
+        doc = hermes_doc(rnd, sid, n)
+        out.live[sid] = doc
+        write_json(path / f"{sid}.json", doc, indent=2)
+
+    # The #1558 wipe: a metadata-only load saved back messages, context_messages and
+    # tool_calls emptied and message_count 0; the shrinking save kept the .bak first.
+    full = hermes_doc(rnd, out.wiped, 46)
+    wiped = dict(full, messages=[], context_messages=[], tool_calls=[], message_count=0,
+                 updated_at=full["updated_at"] + 30)
+    write_json(path / f"{out.wiped}.json.bak", full)
+    write_json(path / f"{out.wiped}.json", wiped)
+    out.bak[out.wiped], out.live[out.wiped] = full, wiped
+
+    # The load-time self-heal: 9 messages with three equal _partial ones become 7.
+    doc = hermes_doc(rnd, out.partials, 6)
+    part = hermes_message(rnd, 0, doc["created_at"], partial=True)
+    dup = dict(doc, messages=[*doc["messages"], part, dict(part), dict(part)], message_count=9)
+    healed = dict(doc, messages=[*doc["messages"], part], message_count=7,
+                  updated_at=doc["updated_at"] + 2)
+    write_json(path / f"{out.partials}.json.bak", dup)
+    write_json(path / f"{out.partials}.json", healed)
+    out.bak[out.partials], out.live[out.partials] = dup, healed
+
+    # Deleted sessions: the tombstone lists them (one has only its .bak, one is gone).
+    doc = hermes_doc(rnd, out.tomb_orphan, 5)
+    write_json(path / f"{out.tomb_orphan}.json.bak", doc)
+    out.bak[out.tomb_orphan] = doc
+    write_json(path / "_deleted_webui_sessions.json", {"version": 1, "ids": list(out.tombstoned)})
+
+    # hermes's own files and atomic-write temporaries: never sessions, never errors.
+    write_json(path / "_index.json", [{"session_id": s, "title": d["title"]}
+                                      for s, d in out.live.items()])
+    write_json(path / "_pruned_webui_orphans.json", {"version": 1, "ids": ["x"]})
+    (path / "hermes-plain.json.tmp.4242.140000").write_text('{"half": ')
+    (path / "hermes-plain.tmp.4242.140001").write_text("{")
+    return out

@@ -136,10 +136,9 @@ def test_wiped_file_arrives_with_history_and_recovers(store: Store, chat: ChatDi
     sid = "wiped-chat"
     assert versions(store, sid) == [("import", 300, False, False), ("import", 0, True, False)]
     assert set(report.suspect) == set(chat.wiped)
-    window = report.recover_window_days() * 86400.0
-    assert store.recover(sid).actions == []  # the shrink is older than the default window
-    action = store.recover(sid, window=window).actions[0]
-    assert action.action == "recovered" and action.to_count == 300
+    # A plain recover: the shrink keeps the file's old time, but nobody reviewed it.
+    action = store.recover().actions[0]
+    assert action.session_id == sid and action.action == "recovered" and action.to_count == 300
     recovered = export_session(store, sid)
     assert recovered["messages"] == chat.bak[sid]["messages"]
     # The newest metadata is kept: the two cleared fields stay cleared.
@@ -239,8 +238,10 @@ def test_changed_file_adds_one_version_and_drops_vanished_lists(store: Store,
     write_json(chat.path / f"{sid}.json", doc)
     report = import_json_dir(store, chat.path)
     assert report.versions == 1 and report.sessions_updated == 1
-    assert versions(store, sid)[-1][:3] == ("import", len(doc["messages"]), False)
+    # Items of the two lists are gone: suspect, like any save that loses content.
+    assert versions(store, sid)[-1][:3] == ("import", len(doc["messages"]), True)
     assert export_session(store, sid) == doc
+    assert list(export_session(store, sid)) == list(doc)
     assert set(store.load_meta(sid).list_counts) == {"anchor_activity_scenes"}
     assert store.list_sessions(query="Changed").sessions[0].session_id == sid
 
@@ -260,7 +261,8 @@ def test_wipe_between_imports_is_suspect_and_recoverable(store: Store, chat: Cha
         ("import", len(full["messages"]), False),
         ("import", len(full["messages"]) + 1, False),
         ("import", 0, True)]
-    store.recover(sid, window=report.recover_window_days() * 86400.0)
+    assert set(report.suspect) == {sid}
+    store.recover(sid)
     assert store.load(sid).messages == longer["messages"]
 
 
@@ -430,7 +432,7 @@ def test_streamed_import_equals_whole_import(tmp_path: Path, chat: ChatDir,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     whole = open_store(tmp_path / "whole.db")
     import_json_dir(whole, chat.path)
-    monkeypatch.setattr(J, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(J.reader, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr(J._Reader, "CHUNK", 4096)
     streamed = open_store(tmp_path / "streamed.db")
     report = import_json_dir(streamed, chat.path)
@@ -445,7 +447,7 @@ def test_streamed_import_equals_whole_import(tmp_path: Path, chat: ChatDir,
 
 def test_streamed_file_invalid_late_is_skipped_whole(store: Store, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(J, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(J.reader, "STREAM_MIN_BYTES", 0)
     d = tmp_path / "d"
     d.mkdir()
     msgs: list[Any] = [{"role": "user", "content": f"m{i}"} for i in range(3000)]
@@ -479,7 +481,7 @@ def test_streamed_import_holds_a_few_times_the_file(tmp_path: Path,
     size = write_big_session(d / "big.json", 6 * 1024 * 1024)
     peaks = {}
     for streamed in (False, True):
-        monkeypatch.setattr(J, "STREAM_MIN_BYTES", 0 if streamed else 1 << 40)
+        monkeypatch.setattr(J.reader, "STREAM_MIN_BYTES", 0 if streamed else 1 << 40)
         s = open_store(tmp_path / f"{streamed}.db")
         tracemalloc.start()
         try:

@@ -33,7 +33,7 @@ def test_import_summary_and_skip_lines(store_path: Path, chat: ChatDir) -> None:
     assert any("truncated.json: not valid JSON" in line for line in skipped)
     assert "imported 10 sessions (9 new, 0 updated, 1 deleted), 0 unchanged" in out
     assert "dedup ratio" in out and "skipped 10 files" in out
-    assert "cas-store recover --window-days" in out
+    assert "to bring their messages back: cas-store recover\n" in out
     code, out, _ = run(store_path, "import", str(chat.path))
     assert code == 0 and "imported 0 sessions" in out and "10 unchanged: 0 versions" in out
 

@@ -36,7 +36,7 @@ def test_worker_prepared_import_equals_a_single_process_import(
         {"title": "l", "messages": [{"role": "user", "content": "hi"}],
          "context_messages": [{"role": "system", "content": "c" * 100}] * 60}))
     with_workers, sessions_a = _import(src, tmp_path / "a.db")
-    monkeypatch.setattr(J, "PREFETCH_MIN_SESSIONS", 10**9)
+    monkeypatch.setattr(J.importer, "PREFETCH_MIN_SESSIONS", 10**9)
     alone, sessions_b = _import(src, tmp_path / "b.db")
     assert sessions_a == sessions_b
     assert len(sessions_a) == n + 1

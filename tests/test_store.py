@@ -84,7 +84,7 @@ def test_message_size_limit(store_path: Path) -> None:
     s.close()
 
 
-@pytest.mark.parametrize("sid", ["", "-a", ".a", "a/b", "a b", "..", "a" * 129, "é", "a\x00",
+@pytest.mark.parametrize("sid", ["", ".a", "a/b", "a b", "..", "a" * 256, "é", "a\x00",
                                  "%2F", 5, None])
 def test_bad_session_ids(store: Store, sid: object) -> None:
     with pytest.raises(InvalidSessionId):

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import Conflict, InvalidArgument
 from ..model import ANY, Expected, Version
-from ..store import Store
+from ..store import SESSION_ID_MAX, Store
 from .schemas import MAX_SEQ, SESSION_ID_PATTERN
 
 ETAG_HEADER = "ETag"
@@ -27,8 +27,9 @@ def get_store(request: Request) -> Store:
 
 StoreDep = Annotated[Store, Depends(get_store)]
 
-SidPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, max_length=128,
-                              description="Session id: 1-128 of A-Z a-z 0-9 . _ -.")]
+SidPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, max_length=SESSION_ID_MAX,
+                              description=f"Session id: 1-{SESSION_ID_MAX} of A-Z a-z 0-9"
+                              " . _ - (not starting with .).")]
 SeqPath = Annotated[int, Path(ge=1, le=MAX_SEQ, description="Version number.")]
 
 #: What an If-Match may hold: *, a bare version number, or a list of entity tags.

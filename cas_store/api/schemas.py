@@ -10,14 +10,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import SESSION_ID_RE
+from ..store import SESSION_ID_MAX, SESSION_ID_RE
 
 #: A session id as the engine accepts it (also the pattern of the {sid} path segment).
 SESSION_ID_PATTERN = f"^{SESSION_ID_RE.pattern}$"
 #: Largest version number the API accepts in a parameter (JSON-safe integer range).
 MAX_SEQ = 2**53 - 1
 
-SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN, min_length=1, max_length=128,
+SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN, min_length=1,
+                                 max_length=SESSION_ID_MAX,
                                  examples=["chat-1"])]
 Message = Annotated[dict[str, Any], Field(examples=[{"role": "user", "content": "hello"}])]
 Metadata = Annotated[dict[str, Any], Field(examples=[{"title": "Trip to Rome"}])]
@@ -123,6 +124,9 @@ class SessionSummary(BaseModel):
     updated_at: float
     suspect_shrink: bool
     deleted: bool
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The head's values of the store's summary keys (pinned, archived, ...).")
 
 
 class SessionPage(BaseModel):

@@ -6,10 +6,11 @@ errors.py. Every response that shows or writes a session carries ``ETag: "<seq>"
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from .bodies import JsonRoute
 from .deps import IfMatchHeader, SidPath, StoreDep, expected_for, set_etag
@@ -51,6 +52,7 @@ def create_session(body: SessionCreate, store: StoreDep, response: Response) -> 
 
 @router.get("", response_model=SessionPage, responses=COMMON)
 def list_sessions(
+    request: Request,
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
     cursor: Annotated[str | None, Query(max_length=512,
@@ -59,11 +61,30 @@ def list_sessions(
                                    description="Only sessions whose title (or id) contains this.")]
     = None,
     include_deleted: Annotated[bool, Query(description="Also list deleted sessions.")] = False,
+    pinned_first: Annotated[bool, Query(description="Sessions whose pinned is true first.")]
+    = False,
 ) -> dict[str, Any]:
-    """List sessions, newest update first, a page at a time; reads no message."""
+    """List sessions, newest update first, a page at a time; reads no message or manifest.
+
+    Any summary key (pinned, archived, project_id, ...) given as a parameter filters the
+    list: ``?archived=false&project_id=p1`` (the value is read as JSON when it parses:
+    true, false, null, numbers; otherwise as text).
+    """
+    where = {key: _filter_value(value) for key, value in request.query_params.items()
+             if key in store.limits.summary_keys}
     page = store.list_sessions(limit=limit, cursor=cursor or None, query=q,
-                               include_deleted=include_deleted)
+                               include_deleted=include_deleted, where=where,
+                               pinned_first=pinned_first)
     return {"sessions": [s.to_json() for s in page.sessions], "next_cursor": page.next_cursor}
+
+
+def _filter_value(text: str) -> Any:
+    """Return a filter parameter's value: JSON true/false/null/number, else the text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if value is None or isinstance(value, bool | int | float) else text
 
 
 @router.get("/{sid}", response_model=SessionPublic, responses=SHOW)

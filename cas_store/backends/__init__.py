@@ -12,7 +12,16 @@ import re
 from typing import Any
 
 from ..errors import InvalidArgument, StorageError
-from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, ObjectWrite, Retry
+from .base import (
+    Backend,
+    Commit,
+    HeadRow,
+    LogEntry,
+    ObjectInfo,
+    ObjectWrite,
+    Retry,
+    summary_matches,
+)
 
 __all__ = [
     "Backend",
@@ -25,6 +34,7 @@ __all__ = [
     "is_url",
     "open_backend",
     "open_blobs",
+    "summary_matches",
 ]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

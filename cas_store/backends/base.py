@@ -12,8 +12,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..objects import Kind, Oid
 
@@ -68,6 +69,9 @@ class HeadRow:
     updated_at: float
     deleted: bool = False
     suspect_pending: bool = False
+    #: The head's values of the store's summary metadata keys (``Limits.summary_keys``):
+    #: JSON scalars by key, so a session list can show and filter them without a manifest.
+    summary: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,26 @@ class Commit:
     # pointer moves: a restore, fork or recovery references objects reachable only from
     # them, and GC may have pruned them (or dropped and re-created the session) meanwhile.
     requires: Sequence[tuple[str, int, Oid]] = ()
+
+
+def summary_matches(summary: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    """Return True if a head's summary matches every filter item (the rule backends follow).
+
+    ``True`` matches a truthy value, ``False`` a falsy or absent one (``archived=false``
+    keeps sessions never archived), ``None`` an absent or null one, any other scalar an
+    equal value (a number equals the same number, int or float).
+    """
+    for key, want in where.items():
+        got = summary.get(key)
+        if isinstance(want, bool):
+            if bool(got) is not want:
+                return False
+        elif want is None:
+            if got is not None:
+                return False
+        elif isinstance(got, bool) or got != want:
+            return False
+    return True
 
 
 class Retry(Exception):
@@ -194,8 +218,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def list_heads(self, *, limit: int, after: tuple[float, str] | None = None,
-                   query: str | None = None, include_deleted: bool = False) -> list[HeadRow]:
-        """Return head rows by updated_at descending then sid, strictly after the cursor."""
+                   query: str | None = None, include_deleted: bool = False,
+                   where: Mapping[str, Any] | None = None) -> list[HeadRow]:
+        """Return head rows by updated_at descending then sid, strictly after the cursor.
+
+        ``where`` keeps rows whose summary matches every item (``summary_matches``).
+        """
 
     @abc.abstractmethod
     def iter_heads(self) -> Iterator[HeadRow]:

@@ -10,11 +10,12 @@ crash after it leaves the new head with every object it names. With
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,10 @@ CREATE INDEX IF NOT EXISTS sessions_suspect ON sessions (sid) WHERE suspect_pend
 # _SCHEMA as first shipped). Each step is a list of statements run in the opening write
 # transaction, so a crash mid-migration leaves the old version whole. Steps are only ever
 # appended; a store newer than this code is refused rather than guessed at.
-_MIGRATIONS: list[list[str]] = []
+_MIGRATIONS: list[list[str]] = [
+    # 2: the head's summary metadata values (JSON object text) for session lists.
+    ["ALTER TABLE sessions ADD COLUMN summary TEXT NOT NULL DEFAULT '{}'"],
+]
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
 _INTENTIONAL = 1
@@ -91,7 +95,7 @@ def _entry(row: Sequence[Any]) -> LogEntry:
 
 
 def _head(row: Sequence[Any]) -> HeadRow:
-    sid, seq, manifest, count, nbytes, title, created, updated, deleted, suspect = row
+    sid, seq, manifest, count, nbytes, title, created, updated, deleted, suspect, summary = row
     return HeadRow(
         sid=sid,
         seq=seq,
@@ -103,12 +107,13 @@ def _head(row: Sequence[Any]) -> HeadRow:
         updated_at=updated,
         deleted=bool(deleted),
         suspect_pending=bool(suspect),
+        summary=json.loads(summary) if summary != "{}" else {},
     )
 
 
 _HEAD_COLS = (
     "sid, seq, manifest, message_count, nbytes, title, created_at, updated_at, deleted,"
-    " suspect_pending"
+    " suspect_pending, summary"
 )
 _VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags"
 
@@ -539,9 +544,11 @@ class SQLiteBackend(Backend):
                  entry.message_count, entry.nbytes, flags),
             )
             con.execute(
-                f"INSERT OR REPLACE INTO sessions ({_HEAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO sessions ({_HEAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (head.sid, head.seq, head.manifest, head.message_count, head.nbytes, head.title,
-                 head.created_at, head.updated_at, int(head.deleted), int(head.suspect_pending)),
+                 head.created_at, head.updated_at, int(head.deleted), int(head.suspect_pending),
+                 json.dumps(dict(head.summary), sort_keys=True, separators=(",", ":"),
+                            ensure_ascii=False)),
             )
 
     def version(self, sid: str, seq: int) -> LogEntry | None:
@@ -563,27 +570,48 @@ class SQLiteBackend(Backend):
         return [_entry(r) for r in rows]
 
     def list_heads(self, *, limit: int, after: tuple[float, str] | None = None,
-                   query: str | None = None, include_deleted: bool = False) -> list[HeadRow]:
-        """Return head rows newest update first, strictly after the (updated_at, sid) cursor."""
-        where, params = [], []
+                   query: str | None = None, include_deleted: bool = False,
+                   where: Mapping[str, Any] | None = None) -> list[HeadRow]:
+        """Return head rows newest update first, strictly after the (updated_at, sid) cursor.
+
+        ``where`` filters on the summary column in SQL, by ``summary_matches``' rule.
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        for key, want in (where or {}).items():
+            # json_extract gives SQL NULL for null and absent keys, 0/1 for booleans.
+            path = '$."' + key.replace('"', '""') + '"'
+            value = "json_extract(summary, ?)"
+            if isinstance(want, bool):
+                truthy = f"({value} IS NOT NULL AND {value} NOT IN (0, ''))"
+                clauses.append(truthy if want else f"NOT {truthy}")
+                params += [path, path]
+            elif want is None:
+                clauses.append(f"{value} IS NULL")
+                params.append(path)
+            else:
+                # A boolean is stored as 0/1: an equal number must not match it.
+                clauses.append(f"({value} = ? AND json_type(summary, ?) NOT IN"
+                             " ('true', 'false'))")
+                params += [path, want, path]
         if not include_deleted:
-            where.append("deleted = 0")
+            clauses.append("deleted = 0")
         if after is not None:
-            where.append("(updated_at < ? OR (updated_at = ? AND sid > ?))")
+            clauses.append("(updated_at < ? OR (updated_at = ? AND sid > ?))")
             params += [after[0], after[0], after[1]]
         if query and "\x00" in query:
             # LIKE ends its pattern at a NUL (so "%\0%" would match every title): compare
             # the bytes instead, which matches the NUL literally (case-sensitively).
-            where.append("(instr(CAST(title AS BLOB), CAST(? AS BLOB)) > 0"
+            clauses.append("(instr(CAST(title AS BLOB), CAST(? AS BLOB)) > 0"
                          " OR instr(CAST(sid AS BLOB), CAST(? AS BLOB)) > 0)")
             params += [query, query]
         elif query:
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("(title LIKE ? ESCAPE '\\' OR sid LIKE ? ESCAPE '\\')")
+            clauses.append("(title LIKE ? ESCAPE '\\' OR sid LIKE ? ESCAPE '\\')")
             params += [f"%{escaped}%", f"%{escaped}%"]
         sql = f"SELECT {_HEAD_COLS} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY updated_at DESC, sid LIMIT ?"
         return [_head(r) for r in self._read(sql, (*params, limit))]
 
