@@ -176,6 +176,8 @@ class CasSaver(BaseCheckpointSaver[int]):
         # (session, checkpoint id) -> (session created_at, seq): found without a scan.
         self._seqs: dict[tuple[str, str], tuple[float, int]] = {}
         self._log_counts: dict[str, int] = {}
+        # (log, checkpoint id) -> a log offset at or before writes sent before the put.
+        self._early: dict[tuple[str, str], int] = {}
         self._thread_re = re.compile(re.escape(prefix) + r"\.[0-9a-f]{32}")
 
     # --- naming ----------------------------------------------------------------------------
@@ -354,6 +356,10 @@ class CasSaver(BaseCheckpointSaver[int]):
                    "updated_channels": checkpoint.get("updated_channels")},
             "vals": vals, "lists": lists, "wo": self._log_count(log),
         }
+        with self._lock:
+            early = self._early.pop((log, cid), None)
+        if early is not None:
+            record["wo"] = min(record["wo"], early)
         if "pending_sends" in checkpoint:
             sends = checkpoint.get("pending_sends") or []
             record["cp"]["ps"] = self.codec.blob(sends) if sends else []
@@ -418,8 +424,19 @@ class CasSaver(BaseCheckpointSaver[int]):
             else:
                 header.update(self.codec.blob(value))
                 items.append(header)
-        if items:
-            self._append_log(log, items, f"LangGraph thread {tid} (log)")
+        if not items:
+            return
+        main = self._sids(tid, ns)[0]
+        with self._lock:
+            stored = (main, cid) in self._seqs
+        if not stored:
+            # LangGraph saves a checkpoint in the background and may send the writes of
+            # its tasks first. Note a lower bound of where they land, before appending, so
+            # the put records an offset at or before them.
+            bound = self._log_count(log)
+            with self._lock:
+                self._early.setdefault((log, cid), bound)
+        self._append_log(log, items, f"LangGraph thread {tid} (log)")
 
     # --- reads -----------------------------------------------------------------------------
 
