@@ -440,15 +440,26 @@ class CasSaver(BaseCheckpointSaver[int]):
 
     # --- reads -----------------------------------------------------------------------------
 
-    def _tuple(self, sid: str, log: str, seq: int, record: _JSON, head_seq: int,
+    def _tuple(self, sid: str, log: str, seq: int, record: _JSON, head: SessionMeta,
                writes: _Writes) -> CheckpointTuple:
         cp = record["cp"]
         values: dict[str, Any] = {}
         for ch, name in record.get("lists", {}).items():
+            if seq == head.seq:
+                count = (head.message_count if name == MESSAGES
+                         else head.list_counts.get(name, 0))
+                with self._lock:
+                    cached = self._lists.get((sid, name))
+                if cached is not None and cached[0] == cp["id"] and len(cached[1]) == count:
+                    # The head this process just wrote or read: its message objects are
+                    # the ones the graph continues with (as LangGraph's own loop does
+                    # between steps), so they are not decoded again.
+                    values[ch] = list(cached[1])
+                    continue
             objs = [self.codec.unmessage(m)
                     for m in self.store.messages(sid, seq=seq, list_name=name)]
             values[ch] = objs
-            if seq == head_seq:
+            if seq == head.seq:
                 with self._lock:
                     self._lists[(sid, name)] = (cp["id"], list(objs))
         if record.get("vals"):
@@ -485,7 +496,7 @@ class CasSaver(BaseCheckpointSaver[int]):
         found = self._locate(sid, cid, head) if cid else (head.seq, head.metadata)
         if found is None:
             return None
-        return self._tuple(sid, log, found[0], found[1], head.seq, _Writes(self, log))
+        return self._tuple(sid, log, found[0], found[1], head, _Writes(self, log))
 
     def _thread_ids(self) -> Iterator[str]:
         cursor = None
@@ -539,7 +550,7 @@ class CasSaver(BaseCheckpointSaver[int]):
                         continue
                     if left is not None and left <= 0:
                         return
-                    yield self._tuple(sid, log, seq, record, head.seq, writes)
+                    yield self._tuple(sid, log, seq, record, head, writes)
                     if left is not None:
                         left -= 1
 
