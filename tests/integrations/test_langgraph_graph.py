@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -161,3 +162,35 @@ def test_other_channels_and_a_second_message_channel(saver: CasSaver) -> None:
     assert ours.invoke({"messages": [], "count": 0}, cfg) == ref.invoke(
         {"messages": [], "count": 0}, cfg)
     assert history(ours, cfg) == history(ref, cfg)
+
+
+def test_async_graph_with_a_subgraph_matches_in_memory_saver(saver: CasSaver) -> None:
+    def inner_reply(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [AIMessage(f"inner {len(state['messages'])}",
+                                       id=f"in-{len(state['messages'])}")]}
+
+    sub = StateGraph(MessagesState)
+    sub.add_node("inner", inner_reply)
+    sub.add_edge(START, "inner")
+    sub_app = sub.compile()
+
+    def build(cp: Any) -> Any:
+        g = StateGraph(MessagesState)
+        g.add_node("sub", sub_app)
+        g.add_edge(START, "sub")
+        return g.compile(checkpointer=cp)
+
+    async def run(app: Any) -> tuple[Any, list[Any]]:
+        cfg = {"configurable": {"thread_id": "async"}}
+        for i in range(3):
+            await app.ainvoke({"messages": [HumanMessage(f"q{i}", id=f"q{i}")]}, cfg)
+        hist = [snapshot(s) async for s in app.aget_state_history(cfg)]
+        return (await app.aget_state(cfg)).values, hist
+
+    ours_values, ours_hist = asyncio.run(run(build(saver)))
+    ref_values, ref_hist = asyncio.run(run(build(InMemorySaver())))
+    assert ours_values == ref_values and len(ours_values["messages"]) == 6
+    assert ours_hist == ref_hist
+    # The subgraph's checkpoints went to their own namespaces, and list(None) sees them.
+    namespaces = {t.config["configurable"]["checkpoint_ns"] for t in saver.list(None)}
+    assert "" in namespaces and len(namespaces) > 1
