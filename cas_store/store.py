@@ -926,6 +926,70 @@ class Store:
 
         return self._mutate(sid, expected, build, at=at)
 
+    def splice(self, sid: str, edits: Mapping[str, tuple[int, Iterable[JSON]]], *,
+               metadata: Mapping[str, JSON] | None = None, base: int | None = None,
+               expected: Expected = ANY, at: float | None = None) -> Version:
+        """Per list, keep the first k items of version ``base`` (default: the head) and append.
+
+        ``edits`` maps list names (``messages`` or named lists) to ``(keep, items)``; lists
+        not named are the head's. ``metadata`` replaces the metadata when given. One
+        intentional version: the primitive behind framework checkpointers, whose every
+        step appends a little to one or more lists and replaces a small record, and whose
+        forks continue from an older version. Writes O(1) bytes per list near the end.
+        """
+        if not isinstance(edits, Mapping) or not edits:
+            raise InvalidArgument("edits must name at least one list", field="edits")
+        staged: dict[str, tuple[int, _Items]] = {}
+        for name, edit in edits.items():
+            if name != MESSAGES and (not isinstance(name, str)
+                                     or not LIST_NAME_RE.fullmatch(name)):
+                raise InvalidArgument(f"invalid list name {name!r}", field="edits")
+            keep, values = edit
+            if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+                raise InvalidArgument("keep must be a non-negative integer", field="keep")
+            staged[name] = (keep, self._items(values, name, objects=name == MESSAGES))
+        meta = None if metadata is None else self._metadata(metadata)
+        if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
+            raise InvalidArgument("base must be a version number", field="base")
+
+        def build(head: HeadRow | None, io: _IO) -> _Change:
+            assert head is not None
+            man = io.manifest(head.manifest)
+            src, requires = man, []
+            if base is not None and base != head.seq:
+                entry = self._entry(sid, base)
+                src = io.manifest(entry.manifest)
+                requires = [(sid, base, entry.manifest)]
+            refs = dict(man.lists)
+            for name, (keep, items) in staged.items():
+                ref = src.lists.get(name, L.EMPTY)
+                if keep > ref.count:
+                    raise InvalidArgument(f"keep={keep} but list {name!r} has {ref.count} items",
+                                          field="keep")
+                io.put_items(items)
+                kept_bytes = self._dropped_bytes(io, ref, keep)
+                refs[name] = L.splice(ref, keep, items.ids, kept_bytes + items.nbytes, io)
+            title, meta_oid = head.title, man.meta
+            if meta is not None:
+                meta_oid = io.put(Kind.META, meta)
+                title = _title(json.loads(meta))
+            new, old = refs[MESSAGES], man.messages
+            keep = staged[MESSAGES][0] if MESSAGES in staged else old.count
+            if src is man and keep >= old.count:
+                shrank = False  # the head's messages are all kept: an append at most
+            elif src is man:
+                shrank = L.read_ids(new, io, keep, old.count) != L.read_ids(old, io, keep,
+                                                                           old.count)
+            else:
+                ids_old, ids_new = L.read_ids(old, io), L.read_ids(new, io)
+                shrank = L.common_prefix(ids_old, ids_new) < len(ids_old)
+            m = self._put_manifest(io, meta_oid, refs, (head.manifest, man))
+            return _Change(Op.REWIND, m, new.count, new.nbytes, title,
+                           intentional_shrink=shrank, requires=requires,
+                           noop=self._same_state(man, meta_oid, refs))
+
+        return self._mutate(sid, expected, build, at=at)
+
     def update_metadata(self, sid: str, patch: Mapping[str, JSON], *, expected: Expected = ANY,
                         at: float | None = None) -> Version:
         """Apply an RFC 7396 merge patch to the metadata; the message list is never touched.
