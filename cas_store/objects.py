@@ -211,17 +211,82 @@ def encode_metadata(value: Any, limit: int) -> bytes:
 # --- pages ----------------------------------------------------------------------------------
 
 
-def encode_page(height: int, children: Sequence[bytes]) -> bytes:
-    """Return a page payload: one height byte, then the children's raw ids."""
-    return bytes((height,)) + b"".join(children)
+#: In an internal page's height byte: each child id is preceded by how many list items
+#: lie under it (content-defined pages vary in size, so positions need counts).
+COUNTED = 0x80
+
+
+class Page(list[Oid]):
+    """A decoded page: its child ids, its height and (counted pages only) child counts."""
+
+    __slots__ = ("counts", "height")
+
+    def __init__(self, children: Sequence[Oid], height: int,
+                 counts: Sequence[int] | None = None) -> None:
+        super().__init__(children)
+        self.height = height
+        self.counts: list[int] | None = list(counts) if counts is not None else None
+
+
+def encode_page(height: int, children: Sequence[bytes],
+                counts: Sequence[int] | None = None) -> bytes:
+    """Return a page payload: a height byte, then the children's raw ids.
+
+    With counts (internal pages written since content-defined boundaries), the height
+    byte carries COUNTED and each id is preceded by its count as an unsigned LEB128.
+    """
+    if counts is None:
+        return bytes((height,)) + b"".join(children)
+    parts = [bytes((height | COUNTED,))]
+    for n, c in zip(counts, children, strict=True):
+        while n > 0x7F:
+            parts.append(bytes(((n & 0x7F) | 0x80,)))
+            n >>= 7
+        parts.append(bytes((n,)))
+        parts.append(c)
+    return b"".join(parts)
+
+
+def decode_page_full(payload: bytes) -> Page:
+    """Return the decoded page (either form); raise ValueError if it is malformed."""
+    if not payload:
+        raise ValueError("empty page")
+    head = payload[0]
+    if not head & COUNTED:
+        body = memoryview(payload)[1:]
+        if len(body) % OID_SIZE:
+            raise ValueError("page length is not a whole number of ids")
+        return Page([Oid(bytes(body[i : i + OID_SIZE])) for i in range(0, len(body), OID_SIZE)],
+                    head)
+    height = head & ~COUNTED
+    if height == 0:
+        raise ValueError("a leaf page carries no counts")
+    ids: list[Oid] = []
+    counts: list[int] = []
+    pos, end = 1, len(payload)
+    while pos < end:
+        n = shift = 0
+        while True:
+            if pos >= end or shift > 63:
+                raise ValueError("page count is truncated")
+            b = payload[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        if pos + OID_SIZE > end:
+            raise ValueError("page id is truncated")
+        ids.append(Oid(payload[pos : pos + OID_SIZE]))
+        counts.append(n)
+        pos += OID_SIZE
+    return Page(ids, height, counts)
 
 
 def decode_page(payload: bytes) -> tuple[int, list[Oid]]:
-    """Return (height, children) of a page payload."""
-    body = memoryview(payload)[1:]
-    if len(body) % OID_SIZE:
-        raise ValueError("page length is not a whole number of ids")
-    return payload[0], [Oid(bytes(body[i : i + OID_SIZE])) for i in range(0, len(body), OID_SIZE)]
+    """Return (height, children) of a page payload (either form)."""
+    page = decode_page_full(payload)
+    return page.height, page
 
 
 # --- compression ------------------------------------------------------------------------------

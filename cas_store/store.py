@@ -63,8 +63,9 @@ from .model import (
 from .objects import (
     Kind,
     Oid,
+    Page,
     compress,
-    decode_page,
+    decode_page_full,
     decompress,
     decompress_many,
     encode_item,
@@ -231,8 +232,8 @@ class _IO:
             out[o] = decompress(o, frame, verify=verify, kind=kind)
         return out
 
-    def pages(self, oids: Sequence[Oid]) -> dict[Oid, list[Oid]]:
-        """Return children of each page (cached)."""
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, Page]:
+        """Return each page, decoded (cached)."""
         need = [o for o in oids if o not in self.cache]
         if need:
             shared = self.store._decoded
@@ -245,7 +246,7 @@ class _IO:
                     self.cache[o] = hit
             for o, payload in self.payloads(missed, Kind.PAGE).items() if missed else ():
                 try:
-                    children = decode_page(payload)[1]
+                    children = decode_page_full(payload)
                 except ValueError:
                     raise CorruptObject(
                         f"page {o.hex()} is malformed", object_id=o.hex()
@@ -345,10 +346,11 @@ class _IO:
         if oid not in self.staged:
             self.staged[oid] = ObjectWrite(oid, kind, size, None)
 
-    def put_page(self, height: int, children: Sequence[Oid]) -> Oid:
+    def put_page(self, height: int, children: Sequence[Oid],
+                 counts: Sequence[int] | None = None) -> Oid:
         """Stage a page and return its id."""
-        oid = self.put(Kind.PAGE, encode_page(height, children))
-        self.cache[oid] = list(children)
+        oid = self.put(Kind.PAGE, encode_page(height, children, counts))
+        self.cache[oid] = Page(children, height, counts)
         return oid
 
     def put_items(self, items: _Items, skip: int = 0) -> None:
@@ -590,7 +592,14 @@ class Store:
         old = L.read_ids(ref, io)
         cp = L.common_prefix(old, items.ids)
         io.put_items(items, cp)
-        new = L.splice(ref, cp, items.ids[cp:], items.nbytes, io)
+        cs = L.common_suffix(old[cp:], items.ids[cp:], L.MAX_PAGE + 1)
+        if cs > L.MAX_PAGE:
+            # An edit before a long unchanged run (an edit, insert or deletion early on,
+            # a compacted prefix): the pages after it end at the same ids as before, so
+            # rebuild and stage only the pages the old tree does not have.
+            new = L.build(items.ids, items.nbytes, io, L.tree_pages(ref, io))
+        else:
+            new = L.splice(ref, cp, items.ids[cp:], items.nbytes, io)
         return new, cp < len(old)
 
     # --- writes -------------------------------------------------------------------------------
@@ -1117,11 +1126,17 @@ def _json_array(payloads: Sequence[bytes]) -> bytes:
 class _HashPages:
     """A PageIO that only computes page ids (for ``Store.state_id``): nothing is staged."""
 
-    def pages(self, oids: Sequence[Oid]) -> dict[Oid, list[Oid]]:
-        raise AssertionError("a list built from empty never reads pages")  # pragma: no cover
+    def __init__(self) -> None:
+        self.made: dict[Oid, Page] = {}
 
-    def put_page(self, height: int, children: Sequence[Oid]) -> Oid:
-        return object_id(Kind.PAGE, encode_page(height, children))
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, Page]:
+        return {o: self.made[o] for o in oids}
+
+    def put_page(self, height: int, children: Sequence[Oid],
+                 counts: Sequence[int] | None = None) -> Oid:
+        oid = object_id(Kind.PAGE, encode_page(height, children, counts))
+        self.made[oid] = Page(children, height, counts)
+        return oid
 
 
 def _encode_cursor(updated_at: float, sid: str) -> str:
