@@ -295,10 +295,15 @@ class _IO:
         """Return the decoded list items, in order, a thousand per query."""
         batches = [oids[i : i + _LOAD_BATCH] for i in range(0, len(oids), _LOAD_BATCH)]
         out: list[JSON] = []
-        if self.store.limits.verify_reads or self.staged or len(oids) < 2 * _LOAD_BATCH:
+        if self.store.limits.verify_reads or self.staged:
             for part in batches:
                 got = self.payloads(part, Kind.CHUNK)
                 out.extend(json.loads(_json_array([got[o] for o in part])))
+            return out
+        if len(oids) < 2 * _LOAD_BATCH:
+            # One batched decompression per query rather than a Python call per frame.
+            for part in batches:
+                out.extend(json.loads(self._fetch_joined(part)))
             return out
         # A long list: worker threads fetch and decompress the next batches (SQLite and
         # zstd both release the GIL) while this thread parses the one before. The chunks

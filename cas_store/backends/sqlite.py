@@ -79,7 +79,7 @@ SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 #: and is cut back to that size when SQLite restarts it: the files on disk stay within
 #: about 1.25-1.5x the closed size. See docs/design.md, "Performance".
 WAL_RATIO = 0.25
-WAL_FLOOR = 256 * 1024
+WAL_FLOOR = 64 * 1024
 
 
 def _entry(row: Sequence[Any]) -> LogEntry:
@@ -156,6 +156,8 @@ class SQLiteBackend(Backend):
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._con()
+        if self._schema_current(con):
+            return  # the common open: one read, no write transaction
         with self._write(con):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -173,6 +175,17 @@ class SQLiteBackend(Backend):
             if row is None or found != SCHEMA_VERSION:
                 con.execute("INSERT OR REPLACE INTO store_info VALUES ('schema', ?)",
                             (str(SCHEMA_VERSION),))
+
+    def _schema_current(self, con: sqlite3.Connection) -> bool:
+        # A store at this schema version needs no set-up; anything else (a new file, an
+        # older or newer schema, a table missing) takes the write path, which decides.
+        try:
+            row = con.execute("SELECT value FROM store_info WHERE key='schema'").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        return row is not None and row[0] == str(SCHEMA_VERSION) and bool(con.execute(
+            "SELECT count(*) = 4 FROM sqlite_schema WHERE type = 'table' AND name IN"
+            " ('store_info', 'objects', 'versions', 'sessions')").fetchone()[0])
 
     # --- connections -------------------------------------------------------------------------
 
