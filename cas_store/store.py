@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -358,17 +358,24 @@ class _IO:
         self.cache[oid] = Page(children, height, counts)
         return oid
 
-    def put_items(self, items: _Items, skip: int = 0) -> None:
-        """Stage the chunks of items[skip:], refreshing the ones that exist already."""
-        todo = list(zip(items.ids[skip:], items.payloads[skip:], strict=True))
+    def put_items(self, items: _Items, skip: int = 0, held: Collection[Oid] = ()) -> None:
+        """Stage the chunks of items[skip:], refreshing the ones that exist already.
+
+        Ids in ``held`` (the list of the head being replaced) are stored and reachable
+        from that head, which every GC marks, so they are neither written nor refreshed:
+        a save that re-sends a long session writes only what changed.
+        """
+        todo = [(o, p, i) for i, (o, p) in
+                enumerate(zip(items.ids[skip:], items.payloads[skip:], strict=True))
+                if o not in held]
         frames = items.frames[skip:] if items.frames is not None else None
         exists: set[Oid] = set()
         if len(todo) > 8 and frames is None:
             # Worth one query: a big save mostly re-sends chunks the store already has,
             # and this spares compressing them (pre-compressed frames need no check: the
             # insert refreshes the write time of any that exist).
-            exists = set(o for o, _ in todo) - self.backend.missing(o for o, _ in todo)
-        for i, (oid, payload) in enumerate(todo):
+            exists = set(o for o, _, _ in todo) - self.backend.missing(o for o, _, _ in todo)
+        for oid, payload, i in todo:
             if oid in exists:
                 self.touch(oid, Kind.CHUNK, len(payload))
             elif frames is not None:
@@ -596,7 +603,7 @@ class Store:
         """Return (new list, shrank): ref replaced by items, sharing the common prefix."""
         old = L.read_ids(ref, io)
         cp = L.common_prefix(old, items.ids)
-        io.put_items(items, cp)
+        io.put_items(items, cp, set(old[cp:]))
         cs = L.common_suffix(old[cp:], items.ids[cp:], L.MAX_PAGE + 1)
         if cs > L.MAX_PAGE:
             # An edit before a long unchanged run (an edit, insert or deletion early on,
