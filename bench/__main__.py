@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .adapters import all_adapters
 from .measure import proc_io_works
-from .report import Results, full_table, headline, machine, markdown, plot, targets
+from .report import Results, full_table, headline, machine, markdown, plot, readme_table, targets
 from .runner import Caps, run_all
 
 HERE = Path(__file__).resolve().parent
@@ -71,10 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     (out / "RESULTS.md").write_text(markdown(res, caps, elapsed, trial, info))
     plot(res, out / "results.png",
          f"cas-store beside its baselines — {time.strftime('%Y-%m-%d')}, {info['cpu']}")
+    if not trial:
+        _write_readme_table(readme_table(res, info))
     print("\n".join([*headline(res), "", *targets(res), "", *full_table(res)]))
     print(f"\nwrote {out / 'RESULTS.md'} and {out / 'results.png'} "
           f"({elapsed / 60:.1f} min)", file=sys.stderr)
     return 0
+
+
+def _write_readme_table(lines: list[str]) -> None:
+    """Replace the table between the README's bench-table markers with this run's."""
+    readme = HERE.parent / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench-table: written by `make bench` -->\n", "<!-- /bench-table -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        readme.write_text(head + start + "\n".join(lines) + "\n" + end + tail)
 
 
 if __name__ == "__main__":

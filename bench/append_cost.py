@@ -10,8 +10,15 @@ time (every version kept). Printed per store and N:
 
 Both stores fsync every save (cas-store: WAL + synchronous=FULL; JSON: fsync + os.replace).
 
-    python -m bench.append_cost            # N = 100, 1k, 10k, 100k
-    python -m bench.append_cost --quick    # N = 100, 1k
+Then, at N = 1,000 and 100,000, what one save that edits the list writes: an edit of
+message 0, of the middle one, of the last one, a deletion in the middle, and compaction
+of the first half into one summary message. Pages written by cas-store (content-defined
+boundaries) beside the pages a fixed-fanout tree (16 ids a page, as stores before it
+were written) would have to write for the same two lists, computed in the same run.
+
+    python -m bench.append_cost            # N = 100, 1k, 10k, 100k; edits at 1k and 100k
+    python -m bench.append_cost --quick    # N = 100, 1k; edits at 1k
+    python -m bench.append_cost --edits    # the edits table only
 """
 
 from __future__ import annotations
@@ -198,6 +205,109 @@ def bench_json(root: Path, n: int, k: int, rng: random.Random) -> dict[str, floa
     }
 
 
+def _fixed_pages(ids: list[bytes], cut: int) -> tuple[int, int]:
+    """Return (pages, stored bytes) the fixed-fanout splice rewrote for a save of ids whose
+    first change from the head is at position cut: every page holding a position at or
+    after the cut (all leaves from there on, and their parents), 16 ids a page."""
+    from cas_store.objects import compress, encode_page, object_id
+
+    pages = nbytes = 0
+
+    def put(height: int, children: list[bytes], end: int) -> bytes:
+        nonlocal pages, nbytes
+        payload = encode_page(height, children)
+        if end > cut:
+            pages += 1
+            nbytes += len(compress(payload))
+        return object_id(Kind.PAGE, payload)
+
+    full = len(ids) // 16 * 16
+    level = [(put(0, ids[i : i + 16], i + 16), i + 16) for i in range(0, full, 16)]
+    h = 0
+    while len(level) > 1:
+        h += 1
+        level = [(put(h, [o for o, _ in level[i : i + 16]], level[i : i + 16][-1][1]),
+                  level[i : i + 16][-1][1]) for i in range(0, len(level), 16)]
+    return pages, nbytes
+
+
+EDITS = ("edit message 0", "edit the middle message", "edit the last message",
+         "delete the middle message", "compact the first half to one summary")
+
+
+def _edited(msgs: list[Any], edit: str, rng: random.Random) -> list[Any]:
+    n = len(msgs)
+    new = make_message(rng, 10**6)
+    if edit == "edit message 0":
+        return [new, *msgs[1:]]
+    if edit == "edit the middle message":
+        return [*msgs[: n // 2], new, *msgs[n // 2 + 1 :]]
+    if edit == "edit the last message":
+        return [*msgs[:-1], new]
+    if edit == "delete the middle message":
+        return [*msgs[: n // 2], *msgs[n // 2 + 1 :]]
+    summary = {"role": "system", "content": "Summary of the first half: " + new["content"]}
+    return [summary, *msgs[n // 2 :]]
+
+
+def bench_edits(root: Path, n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Measure the pages one editing save writes at N messages, beside fixed fan-out."""
+    from cas_store.objects import canonical_json, object_id
+
+    store = open_store(root / f"edits-{n}.db")
+    sid = "edits"
+    msgs = [make_message(rng, i) for i in range(n)]
+    base = store.create(sid, {"title": "benchmark"}, msgs).seq
+    staged: list[tuple[int, int]] = []
+    real_commit = store.backend.commit
+
+    def counting_commit(change: Commit) -> None:
+        pages = [o for o in change.objects if o.frame is not None and o.kind == Kind.PAGE]
+        staged.append((len(pages), sum(len(o.frame or b"") for o in pages)))
+        real_commit(change)
+
+    def ids_of(ms: list[Any]) -> list[bytes]:
+        return [object_id(Kind.CHUNK, canonical_json(m)) for m in ms]
+
+    old_ids = ids_of(msgs)
+    rows = []
+    for edit in EDITS:
+        new = _edited(msgs, edit, rng)
+        store.backend.commit = counting_commit  # type: ignore[method-assign]
+        t = time.perf_counter()
+        store.save(sid, new, intentional_shrink=True)
+        seconds = time.perf_counter() - t
+        store.backend.commit = real_commit  # type: ignore[method-assign]
+        pages, nbytes = staged.pop()
+        assert store.load(sid).messages == new
+        store.restore(sid, base)  # names the old manifest again: writes no page
+        new_ids = ids_of(new)
+        cut = next((i for i, (a, b) in enumerate(zip(old_ids, new_ids, strict=False)) if a != b),
+                   min(len(old_ids), len(new_ids)))
+        fixed_pages, fixed_bytes = _fixed_pages(new_ids, cut)
+        rows.append({"n": n, "edit": edit, "pages": pages, "bytes": nbytes,
+                     "fixed_pages": fixed_pages, "fixed_bytes": fixed_bytes,
+                     "seconds": seconds})
+    store.close()
+    return rows
+
+
+def print_edits(rows: list[dict[str, Any]]) -> None:
+    """Print the edits table."""
+    print()
+    print("Pages one save writes (every version kept): cas-store's content-defined pages beside")
+    print("what the fixed-fanout tree (16 ids a page) rewrote for the same save: every page")
+    print("from the first changed position on. Same lists, same run.")
+    print()
+    print("| N | save | pages written | page bytes | fixed fan-out: pages | fixed fan-out: bytes"
+          " | save time (whole list sent) |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['n']:,} | {r['edit']} | {r['pages']} | {fmt_bytes(r['bytes'])} "
+              f"| {r['fixed_pages']:,} | {fmt_bytes(r['fixed_bytes'])} "
+              f"| {ms(r['seconds'])} |")
+
+
 def fmt_bytes(b: float) -> str:
     """Return a short human size."""
     for unit in ("B", "KB", "MB", "GB"):
@@ -217,11 +327,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N = 100 and 1,000 only")
     ap.add_argument("--appends", type=int, default=200, help="appends measured per N")
+    ap.add_argument("--edits", action="store_true", help="the edits table only")
     args = ap.parse_args()
     sizes = [100, 1_000] if args.quick else [100, 1_000, 10_000, 100_000]
     rows = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         root = Path(d)
+        edits = []
+        for n in [1_000] if args.quick else [1_000, 100_000]:
+            edits += bench_edits(root, n, random.Random(n))
+            print(f"edits at N={n}: done", flush=True)
+        if args.edits:
+            print_edits(edits)
+            return
         for n in sizes:
             k = args.appends if n < 100_000 else min(args.appends, 50)
             cas = bench_cas(root, n, k, random.Random(n))
@@ -242,6 +360,7 @@ def main() -> None:
             print(f"| {n:,} | {name} | {fmt_bytes(r['written'])}, {fmt_bytes(r['written_max'])}"
                   f" | {growth} | {ms(r['append_med'])} | {ms(r['append_p95'])}"
                   f" | {ms(r['meta'])} | {ms(r['load'])} |")
+    print_edits(edits)
 
 
 if __name__ == "__main__":

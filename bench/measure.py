@@ -59,3 +59,33 @@ def timed_reads(fn: Callable[[], Any], reps: int, budget: float) -> tuple[float,
         result = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), len(times), result
+
+
+_RSS = """
+import resource, sys
+sys.path[:0] = {path!r}
+# The resident size now (not the peak so far, which start-up may have set higher).
+before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024
+{code}
+assert len(got) == {n}, len(got)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def peak_rss(code: str, n: int) -> int:
+    """Return the peak RSS (bytes) above the resident size before running code, in a fresh
+    interpreter.
+
+    The code's imports run before the baseline is taken (modules are not the load's
+    memory); what it allocates to hold ``got``, the loaded messages, is.
+    """
+    import subprocess
+    import sys
+
+    lines = code.splitlines()
+    imports = "\n".join(x for x in lines if x.startswith(("import ", "from ")))
+    body = "\n".join(x for x in lines if not x.startswith(("import ", "from ")))
+    src = imports + "\n" + _RSS.format(path=sys.path, code=body, n=n)
+    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from .adapters.base import Adapter, Message
-from .measure import percentile, proc_io, timed_reads
+from .measure import peak_rss, percentile, proc_io, timed_reads
 from .workload import Floor, Workload
 
 SAMPLES = 200            # appends timed at the end of each N
-ONE_BY_ONE_MAX = 10_000  # beyond this, bulk growth (the store's many-message write)
+ONE_BY_ONE_MAX = 100_000  # beyond this, bulk growth (the store's many-message write)
 BATCH = 1_000            # messages per bulk write
 SEED_SAMPLE_BUDGET = 30.0  # seconds of timed appends per N for a store that rewrites it all
 
@@ -49,6 +49,9 @@ class Row:
     meta_reps: int = 0
     version: float | None = None
     version_reps: int = 0
+    open_disk: int = 0          # bytes on disk while the store is open, after the appends
+    cold_meta: float | None = None  # first metadata read on a fresh handle
+    load_rss: int | None = None     # peak RSS growth of a full load in a fresh interpreter
     stopped: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -170,10 +173,16 @@ class StoreRun:
         row.p95 = percentile(lat, 95)
         row.written = self.wb / k
         row.wchar = self.wc / k
+        row.open_disk = self.a.disk_bytes()
         self.a.close()
         row.disk = self.a.disk_bytes()
         self.a.open()
         gc.collect()
+        if self.a.cold_meta() is not None:
+            row.cold_meta, _, _ = timed_reads(self.a.cold_meta, 7, 3.0)
+        code = self.a.load_code()
+        if code is not None:
+            row.load_rss = peak_rss(code, n)
         row.meta, row.meta_reps, _ = timed_reads(self.a.load_meta, 30, 5.0)
         row.load, row.load_reps, got = timed_reads(self.a.load, 5, 8.0)
         if len(got) != n:

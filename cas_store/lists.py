@@ -1,42 +1,52 @@
 """The list structure: a short tail of the newest ids in front of a tree of frozen pages.
 
-A list of N chunk ids is kept as
+A list of chunk ids is kept as
 
-* ``tail``: the newest ``N mod FANOUT`` ids, stored inline in the manifest;
-* ``tree``: the older ids, in full leaf pages of exactly FANOUT ids, under internal
-  pages of up to FANOUT children, built bottom-up and left-packed.
+* ``tree``: a tree of pages whose boundaries are content-defined, as in prolly trees and
+  content-defined chunking: a leaf page ends after an id whose last byte is a multiple of
+  FANOUT (one id in 16, ids being BLAKE3 digests) or at MAX_PAGE ids; level by level,
+  an internal page ends after a child page whose id ends the same way, and carries each
+  child's item count so positions can be found without fixed sizes;
+* ``tail``: the ids after the last leaf boundary (on average 16, at most MAX_PAGE - 1),
+  stored inline in the manifest.
 
-An append rewrites only the manifest (it grows by one id) until the tail is full; then
-the tail becomes one frozen leaf page and the tree's right edge is rewritten (one page a
-level, a few hundred bytes). With FANOUT = 16 that is, amortised, the manifest plus
-well under 100 bytes of pages per append at any N (see docs/design.md for measurements).
+Where a page ends depends only on the ids in it, so an edit anywhere changes only the
+pages that hold it, and the pages on their path to the root: the leaves after it end at
+the same ids as before and are the same objects. An append rewrites only the manifest
+until an id ends a page; then that page is frozen and the tree's right edge rewritten
+(one page a level). A save that edits, inserts, deletes or compacts messages anywhere
+writes O(log n) pages (``rebuild`` hashes every page but stages only those the old tree
+lacks; measured in bench/append_cost.py).
 
 The tree for a given list is canonical (it depends only on the ids, not on the history
 of edits), so two sessions or two versions holding the same messages share every page.
-``splice`` is the only write operation: keep a prefix, append new ids. It touches only
-the pages on the path to the cut and on the new right edge, so rewinding a few messages
-near the end of a long list is as cheap as an append.
+
+Stores written before content-defined pages hold fixed-fanout trees (full leaves of
+exactly FANOUT ids under internal pages without counts). They are read as they are; the
+first write to such a list rebuilds it with content-defined pages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .objects import Oid
+from .objects import Kind, Oid, Page, encode_page, object_id
 
-FANOUT = 16
+FANOUT = 16  # average page size (and the size of every page of a fixed-fanout tree)
+MAX_PAGE = 4 * FANOUT  # a run of ids without a boundary is cut here
 
 
 class PageIO(Protocol):
     """Reads pages (with a cache) and stages new ones for the commit."""
 
-    def pages(self, oids: Sequence[Oid]) -> dict[Oid, list[Oid]]:
-        """Return the children of each page id."""
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, Page]:
+        """Return each page, decoded."""
         ...
 
-    def put_page(self, height: int, children: Sequence[Oid]) -> Oid:
+    def put_page(self, height: int, children: Sequence[Oid],
+                 counts: Sequence[int] | None = None) -> Oid:
         """Stage a page and return its id."""
         ...
 
@@ -59,83 +69,166 @@ class ListRef:
 EMPTY = ListRef(0, 0, None, ())
 
 
-def height(leaves: int) -> int:
-    """Return the height of the canonical tree over this many leaf pages (a leaf is 0)."""
-    h, span = 0, 1
-    while span < leaves:
-        span *= FANOUT
-        h += 1
-    return h
+def ends_page(oid: bytes) -> bool:
+    """Return True if a page ends after this id (the content-defined boundary)."""
+    return oid[-1] % FANOUT == 0
 
 
-def _node_at(root: Oid, old_height: int, level: int, index: int, io: PageIO) -> Oid:
-    # Descend from the root to the node at (level, index) of the old tree.
-    node = root
-    for lvl in range(old_height, level, -1):
-        children = io.pages([node])[node]
-        node = children[(index // FANOUT ** (lvl - 1 - level)) % FANOUT]
-    return node
+def _groups(items: Sequence[Oid], close_last: bool) -> tuple[list[list[Oid]], list[Oid]]:
+    """Cut items (starting at a page start) into pages; return (pages, the open rest)."""
+    out: list[list[Oid]] = []
+    cur: list[Oid] = []
+    for x in items:
+        cur.append(x)
+        if x[-1] % FANOUT == 0 or len(cur) >= MAX_PAGE:
+            out.append(cur)
+            cur = []
+    if close_last and cur:
+        out.append(cur)
+        cur = []
+    return out, cur
 
 
-def _splice_tree(root: Oid | None, old_leaves: int, keep_leaves: int,
-                 new_leaves: Sequence[Oid], io: PageIO) -> Oid | None:
-    """Return the root of the tree over old_leaves[:keep_leaves] + new_leaves.
+def _level_up(height: int, nodes: list[tuple[Oid, int]], io: PageIO,
+              known: Collection[Oid] = ()) -> list[tuple[Oid, int]]:
+    """Return the pages at height over nodes (id, count), which start at a page start."""
+    groups, _ = _groups([o for o, _ in nodes], close_last=True)
+    out, i = [], 0
+    for g in groups:
+        counts = [n for _, n in nodes[i : i + len(g)]]
+        i += len(g)
+        out.append((_put(height, g, counts, io, known), sum(counts)))
+    return out
 
-    At each level, the nodes left of the cut are unchanged (and full); the node the cut
-    falls in keeps its first ``r`` children and is rebuilt together with the new nodes
-    from the level below. Nothing left of the cut is read or written.
+
+def _put(height: int, children: Sequence[Oid], counts: Sequence[int] | None, io: PageIO,
+         known: Collection[Oid]) -> Oid:
+    if known:
+        oid = object_id(Kind.PAGE, encode_page(height, children, counts))
+        if oid in known:
+            return oid  # a page of the tree being replaced: already stored
+    return io.put_page(height, children, counts)
+
+
+def _root(nodes: list[tuple[Oid, int]], height: int, io: PageIO,
+          known: Collection[Oid] = ()) -> Oid | None:
+    """Stack levels over the nodes at height until one page is left; return its id."""
+    while len(nodes) > 1:
+        height += 1
+        nodes = _level_up(height, nodes, io, known)
+    return nodes[0][0] if nodes else None
+
+
+def build(ids: Sequence[Oid], nbytes: int, io: PageIO,
+          known: Collection[Oid] = ()) -> ListRef:
+    """Return the canonical list of ids, built from scratch.
+
+    Pages whose id is in ``known`` (those of a tree being replaced) are not staged again,
+    so a save that changes a few items anywhere stages O(log n) pages.
     """
-    total = keep_leaves + len(new_leaves)
-    if total == 0:
-        return None
-    if not new_leaves and keep_leaves == old_leaves:
-        return root
-    old_height = height(old_leaves)
-    unchanged, changed = keep_leaves, list(new_leaves)
-    level = 0
-    while unchanged + len(changed) > 1:
-        r = unchanged % FANOUT
-        carried: list[Oid] = []
-        if r:
-            assert root is not None  # r > 0 implies an old tree exists
-            if level + 1 > old_height:
-                carried = [root]  # the old root becomes the first child of a taller root
-            else:
-                parent = _node_at(root, old_height, level + 1, unchanged // FANOUT, io)
-                carried = io.pages([parent])[parent][:r]
-        group = carried + changed
-        changed = [
-            io.put_page(level + 1, group[i : i + FANOUT]) for i in range(0, len(group), FANOUT)
-        ]
-        unchanged //= FANOUT
-        level += 1
-    if changed:
-        return changed[0]
-    assert root is not None
-    return _node_at(root, old_height, level, 0, io)
+    groups, rest = _groups(ids, close_last=False)
+    leaves = [(_put(0, g, None, io, known), len(g)) for g in groups]
+    return ListRef(len(ids), nbytes, _root(leaves, 0, io, known), tuple(rest))
+
+
+def _fixed(ref: ListRef, io: PageIO) -> bool:
+    """Return True if ref's tree is a fixed-fanout tree (written before content-defined pages)."""
+    if ref.tree is None:
+        return False
+    root = io.pages([ref.tree])[ref.tree]
+    if root.height:
+        return root.counts is None
+    groups, rest = _groups(root, close_last=False)
+    return bool(rest) or len(groups) != 1
+
+
+def _collapse(root: Oid | None, io: PageIO, staged: dict[Oid, Page]) -> Oid | None:
+    # A root with one child is not canonical (a fresh build stops a level lower).
+    while root is not None:
+        page = staged.get(root) or io.pages([root])[root]
+        if page.height == 0 or len(page) != 1:
+            return root
+        root = page[0]
+    return root
+
+
+class _Recorder:
+    """A PageIO wrapper that remembers what it staged (for collapsing the root)."""
+
+    def __init__(self, io: PageIO) -> None:
+        self.io = io
+        self.staged: dict[Oid, Page] = {}
+
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, Page]:
+        return self.io.pages(oids)
+
+    def put_page(self, height: int, children: Sequence[Oid],
+                 counts: Sequence[int] | None = None) -> Oid:
+        oid = self.io.put_page(height, children, counts)
+        self.staged[oid] = Page(children, height, counts)
+        return oid
 
 
 def splice(ref: ListRef, keep: int, new_ids: Sequence[Oid], nbytes: int, io: PageIO) -> ListRef:
-    """Return the list ``ref[:keep] + new_ids`` (with total item bytes ``nbytes``)."""
+    """Return the list ``ref[:keep] + new_ids`` (with total item bytes ``nbytes``).
+
+    Reads and writes only the pages on the path to the cut and on the new right edge.
+    """
     if not 0 <= keep <= ref.count:
         raise ValueError(f"keep={keep} outside 0..{ref.count}")
+    if _fixed(ref, io):
+        return build([*read_ids(ref, io, 0, keep), *new_ids], nbytes, io)
     frozen = ref.frozen
-    old_leaves = frozen // FANOUT
     if keep >= frozen:
+        items = [*ref.tail[: keep - frozen], *new_ids]
+        if not any(x[-1] % FANOUT == 0 for x in items) and len(items) < MAX_PAGE:
+            # Nothing ends a page: the tree stays as it is (the common append).
+            return ListRef(keep + len(new_ids), nbytes, ref.tree, tuple(items))
+    # The path from the root to the cut, as (page, i): its children [0, i) are kept,
+    # the rest replaced by what is rebuilt below. Every kept page is closed by a
+    # boundary, so rebuilding from the start of the page the cut falls in is canonical.
+    path: list[tuple[Page, int]] = []
+    whole: list[tuple[Oid, int]] = []  # a root leaf kept whole (the cut is after it)
+    if ref.tree is None:
+        carry = list(ref.tail[:keep])
+    elif keep >= frozen:
         carry = list(ref.tail[: keep - frozen])
-        keep_leaves = old_leaves
+        node = ref.tree
+        while True:
+            page = io.pages([node])[node]
+            if page.height == 0:
+                whole = [(node, len(page))]
+                break
+            if page.height == 1:
+                path.append((page, len(page)))
+                break
+            path.append((page, len(page) - 1))
+            node = page[-1]
     else:
-        keep_leaves, partial = divmod(keep, FANOUT)
-        carry = []
-        if partial:
-            assert ref.tree is not None
-            leaf = _node_at(ref.tree, height(old_leaves), 0, keep_leaves, io)
-            carry = io.pages([leaf])[leaf][:partial]
-    items = carry + list(new_ids)
-    full = len(items) // FANOUT * FANOUT
-    leaves = [io.put_page(0, items[i : i + FANOUT]) for i in range(0, full, FANOUT)]
-    tree = _splice_tree(ref.tree, old_leaves, keep_leaves, leaves, io)
-    return ListRef(keep + len(new_ids), nbytes, tree, tuple(items[full:]))
+        node, pos = ref.tree, keep
+        while True:
+            page = io.pages([node])[node]
+            if page.height == 0:
+                carry = list(page[:pos])
+                break
+            assert page.counts is not None
+            i = 0
+            while pos >= page.counts[i]:
+                pos -= page.counts[i]
+                i += 1
+            path.append((page, i))
+            node = page[i]
+    rec = _Recorder(io)
+    groups, rest = _groups([*carry, *new_ids], close_last=False)
+    changed = whole + [(rec.put_page(0, g), len(g)) for g in groups]
+    height = 0
+    for page, i in reversed(path):
+        height = page.height
+        assert page.counts is not None
+        left = list(zip(page[:i], page.counts[:i], strict=True))
+        changed = _level_up(height, left + changed, rec)
+    root = _collapse(_root(changed, height, rec), io, rec.staged)
+    return ListRef(keep + len(new_ids), nbytes, root, tuple(rest))
 
 
 def read_ids(ref: ListRef, io: PageIO, start: int = 0, stop: int | None = None) -> list[Oid]:
@@ -147,39 +240,82 @@ def read_ids(ref: ListRef, io: PageIO, start: int = 0, stop: int | None = None) 
     frozen = ref.frozen
     out: list[Oid] = []
     if start < frozen and ref.tree is not None:
-        leaves = frozen // FANOUT
-        first, last = start // FANOUT, (min(stop, frozen) - 1) // FANOUT
-        level = height(leaves)
-        nodes: list[tuple[Oid, int]] = [(ref.tree, 0)]
-        # Level by level, so each level is one batched read however wide the range.
-        while level > 0:
-            pages = io.pages([n for n, _ in nodes])
-            span = FANOUT ** (level - 1)
-            nodes = [
-                (child, base + i * span)
-                for n, base in nodes
-                for i, child in enumerate(pages[n])
-                if base + (i + 1) * span > first and base + i * span <= last
-            ]
-            level -= 1
-        pages = io.pages([n for n, _ in nodes])
-        for n, _ in nodes:
-            out.extend(pages[n])
-        out = out[start - first * FANOUT : min(stop, frozen) - first * FANOUT]
+        root = io.pages([ref.tree])[ref.tree]
+        if root.height and root.counts is None:
+            out = _read_fixed(ref, io, start, min(stop, frozen))
+        else:
+            out = _read_counted(ref.tree, io, start, min(stop, frozen))
     if stop > frozen:
         out.extend(ref.tail[max(start - frozen, 0) : stop - frozen])
     return out
 
 
-def iter_pages(ref: ListRef, io: PageIO) -> list[list[Oid]]:
-    """Return the tree's page ids level by level, root first (for fsck and GC marking)."""
+def _read_counted(root: Oid, io: PageIO, start: int, stop: int) -> list[Oid]:
+    # Level by level, so each level is one batched read however wide the range.
+    nodes: list[tuple[Oid, int]] = [(root, 0)]
+    out: list[Oid] = []
+    while nodes:
+        pages = io.pages([n for n, _ in nodes])
+        nxt: list[tuple[Oid, int]] = []
+        for n, base in nodes:
+            page = pages[n]
+            if page.height == 0:
+                lo, hi = max(start - base, 0), min(stop - base, len(page))
+                out.extend(page[lo:hi])
+                continue
+            assert page.counts is not None
+            b = base
+            for child, count in zip(page, page.counts, strict=True):
+                if b + count > start and b < stop:
+                    nxt.append((child, b))
+                b += count
+        nodes = nxt
+    return out
+
+
+def _height(leaves: int) -> int:
+    # The height of a fixed-fanout tree over this many full leaves (a leaf is 0).
+    h, span = 0, 1
+    while span < leaves:
+        span *= FANOUT
+        h += 1
+    return h
+
+
+def _read_fixed(ref: ListRef, io: PageIO, start: int, stop: int) -> list[Oid]:
+    """Read [start, stop) of a fixed-fanout tree (full leaves of FANOUT, no counts)."""
+    assert ref.tree is not None
+    first, last = start // FANOUT, (stop - 1) // FANOUT
+    level = _height(ref.frozen // FANOUT)
+    nodes: list[tuple[Oid, int]] = [(ref.tree, 0)]
+    while level > 0:
+        pages = io.pages([n for n, _ in nodes])
+        span = FANOUT ** (level - 1)
+        nodes = [
+            (child, base + i * span)
+            for n, base in nodes
+            for i, child in enumerate(pages[n])
+            if base + (i + 1) * span > first and base + i * span <= last
+        ]
+        level -= 1
+    pages = io.pages([n for n, _ in nodes])
+    out: list[Oid] = []
+    for n, _ in nodes:
+        out.extend(pages[n])
+    return out[start - first * FANOUT : stop - first * FANOUT]
+
+
+def tree_pages(ref: ListRef, io: PageIO) -> set[Oid]:
+    """Return the ids of every page of ref's tree (read through the cache)."""
     if ref.tree is None:
-        return []
-    levels = [[ref.tree]]
-    for _ in range(height(ref.frozen // FANOUT)):
-        pages = io.pages(levels[-1])
-        levels.append([c for p in levels[-1] for c in pages[p]])
-    return levels
+        return set()
+    out = {ref.tree}
+    level = [ref.tree]
+    while level:
+        pages = io.pages(level)
+        level = [c for p in level if pages[p].height for c in pages[p]]
+        out.update(level)
+    return out
 
 
 def common_prefix(a: Sequence[Oid], b: Sequence[Oid]) -> int:
@@ -187,5 +323,14 @@ def common_prefix(a: Sequence[Oid], b: Sequence[Oid]) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def common_suffix(a: Sequence[Oid], b: Sequence[Oid], limit: int) -> int:
+    """Return the length of the longest common suffix of two id lists, at most limit."""
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[-1 - i] == b[-1 - i]:
         i += 1
     return i

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .lists import FANOUT, ListRef
+from .lists import ListRef
 from .objects import OID_SIZE, Oid
 
 MAGIC = b"M\x01"
@@ -278,14 +278,14 @@ def delta_fits(head: Manifest, lists: dict[str, ListRef]) -> tuple[Oid, ...] | N
     """Return the ids a delta on head would add to reach lists, or None if it cannot.
 
     A delta can express: the same extra lists, the same frozen tree, and a message tail
-    that extends head's tail (without filling a page, which freezes it).
+    that extends head's tail (without ending a page, which freezes it).
     """
     if head.depth >= MAX_DEPTH:
         return None
     new, old = lists[MESSAGES], head.messages
     others_new = {n: r for n, r in lists.items() if n != MESSAGES and r.count}
     others_old = {n: r for n, r in head.lists.items() if n != MESSAGES and r.count}
-    if others_new != others_old or new.tree != old.tree or len(new.tail) >= FANOUT:
+    if others_new != others_old or new.tree != old.tree:
         return None
     if new.tail[: len(old.tail)] != old.tail:
         return None

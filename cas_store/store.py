@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -63,9 +63,10 @@ from .model import (
 from .objects import (
     Kind,
     Oid,
+    Page,
     canonical_json,
     compress,
-    decode_page,
+    decode_page_full,
     decompress,
     decompress_many,
     encode_item,
@@ -262,8 +263,8 @@ class _IO:
             out[o] = decompress(o, frame, verify=verify, kind=kind)
         return out
 
-    def pages(self, oids: Sequence[Oid]) -> dict[Oid, list[Oid]]:
-        """Return children of each page (cached)."""
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, Page]:
+        """Return each page, decoded (cached)."""
         need = [o for o in oids if o not in self.cache]
         if need:
             shared = self.store._decoded
@@ -276,7 +277,7 @@ class _IO:
                     self.cache[o] = hit
             for o, payload in self.payloads(missed, Kind.PAGE).items() if missed else ():
                 try:
-                    children = decode_page(payload)[1]
+                    children = decode_page_full(payload)
                 except ValueError:
                     raise CorruptObject(
                         f"page {o.hex()} is malformed", object_id=o.hex()
@@ -325,10 +326,15 @@ class _IO:
         """Return the decoded list items, in order, a thousand per query."""
         batches = [oids[i : i + _LOAD_BATCH] for i in range(0, len(oids), _LOAD_BATCH)]
         out: list[JSON] = []
-        if self.store.limits.verify_reads or self.staged or len(oids) < 2 * _LOAD_BATCH:
+        if self.store.limits.verify_reads or self.staged:
             for part in batches:
                 got = self.payloads(part, Kind.CHUNK)
                 out.extend(json.loads(_json_array([got[o] for o in part])))
+            return out
+        if len(oids) < 2 * _LOAD_BATCH:
+            # One batched decompression per query rather than a Python call per frame.
+            for part in batches:
+                out.extend(json.loads(self._fetch_joined(part)))
             return out
         # A long list: worker threads fetch and decompress the next batches (SQLite and
         # zstd both release the GIL) while this thread parses the one before. The chunks
@@ -376,23 +382,31 @@ class _IO:
         if oid not in self.staged:
             self.staged[oid] = ObjectWrite(oid, kind, size, None)
 
-    def put_page(self, height: int, children: Sequence[Oid]) -> Oid:
+    def put_page(self, height: int, children: Sequence[Oid],
+                 counts: Sequence[int] | None = None) -> Oid:
         """Stage a page and return its id."""
-        oid = self.put(Kind.PAGE, encode_page(height, children))
-        self.cache[oid] = list(children)
+        oid = self.put(Kind.PAGE, encode_page(height, children, counts))
+        self.cache[oid] = Page(children, height, counts)
         return oid
 
-    def put_items(self, items: _Items, skip: int = 0) -> None:
-        """Stage the chunks of items[skip:], refreshing the ones that exist already."""
-        todo = list(zip(items.ids[skip:], items.payloads[skip:], strict=True))
+    def put_items(self, items: _Items, skip: int = 0, held: Collection[Oid] = ()) -> None:
+        """Stage the chunks of items[skip:], refreshing the ones that exist already.
+
+        Ids in ``held`` (the list of the head being replaced) are stored and reachable
+        from that head, which every GC marks, so they are neither written nor refreshed:
+        a save that re-sends a long session writes only what changed.
+        """
+        todo = [(o, p, i) for i, (o, p) in
+                enumerate(zip(items.ids[skip:], items.payloads[skip:], strict=True))
+                if o not in held]
         frames = items.frames[skip:] if items.frames is not None else None
         exists: set[Oid] = set()
         if len(todo) > 8 and frames is None:
             # Worth one query: a big save mostly re-sends chunks the store already has,
             # and this spares compressing them (pre-compressed frames need no check: the
             # insert refreshes the write time of any that exist).
-            exists = set(o for o, _ in todo) - self.backend.missing(o for o, _ in todo)
-        for i, (oid, payload) in enumerate(todo):
+            exists = set(o for o, _, _ in todo) - self.backend.missing(o for o, _, _ in todo)
+        for oid, payload, i in todo:
             if oid in exists:
                 self.touch(oid, Kind.CHUNK, len(payload))
             elif frames is not None:
@@ -741,8 +755,15 @@ class Store:
         """
         old = L.read_ids(ref, io)
         cp = L.common_prefix(old, items.ids)
-        io.put_items(items, cp)
-        new = L.splice(ref, cp, items.ids[cp:], items.nbytes, io)
+        io.put_items(items, cp, set(old[cp:]))
+        cs = L.common_suffix(old[cp:], items.ids[cp:], L.MAX_PAGE + 1)
+        if cs > L.MAX_PAGE:
+            # An edit before a long unchanged run (an edit, insert or deletion early on,
+            # a compacted prefix): the pages after it end at the same ids as before, so
+            # rebuild and stage only the pages the old tree does not have.
+            new = L.build(items.ids, items.nbytes, io, L.tree_pages(ref, io))
+        else:
+            new = L.splice(ref, cp, items.ids[cp:], items.nbytes, io)
         return new, cp < len(old), recovery.lost_content(old, items.ids)
 
     # --- writes -------------------------------------------------------------------------------
@@ -948,7 +969,8 @@ class Store:
             if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
                 raise InvalidArgument("keep must be a non-negative integer", field="keep")
             staged[name] = (keep, self._items(values, name, objects=name == MESSAGES))
-        meta = None if metadata is None else self._metadata(metadata)
+        if metadata is not None:
+            self._metadata(metadata)  # validated before any read
         if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
             raise InvalidArgument("base must be a version number", field="base")
 
@@ -969,10 +991,12 @@ class Store:
                 io.put_items(items)
                 kept_bytes = self._dropped_bytes(io, ref, keep)
                 refs[name] = L.splice(ref, keep, items.ids, kept_bytes + items.nbytes, io)
-            title, meta_oid = head.title, man.meta
-            if meta is not None:
-                meta_oid = io.put(Kind.META, meta)
-                title = _title(json.loads(meta))
+            title, meta_ref = head.title, man.meta_ref
+            fields = None if metadata is None else dict(metadata)
+            if fields is not None:
+                meta_ref = self._put_metadata(
+                    io, fields, self._relayout(io, man.meta_ref, fields, refs), man.meta_ref)
+                title = _title(fields)
             new, old = refs[MESSAGES], man.messages
             keep = staged[MESSAGES][0] if MESSAGES in staged else old.count
             if src is man and keep >= old.count:
@@ -983,10 +1007,10 @@ class Store:
             else:
                 ids_old, ids_new = L.read_ids(old, io), L.read_ids(new, io)
                 shrank = L.common_prefix(ids_old, ids_new) < len(ids_old)
-            m = self._put_manifest(io, meta_oid, refs, (head.manifest, man))
+            m = self._put_manifest(io, meta_ref, refs, (head.manifest, man))
             return _Change(Op.REWIND, m, new.count, new.nbytes, title,
                            intentional_shrink=shrank, requires=requires,
-                           noop=self._same_state(man, meta_oid, refs))
+                           noop=self._same_state(man, meta_ref, refs), metadata=fields)
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -1432,11 +1456,17 @@ def _json_array(payloads: Sequence[bytes]) -> bytes:
 class _HashPages:
     """A PageIO that only computes page ids (for ``Store.state_id``): nothing is staged."""
 
-    def pages(self, oids: Sequence[Oid]) -> dict[Oid, list[Oid]]:
-        raise AssertionError("a list built from empty never reads pages")  # pragma: no cover
+    def __init__(self) -> None:
+        self.made: dict[Oid, Page] = {}
 
-    def put_page(self, height: int, children: Sequence[Oid]) -> Oid:
-        return object_id(Kind.PAGE, encode_page(height, children))
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, Page]:
+        return {o: self.made[o] for o in oids}
+
+    def put_page(self, height: int, children: Sequence[Oid],
+                 counts: Sequence[int] | None = None) -> Oid:
+        oid = object_id(Kind.PAGE, encode_page(height, children, counts))
+        self.made[oid] = Page(children, height, counts)
+        return oid
 
 
 def _encode_cursor(after: tuple[float, str] | None, phase: int = 0) -> str:

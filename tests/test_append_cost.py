@@ -33,4 +33,6 @@ def test_append_writes_a_bounded_number_of_bytes(store: Store, n: int) -> None:
     mean, worst = _written_per_append(store, n, 64)
     # Objects only; the log entry and head row add ~150 bytes (see bench/append_cost.py).
     assert mean < 700
-    assert worst < 2048
+    # The append that ends a page writes it and one page a level on the right edge:
+    # content-defined pages hold up to 64 ids (2 KiB each), so a few KiB at worst.
+    assert worst < 8192

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import json
 import math
+import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cas_store import InvalidMessage, InvalidMetadata
 from cas_store.errors import CorruptObject
@@ -106,3 +110,65 @@ def test_verify_catches_a_valid_frame_of_other_content() -> None:
     # The kind is part of the id: the right bytes under the wrong kind do not verify.
     with pytest.raises(CorruptObject):
         decompress(oid, compress(mine), verify=True, kind=Kind.META)
+
+
+# --- canonical bytes: orjson on the fast path, byte for byte the standard library's ----------
+
+
+
+def _stdlib(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+_leaves = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-2**70,
+           max_value=2**70) | st.floats(allow_nan=False, allow_infinity=False)
+           | st.text() | st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF,
+                                                        blacklist_categories=("Cs",))))
+_values = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=5)
+                       | st.dictionaries(st.text(max_size=8), inner, max_size=5), max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_values)
+def test_canonical_bytes_equal_the_standard_librarys(value: object) -> None:
+    assert canonical_json(value) == _stdlib(value)
+
+
+@pytest.mark.parametrize("value", [
+    {"unicode": "é\u2028\u2029\x7f\x00\x1f<>&\"\\/ 𝄞 中文"},
+    {"floats": [0.1, 1e-05, 1e-7, 1e16, 1e22, -0.0, 5e-324, 1.7976931348623157e308, 2.5]},
+    {"ints": [2**63 - 1, 2**63, 2**64 - 1, 2**64, -2**63, -2**63 - 1, 10**40, -10**40]},
+    {"z": 1, "a": {"y": [True, False, None], "b": ()}},
+    [{"deep": [[[[[[[[[["x"]]]]]]]]]]}],
+    {"n": [[]] * 3},
+])
+def test_canonical_bytes_of_edge_values(value: object) -> None:
+    assert canonical_json(value) == _stdlib(value)
+
+
+def test_nesting_orjson_refuses_still_encodes_like_the_standard_library() -> None:
+    value: object = "x"
+    for _ in range(300):  # orjson stops at 255 levels, the standard library does not
+        value = [value]
+    assert canonical_json(value) == _stdlib(value)
+
+
+@pytest.mark.parametrize("bad", [{"u": uuid.UUID(int=1)}, {"t": {1, 2}}, {"nan": [math.nan]},
+                                 {"k": {(1, 2): 3}}, {"s": "\udfff"}])
+def test_values_orjson_would_take_are_refused_as_before(bad: object) -> None:
+    with pytest.raises(InvalidMessage):
+        encode_item(bad, 0, field="messages", require_object=True, limit=10_000)
+
+
+def test_str_and_int_subclasses_encode_as_the_standard_library_does() -> None:
+    import enum
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    class Name(str):
+        pass
+
+    value = {"c": Colour.RED, Name("k"): Name("v"), "b": True}
+    assert canonical_json(value) == _stdlib(value)

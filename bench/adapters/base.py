@@ -78,6 +78,15 @@ class Adapter:
         """Return the conversation as it was with ``count`` messages."""
         raise NotImplementedError
 
+    def cold_meta(self) -> Any:
+        """Open a fresh handle, read the metadata once, close it; None: no such read."""
+        return None
+
+    def load_code(self) -> str | None:
+        """Return Python source that loads the whole conversation into ``got`` (run in a
+        fresh interpreter to measure peak memory), or None."""
+        return None
+
     def disk_bytes(self) -> int:
         """Return the size of every file the store keeps (call after close)."""
         total = 0

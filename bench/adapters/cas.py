@@ -59,5 +59,14 @@ class CasStoreAdapter(Adapter):
     def load_meta(self) -> Any:
         return self._s().load_meta(SID)
 
+    def cold_meta(self) -> Any:
+        with open_store(self.root / "store.db", synchronous="FULL") as fresh:
+            return fresh.load_meta(SID)
+
+    def load_code(self) -> str | None:
+        return (f"from cas_store import open_store\n"
+                f"s = open_store({str(self.root / 'store.db')!r})\n"
+                f"got = s.load({SID!r}).messages\n")
+
     def load_version(self, count: int) -> list[Message]:
         return self._s().load_version(SID, self._seqs[count]).messages

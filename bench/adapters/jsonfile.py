@@ -56,6 +56,9 @@ class JsonFileAdapter(Adapter):
             messages: list[Message] = json.load(f)["messages"]
         return messages
 
+    def load_code(self) -> str | None:
+        return f"import json\ngot = json.load(open({self.path!r}, encoding='utf-8'))['messages']\n"
+
     def load_meta(self) -> Any:
         # The naive read the incident began with: parse everything, keep the metadata.
         with open(self.path, encoding="utf-8") as f:

@@ -66,5 +66,15 @@ class OpenAISessionAdapter(Adapter):
         items: Any = self.loop.run_until_complete(self._s().get_items())
         return list(items)
 
+    def cold_meta(self) -> Any:
+        # SQLiteSession's own query for get_items(limit=1), as raw SQL on a fresh connection.
+        con = sqlite3.connect(self.root / "agents.db")
+        try:
+            return con.execute(
+                "SELECT message_data FROM agent_messages WHERE session_id = ?"
+                " ORDER BY id DESC LIMIT ?", ("bench-conversation", 1)).fetchall()
+        finally:
+            con.close()
+
     def load_meta(self) -> Any:
         return self.loop.run_until_complete(self._s().get_items(limit=1))

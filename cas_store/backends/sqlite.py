@@ -78,6 +78,13 @@ _SUSPECT = 2
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 
+#: While the store is open its WAL is checkpointed (passively, by a background thread)
+#: once it passes this fraction of the database file, or WAL_FLOOR when that is larger,
+#: and is cut back to that size when SQLite restarts it: the files on disk stay within
+#: about 1.25-1.5x the closed size. See docs/design.md, "Performance".
+WAL_RATIO = 0.25
+WAL_FLOOR = 64 * 1024
+
 
 def _entry(row: Sequence[Any]) -> LogEntry:
     sid, seq, manifest, created_at, op, count, nbytes, flags = row
@@ -116,6 +123,16 @@ _HEAD_COLS = (
     " suspect_pending, summary"
 )
 _VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags"
+_MOVE_HEAD = (
+    "UPDATE sessions SET seq = ?, manifest = ?, message_count = ?, nbytes = ?, title = ?,"
+    " created_at = ?, updated_at = ?, deleted = ?, suspect_pending = ?, summary = ?"
+    " WHERE sid = ? AND seq = ?"
+)
+_INSERT_HEAD = (
+    "INSERT INTO sessions (seq, manifest, message_count, nbytes, title, created_at, updated_at,"
+    " deleted, suspect_pending, summary, sid) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT (sid) DO NOTHING"
+)
 
 
 def _chunks(seq: Sequence[Any], n: int = _BATCH) -> Iterator[Sequence[Any]]:
@@ -140,6 +157,9 @@ class SQLiteBackend(Backend):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._wal_path = str(self.path) + "-wal"
+        self._wal_limit = WAL_FLOOR
+        self._checkpointer: _Checkpointer | None = None
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         #: Set when the file was found damaged while opening: writes are then refused with
@@ -152,6 +172,8 @@ class SQLiteBackend(Backend):
             self.damage = exc
 
     def _prepare(self, con: sqlite3.Connection) -> None:
+        if self._schema_current(con):
+            return  # the common open: one read, no write transaction
         with self._write(con):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -169,6 +191,17 @@ class SQLiteBackend(Backend):
             if row is None or found != SCHEMA_VERSION:
                 con.execute("INSERT OR REPLACE INTO store_info VALUES ('schema', ?)",
                             (str(SCHEMA_VERSION),))
+
+    def _schema_current(self, con: sqlite3.Connection) -> bool:
+        # A store at this schema version needs no set-up; anything else (a new file, an
+        # older or newer schema, a table missing) takes the write path, which decides.
+        try:
+            row = con.execute("SELECT value FROM store_info WHERE key='schema'").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        return row is not None and row[0] == str(SCHEMA_VERSION) and bool(con.execute(
+            "SELECT count(*) = 4 FROM sqlite_schema WHERE type = 'table' AND name IN"
+            " ('store_info', 'objects', 'versions', 'sessions')").fetchone()[0])
 
     # --- connections -------------------------------------------------------------------------
 
@@ -193,6 +226,7 @@ class SQLiteBackend(Backend):
             # commits touch are copied back once, not once per commit or two. Measured:
             # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
             con.execute("PRAGMA wal_autocheckpoint = 16384")
+            con.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
         except sqlite3.Error as exc:
             if con is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -226,6 +260,36 @@ class SQLiteBackend(Backend):
                 delay = min(delay * 2, 0.2)
         if str(mode).lower() != "wal":
             raise StorageError(f"{self.path}: could not switch to WAL (got {mode})")
+
+    def _after_commit(self) -> None:
+        # Two stat calls per commit. When the WAL has outgrown its share of the database,
+        # the checkpointer thread copies its pages back without blocking anyone; a busy
+        # writer always commits more meanwhile, so once that pass is done this connection
+        # copies the few frames left (one short checkpoint), and SQLite restarts the WAL
+        # at the next commit, cutting the file back to journal_size_limit.
+        try:
+            wal = os.stat(self._wal_path).st_size
+            if wal <= self._wal_limit:
+                return
+            db = os.stat(self.path).st_size
+        except OSError:
+            return
+        limit = self._wal_limit = max(WAL_FLOOR, int(db * WAL_RATIO))
+        con = self._con()
+        if getattr(self._local, "wal_limit", None) != limit:
+            con.execute(f"PRAGMA journal_size_limit = {limit}").fetchall()
+            self._local.wal_limit = limit
+        if wal <= limit or getattr(self._local, "batch", False):
+            return
+        cp = self._checkpointer
+        if cp is None or cp.pid != os.getpid():
+            cp = self._checkpointer = _Checkpointer(self)
+        if cp.passes > getattr(self._local, "passes", 0) and cp.idle():
+            self._local.passes = cp.passes
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        else:
+            cp.request()
 
     @contextlib.contextmanager
     def _write(self, con: sqlite3.Connection) -> Iterator[None]:
@@ -507,9 +571,22 @@ class SQLiteBackend(Backend):
             # transaction, so an object stamped earlier than its start must already be
             # visible to that listing (see gc(): start time, then the lease).
             now = time.time()
-            row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (entry.sid,)).fetchone()
-            current = row[0] if row else 0
-            if current != change.expected_seq:
+            # The compare-and-swap is the head write itself: one statement that moves the
+            # head only from the expected version (an insert for a session not yet there).
+            values = (head.seq, head.manifest, head.message_count, head.nbytes, head.title,
+                      head.created_at, head.updated_at, int(head.deleted),
+                      int(head.suspect_pending),
+                      json.dumps(dict(head.summary), sort_keys=True, separators=(",", ":"),
+                                 ensure_ascii=False),
+                      head.sid)
+            if change.expected_seq:
+                moved = con.execute(_MOVE_HEAD, (*values, change.expected_seq)).rowcount
+            else:
+                moved = con.execute(_INSERT_HEAD, values).rowcount
+            if moved != 1:
+                row = con.execute("SELECT seq FROM sessions WHERE sid = ?",
+                                  (entry.sid,)).fetchone()
+                current = row[0] if row else 0
                 raise Conflict(
                     f"session {entry.sid!r} is at version {current}, not"
                     f" {change.expected_seq}",
@@ -543,13 +620,7 @@ class SQLiteBackend(Backend):
                 (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
                  entry.message_count, entry.nbytes, flags),
             )
-            con.execute(
-                f"INSERT OR REPLACE INTO sessions ({_HEAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (head.sid, head.seq, head.manifest, head.message_count, head.nbytes, head.title,
-                 head.created_at, head.updated_at, int(head.deleted), int(head.suspect_pending),
-                 json.dumps(dict(head.summary), sort_keys=True, separators=(",", ":"),
-                            ensure_ascii=False)),
-            )
+        self._after_commit()
 
     def version(self, sid: str, seq: int) -> LogEntry | None:
         """Return one log entry or None."""
@@ -700,9 +771,53 @@ class SQLiteBackend(Backend):
 
     def close(self) -> None:
         """Close every connection this backend opened in this process."""
+        cp, self._checkpointer = self._checkpointer, None
+        if cp is not None and cp.pid == os.getpid():
+            cp.stop()
         with self._all_lock:
             for con in self._all:
                 with contextlib.suppress(sqlite3.Error):
                     con.close()
             self._all.clear()
         self._local = threading.local()
+
+
+class _Checkpointer:
+    """A daemon thread that runs passive WAL checkpoints when a commit asks for one."""
+
+    def __init__(self, backend: SQLiteBackend) -> None:
+        self.backend = backend
+        self.pid = os.getpid()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._busy = threading.Lock()
+        self.passes = 0  # checkpoints run so far
+        self._thread = threading.Thread(target=self._run, name="cas-checkpoint", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        """Ask for a checkpoint (coalesced with one already asked for)."""
+        self._wake.set()
+
+    def idle(self) -> bool:
+        """Return True if no checkpoint is asked for or running."""
+        return not self._wake.is_set() and not self._busy.locked()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stopping:
+                return
+            with self._busy:
+                self._wake.clear()
+                # PASSIVE copies what it can without waiting for (or blocking) writers
+                # and readers; a busy or closed store is simply tried again next time.
+                with contextlib.suppress(sqlite3.Error, StorageError):
+                    self.backend._con().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.passes += 1
+
+    def stop(self) -> None:
+        """End the thread (after a checkpoint in progress)."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=30)

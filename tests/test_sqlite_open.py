@@ -1,0 +1,40 @@
+"""Opening a SQLite store: a current one needs no write, others are set up or refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cas_store import open_store
+from cas_store.backends import sqlite as S
+from cas_store.errors import StorageError
+
+
+def test_a_newer_schema_is_refused_and_a_current_one_opens(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        store.create("a", {}, [{"role": "user", "content": "hi"}])
+    with open_store(path) as store:  # current: opened by the read-only path
+        assert store.load("a").messages == [{"role": "user", "content": "hi"}]
+    con = sqlite3.connect(path)
+    con.execute("UPDATE store_info SET value = ? WHERE key = 'schema'",
+                (str(S.SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match="schema version"):
+        open_store(path)
+
+
+def test_a_store_missing_a_table_is_set_up_again(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        store.create("a", {}, [])
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE versions")
+    con.commit()
+    con.close()
+    with open_store(path) as store:
+        store.create("b", {}, [{"role": "user", "content": "x"}])
+        assert store.load("b").meta.message_count == 1

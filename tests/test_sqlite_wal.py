@@ -1,0 +1,56 @@
+"""The SQLite backend keeps its WAL near a quarter of the database while the store is open."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cas_store import open_store
+from cas_store.backends import sqlite as S
+
+
+def _msg(i: int) -> dict[str, object]:
+    return {"role": "user", "content": f"message {i} " + "lorem ipsum dolor " * (20 + i % 40)}
+
+
+def test_wal_stays_near_its_share_of_the_database_while_open(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    backend = store.backend
+    assert isinstance(backend, S.SQLiteBackend)
+    store.create("c", {"title": "t"}, [])
+    store.append("c", [_msg(i) for i in range(2000)])  # one big commit: a WAL of MiBs
+    for i in range(2000, 2300):
+        store.append("c", [_msg(i)])
+    cp = backend._checkpointer
+    assert cp is not None and cp.passes > 0
+    deadline = time.monotonic() + 30
+    while not cp.idle() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for i in range(2300, 2303):
+        store.append("c", [_msg(i)])
+    sizes = backend.file_sizes()
+    wal, db = sizes["s.db-wal"], sizes["s.db"]
+    limit = max(S.WAL_FLOOR, int(db * S.WAL_RATIO))
+    assert wal <= limit + 128 * 1024, (wal, db)
+    assert len(store.load("c").messages) == 2303
+    store.close()
+    # Closed: the WAL is folded back and every message is there on reopening.
+    with open_store(tmp_path / "s.db") as again:
+        assert again.load_meta("c").message_count == 2303
+
+
+def test_close_stops_the_checkpointer_and_a_reopened_store_starts_another(
+        tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    store.create("c", {}, [_msg(i) for i in range(1500)])
+    for i in range(200):
+        store.append("c", [_msg(i)])
+    cp = store.backend._checkpointer  # type: ignore[attr-defined]
+    assert cp is not None
+    store.close()
+    assert not cp._thread.is_alive()
+    with open_store(tmp_path / "s.db") as again:
+        again.append("c", [_msg(i) for i in range(1500)])
+        for i in range(200):
+            again.append("c", [_msg(i)])
+        assert again.load_meta("c").message_count == 1500 + 200 + 1700
