@@ -20,16 +20,16 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import lists as L
 from . import manifest as M
 from . import recovery
-from .backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
+from .backends import Backend, Commit, HeadRow, IndexUpdate, LogEntry, ObjectWrite, Retry
 from .errors import (
     Conflict,
     CorruptObject,
@@ -43,6 +43,7 @@ from .errors import (
     StorageError,
     VersionNotFound,
 )
+from .feed import Change, Feed, read_changes
 from .lists import ListRef
 from .model import (
     ANY,
@@ -72,6 +73,9 @@ from .objects import (
     encode_page,
     object_id,
 )
+
+if TYPE_CHECKING:
+    from .search import ReindexReport, SearchPage
 
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 LIST_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -387,6 +391,8 @@ class _Change:
     requires: list[tuple[str, int, Oid]] = field(default_factory=list)
     noop: bool = False
     created_at: float | None = None  # a fresh session's creation time, when not the version's
+    # How the message list changed, for the search index (None: it did not).
+    index: IndexUpdate | None = None
 
 
 class Store:
@@ -403,9 +409,13 @@ class Store:
         # entry can never be stale; it spares an append re-reading (and re-resolving the
         # delta chain of) the manifest the previous append just wrote.
         self._decoded = _SharedCache(20_000)
+        self._feed: Feed | None = None
+        self._feed_lock = threading.Lock()
 
     def close(self) -> None:
-        """Release the backend's connections."""
+        """Stop the change feed (if one runs) and release the backend's connections."""
+        if self._feed is not None:
+            self._feed.close()
         self.backend.close()
 
     def __enter__(self) -> Store:
@@ -522,7 +532,9 @@ class Store:
             )
             try:
                 self.backend.commit(Commit(current, list(io.staged.values()), entry, row,
-                                           change.requires))
+                                           change.requires, change.index))
+                if self._feed is not None:
+                    self._feed.poke()  # this process's subscribers hear of it at once
                 for oid, w in io.staged.items():
                     if w.kind in (Kind.MANIFEST, Kind.PAGE) and oid in io.cache:
                         self._decoded.put(oid, io.cache[oid])
@@ -585,13 +597,13 @@ class Store:
         sizes = self.backend.sizes(kept)
         return sum(sizes[o] for o in kept)
 
-    def _replace_list(self, io: _IO, ref: ListRef, items: _Items) -> tuple[ListRef, bool]:
-        """Return (new list, shrank): ref replaced by items, sharing the common prefix."""
+    def _replace_list(self, io: _IO, ref: ListRef, items: _Items) -> tuple[ListRef, bool, int]:
+        """Return (new list, shrank, common prefix): ref replaced by items, sharing the prefix."""
         old = L.read_ids(ref, io)
         cp = L.common_prefix(old, items.ids)
         io.put_items(items, cp)
         new = L.splice(ref, cp, items.ids[cp:], items.nbytes, io)
-        return new, cp < len(old)
+        return new, cp < len(old), cp
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -617,7 +629,8 @@ class Store:
                 io.put_items(it)
                 refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, io)
             m = self._put_manifest(io, io.put(Kind.META, meta), refs)
-            return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at)
+            return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at,
+                           index=IndexUpdate(0, items.ids))
 
         return self._mutate(sid, ANY, build, mode="create", at=at)
 
@@ -683,7 +696,8 @@ class Store:
             new = L.splice(ref, ref.count, items.ids, ref.nbytes + items.nbytes, io)
             m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new},
                                    (head.manifest, man))
-            return _Change(Op.APPEND, m, new.count, new.nbytes, head.title)
+            return _Change(Op.APPEND, m, new.count, new.nbytes, head.title,
+                           index=IndexUpdate(ref.count, items.ids))
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -706,7 +720,7 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
-            new, shrank = self._replace_list(io, man.messages, items)
+            new, shrank, cp = self._replace_list(io, man.messages, items)
             refs = {**man.lists, MESSAGES: new}
             for name, it in extra.items():
                 refs[name] = self._replace_list(io, man.lists.get(name, L.EMPTY), it)[0]
@@ -718,6 +732,7 @@ class Store:
             # A save always writes a full manifest: its id is the state's id (state_id).
             m = self._put_manifest(io, meta_oid, refs)
             return _Change(op, m, new.count, new.nbytes, title,
+                           index=IndexUpdate(cp, items.ids[cp:]),
                            intentional_shrink=shrank and intentional_shrink,
                            suspect_shrink=shrank and not intentional_shrink,
                            noop=self._same_state(man, meta_oid, refs))
@@ -751,7 +766,7 @@ class Store:
             shrank = keep < ref.count and L.read_ids(new, io, keep, ref.count) != L.read_ids(
                 ref, io, keep, ref.count)
             return _Change(Op.REWIND, m, new.count, new.nbytes, head.title,
-                           intentional_shrink=shrank,
+                           intentional_shrink=shrank, index=IndexUpdate(keep, items.ids),
                            noop=self._same_state(man, man.meta, refs))
 
         return self._mutate(sid, expected, build, at=at)
@@ -791,14 +806,19 @@ class Store:
             assert head is not None
             target = self._entry(sid, seq)
             shrank = False
-            if not head.deleted and target.manifest != head.manifest:
+            index = None
+            if head.deleted:
+                index = IndexUpdate(0, L.read_ids(io.manifest(target.manifest).messages, io))
+            elif target.manifest != head.manifest:
                 old = L.read_ids(io.manifest(head.manifest).messages, io)
                 new = L.read_ids(io.manifest(target.manifest).messages, io)
-                shrank = L.common_prefix(old, new) < len(old)
+                cp = L.common_prefix(old, new)
+                shrank = cp < len(old)
+                index = IndexUpdate(cp, new[cp:])
             title = _title(io.metadata(io.manifest(target.manifest).meta))
             return _Change(Op.RESTORE, target.manifest, target.message_count, target.nbytes,
                            title, intentional_shrink=shrank, resolves=True,
-                           requires=[(sid, seq, target.manifest)])
+                           requires=[(sid, seq, target.manifest)], index=index)
 
         return self._mutate(sid, expected, build, mode="any", at=at)
 
@@ -819,9 +839,11 @@ class Store:
             source = self._entry(sid, seq)
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            title = _title(io.metadata(io.manifest(source.manifest).meta))
+            man = io.manifest(source.manifest)
+            title = _title(io.metadata(man.meta))
             return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
-                           title, requires=[(sid, source.seq, source.manifest)])
+                           title, requires=[(sid, source.seq, source.manifest)],
+                           index=IndexUpdate(0, L.read_ids(man.messages, io)))
 
         return self._mutate(target_sid, ANY, build, mode="create", at=at)
 
@@ -831,7 +853,7 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             return _Change(Op.DELETE, head.manifest, head.message_count, head.nbytes,
-                           head.title, deleted=True)
+                           head.title, deleted=True, index=IndexUpdate(0))
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -1063,9 +1085,67 @@ class Store:
             new = L.splice(ref, cp, found.ids[cp:], nbytes, io)
             m = self._put_manifest(io, man.meta, {**man.lists, MESSAGES: new})
             return _Change(Op.RECOVER, m, new.count, new.nbytes, head.title, resolves=True,
+                           index=IndexUpdate(cp, found.ids[cp:]),
                            requires=[(sid, s, m) for s, m in found.read])
 
         return self._mutate(sid, expected, build)
+
+    # --- change feed and search ---------------------------------------------------------------
+
+    @property
+    def feed(self) -> Feed:
+        """Return this store's change feed (one watcher thread, started by the first subscriber)."""
+        with self._feed_lock:
+            if self._feed is None:
+                self._feed = Feed(self.backend)
+            return self._feed
+
+    def changes(self, after: int = 0, *, session_id: str | None = None,
+                limit: int = 1000) -> list[Change]:
+        """Return the pointer moves after cursor ``after``, oldest first, from the log.
+
+        Cursors increase in commit order across all sessions; pass the last one seen to
+        get exactly what came after it (GC-pruned versions are gone from the feed too).
+        """
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise InvalidArgument("after must be a non-negative cursor", field="after")
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidArgument("limit must be between 1 and 10000", field="limit")
+        if session_id is not None:
+            validate_session_id(session_id)
+        return read_changes(self.backend, after, session_id, limit)
+
+    def follow(self, after: int | None = None, *, session_id: str | None = None,
+               timeout: float | None = None) -> Iterator[Change]:
+        """Yield the moves after ``after`` (None: from now), then each new one as it lands.
+
+        Blocks between changes; with ``timeout``, stops after that long without one.
+        Moves made by other processes on the same store arrive too.
+        """
+        return self.feed.follow(after, session_id=session_id, timeout=timeout)
+
+    def follow_async(self, after: int | None = None, *,
+                     session_id: str | None = None) -> AsyncIterator[Change]:
+        """Like ``follow``, as an async iterator that never blocks the event loop."""
+        return self.feed.follow_async(after, session_id=session_id)
+
+    def search(self, query: str, *, limit: int = 20, cursor: str | None = None,
+               versions: str = "head") -> SearchPage:
+        """Return messages matching query, best first (bm25), a page at a time.
+
+        Searches every session's head (``versions="all"``: every kept version). Words
+        match whole words in any script; ``"a phrase"``; ``prefix*``. Raises
+        InvalidArgument for a query with no words, never for its syntax.
+        """
+        from .search import search
+
+        return search(self, query, limit=limit, cursor=cursor, versions=versions)
+
+    def reindex(self, progress: Callable[[int], None] | None = None) -> ReindexReport:
+        """Rebuild the search index from the version log (writers may run meanwhile)."""
+        from .search import reindex
+
+        return reindex(self, progress)
 
     # --- checks and figures -------------------------------------------------------------------
 

@@ -6,6 +6,19 @@ The engine imports only ``base``; a backend module is imported when a store name
 
 from __future__ import annotations
 
-from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, ObjectWrite, Retry
+from .base import (
+    Backend,
+    Commit,
+    CommitWatch,
+    HeadRow,
+    IndexUpdate,
+    LogEntry,
+    ObjectInfo,
+    ObjectWrite,
+    Retry,
+    SearchHit,
+    SearchTerm,
+)
 
-__all__ = ["Backend", "Commit", "HeadRow", "LogEntry", "ObjectInfo", "ObjectWrite", "Retry"]
+__all__ = ["Backend", "Commit", "CommitWatch", "HeadRow", "IndexUpdate", "LogEntry",
+           "ObjectInfo", "ObjectWrite", "Retry", "SearchHit", "SearchTerm"]
