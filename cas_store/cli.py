@@ -20,6 +20,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import default_store_path, errors
@@ -431,6 +432,55 @@ def fsck_cmd(as_json: JsonOpt = False) -> None:
         out.print("ok" if report.ok else f"{len(report.problems)} problem(s)")
     if not report.ok:
         raise typer.Exit(6)
+
+
+@app.command("search")
+def search_cmd(
+    query: Annotated[str, typer.Argument(help='Words (all must match), "a phrase", prefix*.')],
+    limit: Annotated[int, typer.Option(help="Hits to show (1-100).")] = 20,
+    all_versions: Annotated[bool, typer.Option("--all-versions",
+                                               help="Search every kept version too.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the messages of every session; print session, index, version, role, snippet.
+
+    Example: cas-store search '"blue green" deploy*'
+    """
+    from .backends.base import HIT_END, HIT_START
+
+    with opened() as store:
+        page = store.search(query, limit=limit, versions="all" if all_versions else "head")
+    if as_json:
+        print_json(page.to_json())
+        return
+    rows = []
+    for h in page.hits:
+        text = " ".join(h.snippet.split())
+        if out.is_terminal:
+            text = escape(text).replace(HIT_START, "[bold yellow]").replace(
+                HIT_END, "[/bold yellow]")
+        else:
+            text = text.replace(HIT_START, "[").replace(HIT_END, "]")
+        rows.append([h.session_id, str(h.index), str(h.seq), h.role, text])
+    table = Table("session", "index", "seq", "role", "snippet")
+    show_table(table, rows)
+    if not rows:
+        err.print("no match")
+
+
+@app.command("reindex")
+def reindex_cmd(as_json: JsonOpt = False) -> None:
+    """Rebuild the search index from the version log; writers may keep writing meanwhile.
+
+    Example: cas-store reindex
+    """
+    with opened() as store:
+        report = store.reindex()
+    if as_json:
+        print_json(report.to_json())
+    else:
+        out.print(f"indexed {report.sessions} sessions ({report.versions} versions,"
+                  f" {report.spans} message spans) in {report.seconds:.1f} s")
 
 
 @app.command("stats")

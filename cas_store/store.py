@@ -20,16 +20,24 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import lists as L
 from . import manifest as M
 from . import recovery
-from .backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
+from .backends import Backend, Commit, HeadRow, IndexUpdate, LogEntry, ObjectWrite, Retry
 from .errors import (
     Conflict,
     CorruptObject,
@@ -43,6 +51,7 @@ from .errors import (
     StorageError,
     VersionNotFound,
 )
+from .feed import Change, Feed, read_changes
 from .lists import ListRef
 from .model import (
     ANY,
@@ -80,6 +89,10 @@ SESSION_ID_MAX = 255
 # Letters, digits, "_" and "-" anywhere (chat UIs issue ids such as "-a1" or "_tmp"), "."
 # after the first character only: no id can be "." or "..", or hide as a dot file.
 SESSION_ID_RE = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{SESSION_ID_MAX - 1}}}")
+
+if TYPE_CHECKING:
+    from .search import ReindexReport, SearchPage
+
 LIST_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 MESSAGES = "messages"
 TITLE_MAX = 300
@@ -433,6 +446,8 @@ class _Change:
     noop: bool = False
     created_at: float | None = None  # a fresh session's creation time, when not the version's
     metadata: Mapping[str, JSON] | None = None  # the new metadata, when it changed (summary)
+    # How the message list changed, for the search index (None: it did not).
+    index: IndexUpdate | None = None
 
 
 class Store:
@@ -449,9 +464,13 @@ class Store:
         # entry can never be stale; it spares an append re-reading (and re-resolving the
         # delta chain of) the manifest the previous append just wrote.
         self._decoded = _SharedCache(20_000)
+        self._feed: Feed | None = None
+        self._feed_lock = threading.Lock()
 
     def close(self) -> None:
-        """Release the backend's connections."""
+        """Stop the change feed (if one runs) and release the backend's connections."""
+        if self._feed is not None:
+            self._feed.close()
         self.backend.close()
 
     def __enter__(self) -> Store:
@@ -570,7 +589,9 @@ class Store:
             )
             try:
                 self.backend.commit(Commit(current, list(io.staged.values()), entry, row,
-                                           change.requires))
+                                           change.requires, change.index))
+                if self._feed is not None:
+                    self._feed.poke()  # this process's subscribers hear of it at once
                 for oid, w in io.staged.items():
                     if w.kind in (Kind.MANIFEST, Kind.PAGE) and oid in io.cache:
                         self._decoded.put(oid, io.cache[oid])
@@ -747,8 +768,9 @@ class Store:
         sizes = self.backend.sizes(kept)
         return sum(sizes[o] for o in kept)
 
-    def _replace_list(self, io: _IO, ref: ListRef, items: _Items) -> tuple[ListRef, bool, bool]:
-        """Return (new list, cut, lost): ref replaced by items, sharing the common prefix.
+    def _replace_list(self, io: _IO, ref: ListRef,
+                      items: _Items) -> tuple[ListRef, bool, bool, int]:
+        """Return (new list, cut, lost, common prefix): ref replaced by items, sharing the prefix.
 
         cut: some of the old list's items were replaced; lost: some item of the old list
         is nowhere in the new one (``recovery.lost_content``), which makes a save suspect.
@@ -764,7 +786,7 @@ class Store:
             new = L.build(items.ids, items.nbytes, io, L.tree_pages(ref, io))
         else:
             new = L.splice(ref, cp, items.ids[cp:], items.nbytes, io)
-        return new, cp < len(old), recovery.lost_content(old, items.ids)
+        return new, cp < len(old), recovery.lost_content(old, items.ids), cp
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -796,7 +818,7 @@ class Store:
                 refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, io)
             m = self._put_manifest(io, self._put_metadata(io, fields, order), refs)
             return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at,
-                           metadata=fields)
+                           metadata=fields, index=IndexUpdate(0, items.ids))
 
         return self._mutate(sid, ANY, build, mode="create", at=at)
 
@@ -865,7 +887,8 @@ class Store:
             new = L.splice(ref, ref.count, items.ids, ref.nbytes + items.nbytes, io)
             m = self._put_manifest(io, man.meta_ref, {**man.lists, MESSAGES: new},
                                    (head.manifest, man))
-            return _Change(Op.APPEND, m, new.count, new.nbytes, head.title)
+            return _Change(Op.APPEND, m, new.count, new.nbytes, head.title,
+                           index=IndexUpdate(ref.count, items.ids))
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -894,10 +917,10 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
-            new, cut, lost = self._replace_list(io, man.messages, items)
+            new, cut, lost, cp = self._replace_list(io, man.messages, items)
             refs = {**man.lists, MESSAGES: new}
             for name, it in extra.items():
-                refs[name], c, gone = self._replace_list(io, man.lists.get(name, L.EMPTY), it)
+                refs[name], c, gone, _ = self._replace_list(io, man.lists.get(name, L.EMPTY), it)
                 cut, lost = cut or c, lost or gone
             title = head.title
             meta = man.meta_ref
@@ -909,6 +932,7 @@ class Store:
             # A save always writes a full manifest: its id is the state's id (state_id).
             m = self._put_manifest(io, meta, refs)
             return _Change(op, m, new.count, new.nbytes, title,
+                           index=IndexUpdate(cp, items.ids[cp:]),
                            intentional_shrink=cut and intentional_shrink,
                            suspect_shrink=lost and not intentional_shrink,
                            noop=self._same_state(man, meta, refs), metadata=fields)
@@ -942,7 +966,7 @@ class Store:
             shrank = keep < ref.count and L.read_ids(new, io, keep, ref.count) != L.read_ids(
                 ref, io, keep, ref.count)
             return _Change(Op.REWIND, m, new.count, new.nbytes, head.title,
-                           intentional_shrink=shrank,
+                           intentional_shrink=shrank, index=IndexUpdate(keep, items.ids),
                            noop=self._same_state(man, man.meta_ref, refs))
 
         return self._mutate(sid, expected, build, at=at)
@@ -999,6 +1023,7 @@ class Store:
                 title = _title(fields)
             new, old = refs[MESSAGES], man.messages
             keep = staged[MESSAGES][0] if MESSAGES in staged else old.count
+            index = None
             if src is man and keep >= old.count:
                 shrank = False  # the head's messages are all kept: an append at most
             elif src is man:
@@ -1006,10 +1031,14 @@ class Store:
                                                                            old.count)
             else:
                 ids_old, ids_new = L.read_ids(old, io), L.read_ids(new, io)
-                shrank = L.common_prefix(ids_old, ids_new) < len(ids_old)
+                cp = L.common_prefix(ids_old, ids_new)
+                shrank = cp < len(ids_old)
+                index = IndexUpdate(cp, ids_new[cp:])
+            if index is None and MESSAGES in staged:
+                index = IndexUpdate(keep, staged[MESSAGES][1].ids)
             m = self._put_manifest(io, meta_ref, refs, (head.manifest, man))
             return _Change(Op.REWIND, m, new.count, new.nbytes, title,
-                           intentional_shrink=shrank, requires=requires,
+                           intentional_shrink=shrank, requires=requires, index=index,
                            noop=self._same_state(man, meta_ref, refs), metadata=fields)
 
         return self._mutate(sid, expected, build, at=at)
@@ -1053,14 +1082,20 @@ class Store:
             assert head is not None
             target = self._entry(sid, seq)
             shrank = False
-            if not head.deleted and target.manifest != head.manifest:
+            index = None
+            if head.deleted:
+                index = IndexUpdate(0, L.read_ids(io.manifest(target.manifest).messages, io))
+            elif target.manifest != head.manifest:
                 old = L.read_ids(io.manifest(head.manifest).messages, io)
                 new = L.read_ids(io.manifest(target.manifest).messages, io)
-                shrank = L.common_prefix(old, new) < len(old)
+                cp = L.common_prefix(old, new)
+                shrank = cp < len(old)
+                index = IndexUpdate(cp, new[cp:])
             metadata = self._read_metadata(io, io.manifest(target.manifest))
             return _Change(Op.RESTORE, target.manifest, target.message_count, target.nbytes,
                            _title(metadata), intentional_shrink=shrank, resolves=True,
-                           requires=[(sid, seq, target.manifest)], metadata=metadata)
+                           requires=[(sid, seq, target.manifest)], metadata=metadata,
+                           index=index)
 
         return self._mutate(sid, expected, build, mode="any", at=at)
 
@@ -1081,10 +1116,11 @@ class Store:
             source = self._entry(sid, seq)
 
         def build(head: HeadRow | None, io: _IO) -> _Change:
-            metadata = self._read_metadata(io, io.manifest(source.manifest))
+            man = io.manifest(source.manifest)
+            metadata = self._read_metadata(io, man)
             return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
                            _title(metadata), requires=[(sid, source.seq, source.manifest)],
-                           metadata=metadata)
+                           metadata=metadata, index=IndexUpdate(0, L.read_ids(man.messages, io)))
 
         return self._mutate(target_sid, ANY, build, mode="create", at=at)
 
@@ -1094,7 +1130,7 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             return _Change(Op.DELETE, head.manifest, head.message_count, head.nbytes,
-                           head.title, deleted=True)
+                           head.title, deleted=True, index=IndexUpdate(0))
 
         return self._mutate(sid, expected, build, at=at)
 
@@ -1381,12 +1417,15 @@ class Store:
             assert head is not None
             man = io.manifest(head.manifest)
             refs = dict(man.lists)
+            index = None
             for name, ids in found.lists.items():
                 ref = man.lists.get(name, L.EMPTY)
                 old = L.read_ids(ref, io)
                 cp = L.common_prefix(old, ids)
                 sizes = self.backend.sizes(ids)
                 refs[name] = L.splice(ref, cp, ids[cp:], sum(sizes[o] for o in ids), io)
+                if name == MESSAGES:
+                    index = IndexUpdate(cp, list(ids[cp:]))
             metadata = self._read_metadata(io, man)
             fixed = dict(metadata)
             for name in found.lists:
@@ -1402,9 +1441,66 @@ class Store:
             msgs = refs[MESSAGES]
             return _Change(Op.RECOVER, m, msgs.count, msgs.nbytes, _title(fixed),
                            resolves=True, requires=[(sid, s, m) for s, m in found.read],
-                           metadata=fixed)
+                           metadata=fixed, index=index)
 
         return self._mutate(sid, expected, build)
+
+    # --- change feed and search ---------------------------------------------------------------
+
+    @property
+    def feed(self) -> Feed:
+        """Return this store's change feed (one watcher thread, started by the first subscriber)."""
+        with self._feed_lock:
+            if self._feed is None:
+                self._feed = Feed(self.backend)
+            return self._feed
+
+    def changes(self, after: int = 0, *, session_id: str | None = None,
+                limit: int = 1000) -> list[Change]:
+        """Return the pointer moves after cursor ``after``, oldest first, from the log.
+
+        Cursors increase in commit order across all sessions; pass the last one seen to
+        get exactly what came after it (GC-pruned versions are gone from the feed too).
+        """
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise InvalidArgument("after must be a non-negative cursor", field="after")
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidArgument("limit must be between 1 and 10000", field="limit")
+        if session_id is not None:
+            validate_session_id(session_id)
+        return read_changes(self.backend, after, session_id, limit)
+
+    def follow(self, after: int | None = None, *, session_id: str | None = None,
+               timeout: float | None = None) -> Iterator[Change]:
+        """Yield the moves after ``after`` (None: from now), then each new one as it lands.
+
+        Blocks between changes; with ``timeout``, stops after that long without one.
+        Moves made by other processes on the same store arrive too.
+        """
+        return self.feed.follow(after, session_id=session_id, timeout=timeout)
+
+    def follow_async(self, after: int | None = None, *,
+                     session_id: str | None = None) -> AsyncIterator[Change]:
+        """Like ``follow``, as an async iterator that never blocks the event loop."""
+        return self.feed.follow_async(after, session_id=session_id)
+
+    def search(self, query: str, *, limit: int = 20, cursor: str | None = None,
+               versions: str = "head") -> SearchPage:
+        """Return messages matching query, best first (bm25), a page at a time.
+
+        Searches every session's head (``versions="all"``: every kept version). Words
+        match whole words in any script; ``"a phrase"``; ``prefix*``. Raises
+        InvalidArgument for a query with no words, never for its syntax.
+        """
+        from .search import search
+
+        return search(self, query, limit=limit, cursor=cursor, versions=versions)
+
+    def reindex(self, progress: Callable[[int], None] | None = None) -> ReindexReport:
+        """Rebuild the search index from the version log (writers may run meanwhile)."""
+        from .search import reindex
+
+        return reindex(self, progress)
 
     # --- checks and figures -------------------------------------------------------------------
 

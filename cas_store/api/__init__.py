@@ -22,7 +22,7 @@ from .. import __version__
 from ..errors import CasError
 from ..model import RecoveryReport
 from ..store import Store
-from . import admin, errors, sessions, versions
+from . import admin, errors, events, search, sessions, versions
 from .deps import token_checker
 from .fallback import ALL_METHODS, HeadAsGet, allow_table, unmatched
 from .hosts import HostGuard, allowed_names
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     deps: list[Any] = []
     if settings.token is not None:
         deps.append(Depends(token_checker(settings.token.get_secret_value())))
-    routers = [sessions.router, versions.router, admin.router]
+    routers = [sessions.router, versions.router, admin.router, events.router, search.router]
     for router in routers:
         app.include_router(router, prefix="/api", dependencies=deps)
     app.include_router(admin.public_router, prefix="/api")

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import StorageError
 from ..objects import Kind, Oid
 
 
@@ -53,6 +54,9 @@ class LogEntry:
     nbytes: int
     intentional_shrink: bool = False
     suspect_shrink: bool = False
+    # The move's place in the store-wide change feed: strictly increasing in commit order
+    # across all sessions (0 where a backend keeps no feed, or before the commit).
+    cursor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,46 @@ class HeadRow:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexUpdate:
+    """How a commit changes the head's message list: it becomes old[:keep] + add.
+
+    The search index follows it in the commit's own transaction; ``keep=0, add=()``
+    empties it (a delete). A commit without one leaves the message list as it was.
+    """
+
+    keep: int
+    add: Sequence[Oid] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchTerm:
+    """One term of a search: a phrase of one or more words, the last one maybe a prefix."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One message that matched: where it is, its role, and a marked-up snippet.
+
+    ``snippet`` is the message text around the match with each matched token between
+    ``HIT_START`` and ``HIT_END`` (private-use characters, never in stored text's way).
+    """
+
+    sid: str
+    index: int
+    seq: int
+    role: str
+    snippet: str
+    rank: float
+
+
+HIT_START = "\ue000"
+HIT_END = "\ue001"
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     """Everything one pointer move writes, applied all-or-nothing by ``Backend.commit``."""
 
@@ -86,6 +130,41 @@ class Commit:
     # pointer moves: a restore, fork or recovery references objects reachable only from
     # them, and GC may have pruned them (or dropped and re-created the session) meanwhile.
     requires: Sequence[tuple[str, int, Oid]] = ()
+    # The head's message list change, for a backend that keeps a search index.
+    index: IndexUpdate | None = None
+
+
+class CommitWatch(abc.ABC):
+    """A process-wide handle that waits until another commit may have landed."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Block up to timeout seconds; True if a commit may have landed since the last call."""
+
+    def close(self) -> None:  # noqa: B027 - most watches hold nothing to release
+        """Release what the watch holds (a connection)."""
+
+
+class PollingWatch(CommitWatch):
+    """The default watch: compares the backend's newest cursor every ``interval`` seconds."""
+
+    def __init__(self, backend: Backend, interval: float = 0.1) -> None:
+        self.backend = backend
+        self.interval = interval
+        self.last = backend.last_cursor()
+
+    def wait(self, timeout: float) -> bool:
+        """Poll the newest cursor until it moves or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.backend.last_cursor()
+            if now != self.last:
+                self.last = now
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.interval, left))
 
 
 def summary_matches(summary: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
@@ -257,6 +336,76 @@ class Backend(abc.ABC):
 
     def disk_bytes(self) -> int:
         """Return the bytes the store occupies on disk, where the backend can tell."""
+        return 0
+
+    # --- change feed (defaults are correct but slow; backends override) ---------------------
+
+    def changes(self, after: int, *, sid: str | None = None,
+                limit: int = 1000) -> list[LogEntry]:
+        """Return log entries with cursor > after, oldest first, at most limit of them.
+
+        Pruned and dropped entries are gone from the feed as from the log.
+        """
+        heads = [self.head(sid)] if sid is not None else list(self.iter_heads())
+        found = [e for h in heads if h is not None for e in self.versions(h.sid)
+                 if e.cursor > after]
+        return sorted(found, key=lambda e: e.cursor)[:limit]
+
+    def last_cursor(self) -> int:
+        """Return the newest cursor of the feed (0 for an empty store)."""
+        return max((e.cursor for h in self.iter_heads() for e in self.versions(h.sid)),
+                   default=0)
+
+    def watch(self) -> CommitWatch:
+        """Return a new watch on the store's commits (one per process is enough)."""
+        return PollingWatch(self)
+
+    # --- search index (a backend without one says so) ---------------------------------------
+
+    supports_search: bool = False
+
+    def search(self, terms: Sequence[SearchTerm], *, limit: int, offset: int = 0,
+               all_versions: bool = False) -> list[SearchHit]:
+        """Return hits, best first: messages of heads (or of any kept version) matching all terms.
+
+        With all_versions, a hit names the newest kept version holding the message there.
+        """
+        raise StorageError(f"the {self.name} backend keeps no search index")
+
+    def search_state(self) -> str:
+        """Return the index's state: "ready", "building" (a reindex runs) or "stale"."""
+        return "stale"
+
+    def search_reset(self) -> None:
+        """Empty the index and mark it "building" (the start of a reindex)."""
+        raise StorageError(f"the {self.name} backend keeps no search index")
+
+    def search_load(self, sid: str, head_seq: int,
+                    spans: Sequence[tuple[int, Oid, int, int | None]]) -> bool:
+        """Replace a session's index rows by spans (index, chunk, from_seq, to_seq or None).
+
+        Only if its head is still head_seq (False otherwise: recompute and retry); in one
+        transaction, so a commit running beside a reindex is never half applied.
+        """
+        raise StorageError(f"the {self.name} backend keeps no search index")
+
+    def search_ready(self) -> None:
+        """Mark the index "ready" (the end of a reindex)."""
+        raise StorageError(f"the {self.name} backend keeps no search index")
+
+    def search_spans(self, sid: str) -> list[tuple[int, Oid]]:
+        """Return the (index, chunk) rows the index holds for a session's head, by index."""
+        return []
+
+    def search_check(self, *, compare_text: bool = True) -> list[str]:
+        """Return what is wrong with the index's own structure (empty when sound).
+
+        With compare_text, also whether it holds exactly each indexed message's words.
+        """
+        return []
+
+    def search_bytes(self) -> int:
+        """Return the bytes the search index occupies, where the backend can tell."""
         return 0
 
     @abc.abstractmethod

@@ -19,13 +19,36 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import CasError, Conflict, CorruptStore, StorageError, StoreLocked, VersionNotFound
-from ..objects import Kind, Oid
-from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
+from ..errors import (
+    CasError,
+    Conflict,
+    CorruptObject,
+    CorruptStore,
+    InvalidArgument,
+    StorageError,
+    StoreLocked,
+    VersionNotFound,
+)
+from ..objects import Kind, Oid, decompress
+from ..search import message_fields
+from .base import (
+    HIT_END,
+    HIT_START,
+    Backend,
+    Commit,
+    CommitWatch,
+    HeadRow,
+    LogEntry,
+    ObjectInfo,
+    Retry,
+    SearchHit,
+    SearchTerm,
+)
 
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
 _LOAD_BATCH = 1000  # ids per query when fetching object bytes
 _KINDS = {int(k): k for k in Kind}
+_OPEN = 2**62  # to_seq of a span still in the head, for range comparisons
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,6 +93,37 @@ CREATE INDEX IF NOT EXISTS sessions_suspect ON sessions (sid) WHERE suspect_pend
 _MIGRATIONS: list[list[str]] = [
     # 2: the head's summary metadata values (JSON object text) for session lists.
     ["ALTER TABLE sessions ADD COLUMN summary TEXT NOT NULL DEFAULT '{}'"],
+    # 3: the change feed: a store-wide cursor on every log entry, increasing in commit order,
+    # and a counter row (never reused, even when GC drops the newest entries). Existing
+    # entries are numbered by creation time.
+    [
+        "ALTER TABLE versions ADD COLUMN cursor INTEGER",
+        "UPDATE versions SET cursor = n.n FROM (SELECT sid, seq, row_number() OVER"
+        " (ORDER BY created_at, sid, seq) AS n FROM versions) AS n"
+        " WHERE n.sid = versions.sid AND n.seq = versions.seq",
+        "CREATE UNIQUE INDEX versions_by_cursor ON versions (cursor)",
+        "INSERT OR REPLACE INTO store_info SELECT 'cursor', coalesce(max(cursor), 0)"
+        " FROM versions",
+    ],
+    # 4: full-text search: FTS5 with external content. The content is a view that reads each
+    # chunk's text out of its zstd frame (cas_message_text, registered per connection), so
+    # no text is stored twice. One FTS row per distinct chunk (search_docs, keyed by the
+    # chunk's rowid); spans say at which index of which session a chunk sits from which
+    # version until which (to_seq NULL: in the head). A store with sessions already needs
+    # `cas-store reindex` (marked stale).
+    [
+        "CREATE TABLE search_docs (doc INTEGER PRIMARY KEY, role TEXT NOT NULL)",
+        "CREATE VIEW search_text AS SELECT o.rowid AS doc, cas_message_text(o.data) AS body"
+        " FROM search_docs d JOIN objects o ON o.rowid = d.doc",
+        "CREATE VIRTUAL TABLE search_fts USING fts5(body, content='search_text',"
+        " content_rowid='doc', tokenize='unicode61 remove_diacritics 2')",
+        "CREATE TABLE search_spans (sid TEXT NOT NULL, idx INTEGER NOT NULL,"
+        " from_seq INTEGER NOT NULL, to_seq INTEGER, doc INTEGER NOT NULL,"
+        " PRIMARY KEY (sid, idx, from_seq)) WITHOUT ROWID",
+        "CREATE INDEX search_spans_by_doc ON search_spans (doc, to_seq)",
+        "INSERT OR REPLACE INTO store_info SELECT 'search', CASE WHEN EXISTS"
+        " (SELECT 1 FROM sessions) THEN 'stale' ELSE 'ready' END",
+    ],
 ]
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
@@ -86,8 +140,28 @@ WAL_RATIO = 0.25
 WAL_FLOOR = 64 * 1024
 
 
+def _fields(frame: bytes) -> tuple[str, str]:
+    try:
+        return message_fields(decompress(b"", frame, verify=False))
+    except CorruptObject:
+        return "", ""  # fsck reports the object; the index just has no words for it
+
+
+def _message_text(data: bytes | None) -> str:
+    return _fields(data)[1] if isinstance(data, bytes) else ""
+
+
+def _fts_query(terms: Sequence[SearchTerm]) -> str:
+    # Every word is quoted (a quote doubled), so nothing a user typed is FTS5 syntax.
+    parts = []
+    for t in terms:
+        phrase = '"' + " ".join(w.replace('"', '""') for w in t.words) + '"'
+        parts.append(phrase + ("*" if t.prefix else ""))
+    return " AND ".join(parts)
+
+
 def _entry(row: Sequence[Any]) -> LogEntry:
-    sid, seq, manifest, created_at, op, count, nbytes, flags = row
+    sid, seq, manifest, created_at, op, count, nbytes, flags, cursor = row
     return LogEntry(
         sid=sid,
         seq=seq,
@@ -98,6 +172,7 @@ def _entry(row: Sequence[Any]) -> LogEntry:
         nbytes=nbytes,
         intentional_shrink=bool(flags & _INTENTIONAL),
         suspect_shrink=bool(flags & _SUSPECT),
+        cursor=cursor or 0,
     )
 
 
@@ -122,7 +197,7 @@ _HEAD_COLS = (
     "sid, seq, manifest, message_count, nbytes, title, created_at, updated_at, deleted,"
     " suspect_pending, summary"
 )
-_VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags"
+_VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags, cursor"
 _MOVE_HEAD = (
     "UPDATE sessions SET seq = ?, manifest = ?, message_count = ?, nbytes = ?, title = ?,"
     " created_at = ?, updated_at = ?, deleted = ?, suspect_pending = ?, summary = ?"
@@ -145,8 +220,10 @@ class SQLiteBackend(Backend):
 
     name = "sqlite"
 
+    supports_search = True
+
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
-                 busy_timeout: float = 30.0) -> None:
+                 busy_timeout: float = 30.0, index_search: bool = True) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
@@ -154,6 +231,9 @@ class SQLiteBackend(Backend):
         self.location = str(self.path)
         self.synchronous = sync
         self.busy_timeout = busy_timeout
+        # False only to measure what the index costs: commits then leave it behind
+        # (marked stale, so search refuses and fsck says so until a reindex).
+        self.index_search = index_search
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -173,6 +253,10 @@ class SQLiteBackend(Backend):
 
     def _prepare(self, con: sqlite3.Connection) -> None:
         if self._schema_current(con):
+            if not self.index_search:
+                # Commits of this handle leave the search index behind: say so first.
+                with self._write(con):
+                    con.execute("UPDATE store_info SET value = 'stale' WHERE key = 'search'")
             return  # the common open: one read, no write transaction
         with self._write(con):
             for statement in _SCHEMA.split(";"):
@@ -191,6 +275,8 @@ class SQLiteBackend(Backend):
             if row is None or found != SCHEMA_VERSION:
                 con.execute("INSERT OR REPLACE INTO store_info VALUES ('schema', ?)",
                             (str(SCHEMA_VERSION),))
+            if not self.index_search:
+                con.execute("UPDATE store_info SET value = 'stale' WHERE key = 'search'")
 
     def _schema_current(self, con: sqlite3.Connection) -> bool:
         # A store at this schema version needs no set-up; anything else (a new file, an
@@ -227,6 +313,10 @@ class SQLiteBackend(Backend):
             # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
             con.execute("PRAGMA wal_autocheckpoint = 16384")
             con.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
+            # The search index's content is a view over this function (the text of a
+            # chunk's frame); the view is in our own schema, so it may call it.
+            con.create_function("cas_message_text", 1, _message_text, deterministic=True)
+            con.execute("PRAGMA trusted_schema = ON")
         except sqlite3.Error as exc:
             if con is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -500,6 +590,7 @@ class SQLiteBackend(Backend):
         for part in _chunks(list(oids)):
             with self._write(con):
                 marks = ",".join("?" * len(part))
+                self._unindex(con, part, written_before)
                 rows = con.execute(
                     f"DELETE FROM objects WHERE oid IN ({marks}) AND wtime < ?"
                     " RETURNING length(data)",
@@ -615,11 +706,17 @@ class SQLiteBackend(Backend):
             flags = (_INTENTIONAL if entry.intentional_shrink else 0) | (
                 _SUSPECT if entry.suspect_shrink else 0
             )
+            # The feed's counter moves under the write lock, so cursors increase in
+            # commit order and a reader that sees cursor N sees every cursor below it.
+            cursor = con.execute("UPDATE store_info SET value = value + 1"
+                                 " WHERE key = 'cursor' RETURNING value").fetchone()[0]
             con.execute(
-                f"INSERT INTO versions ({_VERSION_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+                f"INSERT INTO versions ({_VERSION_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
                 (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
-                 entry.message_count, entry.nbytes, flags),
+                 entry.message_count, entry.nbytes, flags, int(cursor)),
             )
+            if change.index is not None and self.index_search:
+                self._index(con, entry.sid, entry.seq, change)
         self._after_commit()
 
     def version(self, sid: str, seq: int) -> LogEntry | None:
@@ -727,7 +824,202 @@ class SQLiteBackend(Backend):
                 return False
             con.execute("DELETE FROM versions WHERE sid = ?", (sid,))
             con.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
+            con.execute("DELETE FROM search_spans WHERE sid = ?", (sid,))
         return True
+
+    # --- change feed -------------------------------------------------------------------------
+
+    def changes(self, after: int, *, sid: str | None = None,
+                limit: int = 1000) -> list[LogEntry]:
+        """Return log entries with cursor > after, oldest first (by the cursor index)."""
+        if sid is None:
+            rows = self._read(f"SELECT {_VERSION_COLS} FROM versions WHERE cursor > ?"
+                              " ORDER BY cursor LIMIT ?", (after, limit))
+        else:
+            rows = self._read(f"SELECT {_VERSION_COLS} FROM versions WHERE sid = ? AND"
+                              " cursor > ? ORDER BY cursor LIMIT ?", (sid, after, limit))
+        return [_entry(r) for r in rows]
+
+    def last_cursor(self) -> int:
+        """Return the feed's counter: the newest cursor handed out."""
+        rows = self._read("SELECT value FROM store_info WHERE key = 'cursor'")
+        return int(rows[0][0]) if rows else 0
+
+    def watch(self) -> CommitWatch:
+        """Return a watch on PRAGMA data_version: it moves when any other connection commits."""
+        return _DataVersionWatch(self.path, self.busy_timeout)
+
+    # --- search index ------------------------------------------------------------------------
+
+    def _docs(self, con: sqlite3.Connection, oids: Sequence[Oid]) -> dict[Oid, int]:
+        """Return each chunk's doc id (its rowid), indexing those not indexed yet."""
+        out: dict[Oid, int] = {}
+        new: list[tuple[int, str, str]] = []
+        for part in _chunks(list(dict.fromkeys(oids))):
+            marks = ",".join("?" * len(part))
+            for oid, rowid, data in con.execute(
+                "SELECT o.oid, o.rowid, CASE WHEN d.doc IS NULL THEN o.data END FROM objects o"
+                f" LEFT JOIN search_docs d ON d.doc = o.rowid WHERE o.oid IN ({marks})", part
+            ):
+                out[Oid(bytes(oid))] = rowid
+                if data is not None:
+                    new.append((rowid, *_fields(data)))
+        if len(out) != len(set(oids)):
+            raise StorageError("a message to index is not stored")
+        if new:
+            con.executemany("INSERT INTO search_docs (doc, role) VALUES (?, ?)",
+                            [(d, role) for d, role, _ in new])
+            con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
+                            [(d, text) for d, _, text in new])
+        return out
+
+    def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit) -> None:
+        """Move the session's spans with the commit: close those cut, open those added."""
+        update = change.index
+        assert update is not None
+        con.execute("UPDATE search_spans SET to_seq = ? WHERE sid = ? AND to_seq IS NULL"
+                    " AND idx >= ?", (seq, sid, update.keep))
+        if update.add:
+            docs = self._docs(con, update.add)
+            con.executemany(
+                "INSERT INTO search_spans (sid, idx, from_seq, to_seq, doc)"
+                " VALUES (?, ?, ?, NULL, ?)",
+                [(sid, update.keep + i, seq, docs[o]) for i, o in enumerate(update.add)])
+
+    def _unindex(self, con: sqlite3.Connection, oids: Sequence[Oid], before: float) -> None:
+        """Take chunks about to be swept out of the index (their rowids may be reused)."""
+        marks = ",".join("?" * len(oids))
+        rows = con.execute(
+            "SELECT o.rowid, o.data FROM objects o JOIN search_docs d ON d.doc = o.rowid"
+            f" WHERE o.oid IN ({marks}) AND o.wtime < ?", (*oids, before)).fetchall()
+        if rows:
+            # An external-content delete must be given the text that was indexed: the
+            # chunk is immutable, so its text now is the text then.
+            con.executemany("INSERT INTO search_fts (search_fts, rowid, body)"
+                            " VALUES ('delete', ?, ?)", [(r, _message_text(d)) for r, d in rows])
+            con.executemany("DELETE FROM search_docs WHERE doc = ?", [(r,) for r, _ in rows])
+            con.executemany("DELETE FROM search_spans WHERE doc = ?", [(r,) for r, _ in rows])
+
+    def search(self, terms: Sequence[SearchTerm], *, limit: int, offset: int = 0,
+               all_versions: bool = False) -> list[SearchHit]:
+        """Rank chunks with FTS5's bm25, join them to where they sit, then snippet the page."""
+        query = _fts_query(terms)
+        if all_versions:
+            # A span names versions from_seq..to_seq-1; GC may have pruned some, so the
+            # hit names the newest one still kept (and none is a hit no more).
+            sql = (
+                "SELECT sid, idx, max(seq), role, rank, doc FROM (SELECT s.sid AS sid,"
+                " s.idx AS idx, d.role AS role, f.rank AS rank, f.rowid AS doc,"
+                " (SELECT max(v.seq) FROM versions v WHERE v.sid = s.sid"
+                f" AND v.seq >= s.from_seq AND v.seq < coalesce(s.to_seq, {_OPEN})) AS seq"
+                " FROM search_fts f JOIN search_spans s ON s.doc = f.rowid"
+                " JOIN search_docs d ON d.doc = f.rowid WHERE search_fts MATCH ?)"
+                " WHERE seq IS NOT NULL GROUP BY sid, idx, doc"
+                " ORDER BY rank, sid, idx LIMIT ? OFFSET ?"
+            )
+        else:
+            sql = (
+                "SELECT s.sid, s.idx, h.seq, d.role, f.rank, f.rowid FROM search_fts f"
+                " JOIN search_spans s ON s.doc = f.rowid AND s.to_seq IS NULL"
+                " JOIN sessions h ON h.sid = s.sid JOIN search_docs d ON d.doc = f.rowid"
+                " WHERE search_fts MATCH ? ORDER BY f.rank, s.sid, s.idx LIMIT ? OFFSET ?"
+            )
+        con = self._con()
+        try:
+            with self.snapshot():
+                if self.search_state() != "ready":
+                    raise StorageError("the search index is not built (or is being rebuilt):"
+                                       " run `cas-store reindex`")
+                rows = con.execute(sql, (query, limit, offset)).fetchall()
+                snippets: dict[int, str] = {}
+                for doc in dict.fromkeys(r[5] for r in rows):
+                    got = con.execute(
+                        "SELECT snippet(search_fts, 0, ?, ?, '…', 24) FROM search_fts"
+                        " WHERE search_fts MATCH ? AND rowid = ?",
+                        (HIT_START, HIT_END, query, doc)).fetchone()
+                    snippets[doc] = got[0] if got else ""
+        except sqlite3.OperationalError as exc:
+            if "fts5" in str(exc):  # cannot happen with quoted words; never a 500 if it does
+                raise InvalidArgument(f"cannot search for that: {exc}", field="q") from None
+            raise self._translate(exc) from None
+        return [SearchHit(sid, idx, seq, role, snippets[doc], rank)
+                for sid, idx, seq, role, rank, doc in rows]
+
+    def search_state(self) -> str:
+        """Return "ready", "building" or "stale" (kept in store_info)."""
+        rows = self._read("SELECT value FROM store_info WHERE key = 'search'")
+        return str(rows[0][0]) if rows else "stale"
+
+    def _set_search_state(self, con: sqlite3.Connection, state: str) -> None:
+        con.execute("INSERT OR REPLACE INTO store_info VALUES ('search', ?)", (state,))
+
+    def search_reset(self) -> None:
+        """Empty spans, docs and the FTS index in one transaction; mark "building"."""
+        con = self._con()
+        with self._write(con):
+            con.execute("DELETE FROM search_spans")
+            con.execute("DELETE FROM search_docs")
+            con.execute("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+            self._set_search_state(con, "building")
+
+    def search_load(self, sid: str, head_seq: int,
+                    spans: Sequence[tuple[int, Oid, int, int | None]]) -> bool:
+        """Replace the session's spans if its head is still head_seq, in one transaction."""
+        con = self._con()
+        with self._write(con):
+            row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (sid,)).fetchone()
+            if (row[0] if row else 0) != head_seq:
+                return False
+            con.execute("DELETE FROM search_spans WHERE sid = ?", (sid,))
+            docs = self._docs(con, [o for _, o, _, _ in spans])
+            con.executemany(
+                "INSERT INTO search_spans (sid, idx, from_seq, to_seq, doc)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(sid, i, since, until, docs[o]) for i, o, since, until in spans])
+        return True
+
+    def search_ready(self) -> None:
+        """Mark the index "ready"."""
+        con = self._con()
+        with self._write(con):
+            self._set_search_state(con, "ready")
+
+    def search_spans(self, sid: str) -> list[tuple[int, Oid]]:
+        """Return the head's (index, chunk) rows, by index."""
+        rows = self._read("SELECT s.idx, o.oid FROM search_spans s JOIN objects o"
+                          " ON o.rowid = s.doc WHERE s.sid = ? AND s.to_seq IS NULL"
+                          " ORDER BY s.idx", (sid,))
+        return [(i, Oid(bytes(o))) for i, o in rows]
+
+    def search_check(self, *, compare_text: bool = True) -> list[str]:
+        """Check FTS5's index against the chunks' text, and spans and docs against objects."""
+        out = []
+        try:
+            if compare_text:
+            # With rank 1, FTS5 compares its index with the content (every chunk's text).
+                self._read("INSERT INTO search_fts (search_fts, rank)"
+                           " VALUES ('integrity-check', 1)")
+        except sqlite3.DatabaseError as exc:
+            out.append(f"the full-text index does not match the messages' text ({exc})")
+        orphans = self._read("SELECT count(*) FROM search_spans s LEFT JOIN search_docs d"
+                             " ON d.doc = s.doc WHERE d.doc IS NULL")[0][0]
+        if orphans:
+            out.append(f"{orphans} index rows name a message that is not indexed")
+        gone = self._read("SELECT count(*) FROM search_docs d LEFT JOIN objects o"
+                          " ON o.rowid = d.doc WHERE o.rowid IS NULL OR o.kind != ?",
+                          (int(Kind.CHUNK),))[0][0]
+        if gone:
+            out.append(f"{gone} indexed messages are not stored chunks")
+        return out
+
+    def search_bytes(self) -> int:
+        """Return the bytes of the index's tables (dbstat), or 0 where SQLite lacks dbstat."""
+        try:
+            rows = self._read("SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'search%'"
+                              " OR name = 'sqlite_autoindex_search_spans_1'")
+        except StorageError:
+            return 0
+        return int(rows[0][0] or 0)
 
     def object_totals(self) -> dict[Kind, tuple[int, int, int]]:
         """Return, per kind, (objects, payload bytes, stored bytes) in one aggregate query."""
@@ -821,3 +1113,37 @@ class _Checkpointer:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=30)
+
+
+class _DataVersionWatch(CommitWatch):
+    """Watches ``PRAGMA data_version`` on a connection of its own (one per process).
+
+    The value changes whenever another connection, of this process or another, commits:
+    a read of the WAL index header in shared memory, no query of any table.
+    """
+
+    def __init__(self, path: Path, busy_timeout: float) -> None:
+        self.con = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=busy_timeout)
+        self.last = self._value()
+
+    def _value(self) -> int:
+        return int(self.con.execute("PRAGMA data_version").fetchone()[0])
+
+    def wait(self, timeout: float) -> bool:
+        """Check every 50 ms until the value moves or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self._value()
+            if now != self.last:
+                self.last = now
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.05, left))
+
+    def close(self) -> None:
+        """Close the watch's connection."""
+        with contextlib.suppress(sqlite3.Error):
+            self.con.close()

@@ -98,6 +98,11 @@ export async function listSessions({ q, cursor, limit = 50 } = {}) {
   return (await request(`/sessions${qs({ limit, cursor, q })}`)).data;
 }
 
+/** Full-text search over every session's messages; hits name session, index and seq. */
+export async function searchMessages({ q, cursor, limit = 20 } = {}) {
+  return (await request(`/search${qs({ q, cursor, limit })}`)).data;
+}
+
 export async function getSession(sid) {
   return (await request(`/sessions/${enc(sid)}`)).data;
 }

@@ -1,13 +1,15 @@
 // The version-history browser: a hash router over three pages, using only the HTTP API.
 //
 //   #/                    sessions (search with #/?q=…, pages with &cursor=…)
-//   #/s/<sid>             one session: timeline of versions and the messages
+//   #/s/<sid>             one session: timeline of versions and the messages (?m=<index>:
+//                         scrolled to that message, as a content search hit opens it)
 //   #/s/<sid>/v/<seq>     one version: diff against the head or another version, restore
 
 import * as api from "./api.js";
 import { h, plural, timeEl, absTime, bytes, announce } from "./dom.js";
 import { timeline, kindOf, describe } from "./timeline.js";
 import { messageList, messageCard } from "./messages.js";
+import { follow } from "./live.js";
 
 const main = document.getElementById("main");
 const PAGE_SIZE = 50;
@@ -35,18 +37,20 @@ export const versionHref = (sid, seq) => `${sessionHref(sid)}/v/${seq}`;
 
 let flash = null; // a message to show on the next page (e.g. after a restore)
 
-async function render() {
+async function render({ live = false } = {}) {
   const mine = ++renderToken;
   const route = parseRoute();
   const current = () => mine === renderToken;
-  if (route.page !== "sessions" || !main.querySelector("#session-search")) {
+  if (!live && (route.page !== "sessions" || !main.querySelector("#session-search"))) {
     main.replaceChildren(h("p", { class: "muted loading" }, "Loading…"));
   }
-  announce(flash?.text || "", flash?.kind);
-  flash = null;
+  if (!live) {
+    announce(flash?.text || "", flash?.kind);
+    flash = null;
+  }
   try {
     if (route.page === "sessions") await sessionsPage(route, current);
-    else if (route.page === "session") await sessionPage(route, current);
+    else if (route.page === "session") await sessionPage(route, current, live);
     else await versionPage(route, current);
   } catch (err) {
     if (!current()) return;
@@ -105,7 +109,7 @@ async function sessionsPage(route, current) {
   if (!results) {
     const input = h("input", {
       id: "session-search", type: "search", name: "q", value: q, autocomplete: "off",
-      placeholder: "Search by title or id", "aria-label": "Search sessions",
+      placeholder: "Search titles, ids and messages", "aria-label": "Search sessions and messages",
     });
     let timer = 0;
     const go = (replace) => {
@@ -135,10 +139,56 @@ async function sessionsPage(route, current) {
     if (document.activeElement !== input) input.value = q;
   }
   results.setAttribute("aria-busy", "true");
-  const page = await api.listSessions({ q, cursor, limit: PAGE_SIZE });
+  const [page, hits] = await Promise.all([
+    api.listSessions({ q, cursor, limit: PAGE_SIZE }),
+    q && !cursor ? messageHits(q) : null,
+  ]);
   if (!current()) return;
   results.removeAttribute("aria-busy");
-  results.replaceChildren(sessionsTable(page.sessions, q), pager(q, cursor, page.next_cursor));
+  results.replaceChildren(sessionsTable(page.sessions, q), pager(q, cursor, page.next_cursor),
+    hits || "");
+}
+
+// --- content search ----------------------------------------------------------------------------
+
+/** The hits of a full-text search as a section; a refused query says why, never throws. */
+async function messageHits(q) {
+  let found;
+  try {
+    found = await api.searchMessages({ q, limit: 20 });
+  } catch (err) {
+    if (!(err instanceof api.ApiError) || err.status === 401) throw err;
+    return h("section", { class: "hits", id: "message-hits" },
+      h("h2", {}, "Messages"), h("p", { class: "muted" }, err.message));
+  }
+  const list = h("ol", { class: "hit-list" });
+  for (const hit of found.hits) {
+    list.append(h("li", { class: "hit" },
+      h("a", { href: `${sessionHref(hit.session_id)}?m=${hit.index}`,
+        "data-sid": hit.session_id, "data-index": hit.index },
+        h("span", { class: "sid" }, hit.session_id),
+        h("span", { class: "muted small" }, ` message #${hit.index + 1} · ${hit.role || "message"}`)),
+      h("p", { class: "snippet" }, snippetNodes(hit.snippet))));
+  }
+  return h("section", { class: "hits", id: "message-hits", "aria-labelledby": "hits-h" },
+    h("h2", { id: "hits-h" }, `Messages matching “${q}”`),
+    found.hits.length ? list : h("p", { class: "muted empty" }, "No message matches."));
+}
+
+const ENTITIES = { "&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": "\"", "&#x27;": "'" };
+
+/** The API's snippet (escaped text, <mark> around hits) as text nodes and <mark>s. */
+function snippetNodes(snippet) {
+  const text = (t) => t.replace(/&(lt|gt|amp|quot|#x27);/g, (e) => ENTITIES[e]);
+  const out = [];
+  snippet.split(/(<mark>.*?<\/mark>)/s).forEach((piece) => {
+    if (piece.startsWith("<mark>") && piece.endsWith("</mark>")) {
+      out.push(h("mark", {}, text(piece.slice(6, -7))));
+    } else if (piece) {
+      out.push(text(piece));
+    }
+  });
+  return out;
 }
 
 function sessionsTable(sessions, q) {
@@ -252,8 +302,10 @@ function metadataBlock(metadata) {
 
 // --- session page ----------------------------------------------------------------------------
 
-async function sessionPage(route, current) {
+async function sessionPage(route, current, live = false) {
   const { sid } = route;
+  const m = route.params.get("m");
+  const target = /^\d+$/.test(m || "") ? Number(m) : null;
   const [session, versions] = await Promise.all([api.getSession(sid), loadVersions(sid)]);
   if (!current()) return;
   const title = session.metadata?.title || "(untitled)";
@@ -284,7 +336,16 @@ async function sessionPage(route, current) {
     h("section", { class: "panel", "aria-labelledby": "msgs-h" },
       h("h2", { id: "msgs-h" }, `Messages (${session.message_count.toLocaleString()})`),
       metadataBlock(session.metadata),
-      messageList(session.messages)));
+      messageList(session.messages, { reveal: target })));
+  const card = target === null ? null : main.querySelector(`article.msg[data-index="${target}"]`);
+  if (card) {
+    card.classList.add("target");
+    if (!live) {
+      card.setAttribute("tabindex", "-1");
+      card.scrollIntoView({ block: "center" });
+      card.focus({ preventScroll: true });
+    }
+  }
 }
 
 /**
@@ -556,8 +617,44 @@ document.getElementById("forget-token").addEventListener("click", () => {
 window.addEventListener("hashchange", () => {
   render().then(() => {
     updateTokenControl();
-    if (parseRoute().page !== "sessions") main.focus({ preventScroll: true });
+    const route = parseRoute();
+    if (route.page === "session" && route.params.get("m")) return; // focused on that message
+    if (route.page !== "sessions") main.focus({ preventScroll: true });
     window.scrollTo(0, 0);
   });
 });
-render().then(updateTokenControl);
+
+// Live updates: a change to what the list or a session page shows redraws it in place
+// (same scroll), not while a dialog is open; a burst of changes redraws once.
+let liveTimer = 0;
+function onChange(change) {
+  const route = parseRoute();
+  const shown = route.page === "sessions" ? !route.params.get("cursor")
+    : route.sid === change.session_id;
+  if (!shown) return;
+  if (route.page !== "sessions") {
+    announce(change.deleted ? `This session was deleted (version ${change.seq}).`
+      : `Session updated: version ${change.seq} (${plural(change.message_count, "message")}).`, "info");
+  }
+  // A version page is where a restore is decided: it is not redrawn under the reader
+  // (a restore from it still checks the head it showed); the note above says what moved.
+  if (route.page === "version") return;
+  clearTimeout(liveTimer);
+  liveTimer = setTimeout(async () => {
+    if (document.querySelector("dialog[open]")) return;
+    const y = window.scrollY;
+    await render({ live: true });
+    window.scrollTo(0, y);
+    document.dispatchEvent(new CustomEvent("live-update", { detail: change }));
+  }, 150);
+}
+
+const liveState = document.getElementById("live-state");
+render().then(() => {
+  updateTokenControl();
+  follow({
+    onChange,
+    onReady: () => { liveState.hidden = false; },
+    onDrop: () => { liveState.hidden = true; },
+  });
+});

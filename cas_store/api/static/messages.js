@@ -94,8 +94,9 @@ export function messageCard(msg, index) {
       : null);
 }
 
-/** A list of messages rendered CHUNK at a time, first at `offset` in the session. */
-export function messageList(messages, { offset = 0, empty = "No messages." } = {}) {
+/** A list of messages rendered CHUNK at a time, first at `offset` in the session.
+ *  With `reveal`, enough chunks are shown at once for message `reveal` to be there. */
+export function messageList(messages, { offset = 0, empty = "No messages.", reveal = null } = {}) {
   const list = h("div", { class: "messages" });
   if (!messages.length) {
     list.append(h("p", { class: "muted empty" }, empty));
@@ -116,5 +117,6 @@ export function messageList(messages, { offset = 0, empty = "No messages." } = {
   more.addEventListener("click", step);
   list.append(more);
   step();
+  while (reveal !== null && shown < messages.length && shown <= reveal - offset) step();
   return list;
 }
