@@ -7,6 +7,7 @@ listens beyond this machine without a token.
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -100,6 +101,12 @@ class Settings(BaseSettings):
         default=True, description="Run recovery once before accepting requests.",
     )
     log_level: str = Field(default="info", description="uvicorn log level.")
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_text(cls, value: Any) -> Any:
+        """Take a path object as its text (a file path and a URL are both strings)."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
