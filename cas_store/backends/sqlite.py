@@ -147,6 +147,16 @@ class SQLiteBackend(Backend):
             self.damage = exc
 
     def _prepare(self, con: sqlite3.Connection) -> None:
+        # A store already at this schema needs no write to open (so a read-only one still
+        # opens, for reading).
+        try:
+            row = con.execute("SELECT value FROM store_info WHERE key='schema'").fetchone()
+        except sqlite3.Error as exc:
+            if "no such table" not in str(exc):  # a new store has none yet
+                raise self._translate(exc) from None
+            row = None
+        if row is not None and row[0] == str(SCHEMA_VERSION):
+            return
         with self._write(con):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -189,10 +199,15 @@ class SQLiteBackend(Backend):
             # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
             con.execute("PRAGMA wal_autocheckpoint = 16384")
         except sqlite3.Error as exc:
-            if con is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    con.close()
-            raise self._translate(exc, f"cannot open store {self.path}") from None
+            error = self._translate(exc, f"store {self.path}")
+            if con is None or not isinstance(error, CorruptStore):
+                if con is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        con.close()
+                raise error from None
+            # A damaged file: keep the connection so that fsck can say what is wrong and
+            # what still reads; every write is refused (see _write).
+            self.damage = error
         self._local.con = con
         self._local.pid = os.getpid()
         self._local.depth = 0
