@@ -200,7 +200,10 @@ class SQLiteBackend(Backend):
             con.execute("PRAGMA wal_autocheckpoint = 16384")
         except sqlite3.Error as exc:
             error = self._translate(exc, f"store {self.path}")
-            if con is None or not isinstance(error, CorruptStore):
+            not_a_db = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB
+            if con is None or not isinstance(error, CorruptStore) or not_a_db:
+                # Not a database at all (a wrong path, or the header is gone): nothing to
+                # read, so refuse at once.
                 if con is not None:
                     with contextlib.suppress(sqlite3.Error):
                         con.close()
