@@ -156,11 +156,14 @@ class StoreLocked(StorageError):
     retryable = True
 
 
-class CorruptStore(IntegrityError):
+
+
+class CorruptStore(IntegrityError, StorageError):
     """The store's database file is damaged (SQLite reports it malformed or not a database).
 
-    Run ``cas-store fsck``: it names what SQLite's integrity check finds and which
-    sessions can still be read (and exported).
+    An integrity error first (HTTP 500, exit 6: what is stored is not what was written),
+    and a storage failure too (the file, not one object). Run ``cas-store fsck``: it names
+    what SQLite's integrity check finds and which sessions can still be read.
     """
 
     code = "corrupt_store"

@@ -82,6 +82,6 @@ def salvage(store: Store, exc: CorruptStore) -> FsckReport:
     problems.append(FsckProblem(
         "readable_sessions", "",
         f"{len(readable)} of {len(heads)} sessions still load at their head: {names or 'none'}"
-        f"{more}; copy them out with `cas-store export-dir` before repairing",
+        f"{more}; copy them out with `cas-store export SESSION` before repairing",
         readable))
     return FsckReport(0, versions, len(heads), problems)

@@ -69,6 +69,90 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+class _Irregular(Exception):
+    """Not a plain top-level object: leave it to json.loads (and its error message)."""
+
+
+def _too_many(count: int, max_messages: int) -> ApiError:
+    return ApiError(413, "too_many_messages",
+                    f"more than {max_messages} messages in one request ({count} read before"
+                    " stopping); send them in several appends", limit=max_messages,
+                    field="messages")
+
+
+def _counting_loads(text: str, max_messages: int) -> dict[str, Any]:
+    """Parse a top-level object, refusing its "messages" at element max_messages + 1.
+
+    So a body of ten million messages is refused after reading the first hundred thousand
+    and one, not after building all of them. Values are parsed by json's C scanner.
+    """
+    import json.decoder
+
+    scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+    scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+    def skip(i: int) -> int:
+        # The pattern matches the empty string, so there is always a match.
+        m = _WS.match(text, i)
+        return m.end() if m else i
+
+    def at(i: int) -> str:
+        return text[i:i + 1]
+
+    try:
+        idx = skip(0)
+        if at(idx) != "{":
+            raise _Irregular
+        idx = skip(idx + 1)
+        pairs: list[tuple[str, Any]] = []
+        while at(idx) != "}" or pairs:
+            if at(idx) != '"':
+                raise _Irregular
+            key, idx = scanstring(text, idx + 1)
+            idx = skip(idx)
+            if at(idx) != ":":
+                raise _Irregular
+            idx = skip(idx + 1)
+            if key == "messages" and at(idx) == "[":
+                items: list[Any] = []
+                idx = skip(idx + 1)
+                while at(idx) != "]":
+                    item, idx = scan(text, idx)
+                    items.append(item)
+                    if len(items) > max_messages:
+                        raise _too_many(len(items), max_messages)
+                    idx = skip(idx)
+                    if at(idx) == ",":
+                        idx = skip(idx + 1)
+                        if at(idx) == "]":
+                            raise _Irregular  # a trailing comma
+                    elif at(idx) != "]":
+                        raise _Irregular
+                value: Any = items
+                idx += 1
+            else:
+                value, idx = scan(text, idx)
+            pairs.append((key, value))
+            idx = skip(idx)
+            if at(idx) == ",":
+                idx = skip(idx + 1)
+                continue
+            if at(idx) != "}":
+                raise _Irregular
+            break
+        if skip(idx + 1) != len(text):
+            raise _Irregular
+        return _no_duplicates(pairs)
+    except (StopIteration, ValueError) as exc:
+        if isinstance(exc, _DuplicateKey):
+            raise
+        raise _Irregular from None
+
+
 def parse_json(body: bytes, *, max_messages: int | None = None) -> Any:
     """Return the JSON value of body, refusing dense, duplicated or over-long input (ApiError)."""
     limit = container_limit(len(body))
@@ -77,6 +161,12 @@ def parse_json(body: bytes, *, max_messages: int | None = None) -> Any:
                        f"the body holds more than {limit} JSON objects and arrays (at most one"
                        f" per {BYTES_PER_CONTAINER} bytes)", limit=limit)
     try:
+        if max_messages is not None and body.count(b"{") > max_messages:
+            # Enough objects to be too many messages: count them as they are parsed.
+            try:
+                return _counting_loads(body.decode("utf-8"), max_messages)
+            except (_Irregular, UnicodeDecodeError):
+                pass  # json.loads below gives the error (or the value) as ever
         value = json.loads(body, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as exc:
         raise ApiError(400, "invalid_json",

@@ -252,7 +252,13 @@ class SQLiteBackend(Backend):
             self.damage = exc
 
     def _prepare(self, con: sqlite3.Connection) -> None:
-        if self._schema_current(con):
+        # A store already at this schema needs no write to open (so a read-only one still
+        # opens, for reading).
+        try:
+            current = self._schema_current(con)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        if current:
             if not self.index_search:
                 # Commits of this handle leave the search index behind: say so first.
                 with self._write(con):
@@ -318,10 +324,18 @@ class SQLiteBackend(Backend):
             con.create_function("cas_message_text", 1, _message_text, deterministic=True)
             con.execute("PRAGMA trusted_schema = ON")
         except sqlite3.Error as exc:
-            if con is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    con.close()
-            raise self._translate(exc, f"cannot open store {self.path}") from None
+            error = self._translate(exc, f"store {self.path}")
+            not_a_db = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB
+            if con is None or not isinstance(error, CorruptStore) or not_a_db:
+                # Not a database at all (a wrong path, or the header is gone): nothing to
+                # read, so refuse at once.
+                if con is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        con.close()
+                raise error from None
+            # A damaged file: keep the connection so that fsck can say what is wrong and
+            # what still reads; every write is refused (see _write).
+            self.damage = error
         self._local.con = con
         self._local.pid = os.getpid()
         self._local.depth = 0

@@ -34,8 +34,14 @@ HOSTS = ["testserver", "localhost"]
 def fuzz_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
     store = open_store(path, synchronous="NORMAL")
-    # Sessions named like the schema's examples, with history, a suspect shrink and a
-    # deletion, so that generated requests reach the engine's paths for real state.
+    seed(store)
+    yield store
+    store.close()
+
+
+def seed(store: Store) -> None:
+    """Sessions named like the schema's examples, with history, a suspect shrink and a
+    deletion, so that generated requests reach the engine's paths for real state."""
     store.create("chat-1", {"title": "Trip to Rome"},
                  [{"role": "user", "content": f"m{i}"} for i in range(8)])
     store.append("chat-1", [{"role": "assistant", "content": "ok"}])
@@ -43,8 +49,6 @@ def fuzz_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     store.save("chat-1", [{"role": "user", "content": "m0"}])
     store.create("gone", {"title": "deleted"}, [{"role": "user", "content": "x"}])
     store.delete("gone")
-    yield store
-    store.close()
 
 
 def _openapi() -> dict[str, Any]:
@@ -82,33 +86,55 @@ def test_every_operation_no_5xx_and_documented(case: schemathesis.Case,
     COUNTS[case.operation.label] += 1
 
 
-@pytest.mark.slow
-def test_stateful_chains_no_5xx(fuzz_app: FastAPI) -> None:
+def run_chains(app: FastAPI, examples: int, counts: Counter[str]) -> None:
+    """Run schemathesis' stateful chains against app, counting the requests sent."""
     workflow = schema.as_state_machine()
 
     class Counted(workflow):  # type: ignore[misc, valid-type]
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
-            return {"app": fuzz_app}
+            return {"app": app}
 
         def validate_response(self, response: Any, case: schemathesis.Case,
                               additional_checks: Any = None, **kwargs: Any) -> None:
-            COUNTS["stateful_requests"] += 1
+            counts["stateful_requests"] += 1
             case.validate_response(response, additional_checks=additional_checks,
                                    excluded_checks=[positive_data_acceptance],
                                    transport_kwargs=kwargs)
 
-    Counted.run(settings=settings(max_examples=max(10, EXAMPLES // 4), stateful_step_count=8,
+    Counted.run(settings=settings(max_examples=examples, stateful_step_count=8,
                                   deadline=None, derandomize=True,
                                   suppress_health_check=list(HealthCheck)))
 
 
-def test_store_is_whole_after_fuzzing(fuzz_store: Store, record_property: Record) -> None:
-    """Runs last in this module: fsck after every generated request."""
-    report = fuzz_store.fsck()
+@pytest.mark.slow
+def test_stateful_chains_no_5xx(fuzz_app: FastAPI) -> None:
+    run_chains(fuzz_app, max(10, EXAMPLES // 4), COUNTS)
+
+
+def test_store_is_whole_after_fuzzing(tmp_path: Path, record_property: Record) -> None:
+    """Owns its setup: a fresh seeded store, chains of generated requests, then fsck.
+
+    Fails if no request reached the store, so it proves something run alone or first.
+    """
+    store = open_store(tmp_path / "whole.db", synchronous="NORMAL")
+    try:
+        seed(store)
+        seeded = store.fsck().versions_checked
+        app = create_app(Settings(store=tmp_path / "whole.db", allowed_hosts=HOSTS),
+                         store=store)
+        mine: Counter[str] = Counter()
+        run_chains(app, 10, mine)
+        report = store.fsck()
+    finally:
+        store.close()
+    assert mine["stateful_requests"] > 0
     assert report.ok, report.to_json()
-    record_property("what", "schemathesis: every operation, then stateful chains")
+    assert report.versions_checked >= seeded > 0
+    record_property("what", "schemathesis: every operation, then stateful chains; fsck after"
+                    " its own chains on a fresh store")
     record_property("examples_per_operation", EXAMPLES)
     record_property("operations", len([k for k in COUNTS if " " in k]))
     record_property("requests", COUNTS["requests"])
-    record_property("stateful_requests", COUNTS["stateful_requests"])
+    record_property("stateful_requests", COUNTS["stateful_requests"] + mine["stateful_requests"])
+    record_property("own_requests", mine["stateful_requests"])
     record_property("fsck_versions_checked", report.versions_checked)

@@ -34,7 +34,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
     store.append("chat-1", [{"role": "assistant", "content": "ok"}])
     store.create("gone", {}, [{"role": "user", "content": "x"}])
     store.delete("gone")
-    settings = Settings(store=path, max_body_bytes=BODY_LIMIT, allowed_hosts=["testserver"])
+    settings = Settings(store=path, max_body_bytes=BODY_LIMIT, allowed_hosts=["testserver"],
+                        max_messages=1_000)
     app = create_app(settings, store=store)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, store
@@ -110,7 +111,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[int]]] = [
      {"content": body(keep=10**6, messages=[]), "headers": JSON}, {422}),
     # nesting
     ("deep array nesting in a message", "POST", "/api/sessions/chat-1/messages",
-     {"content": '{"messages":[{"c":' + nest(25_000) + "}]}", "headers": JSON}, {400, 422}),
+     {"content": '{"messages":[{"c":' + nest(25_000) + "}]}", "headers": JSON}, {400, 413, 422}),
     ("deep object nesting in a message", "POST", "/api/sessions/chat-1/messages",
      {"content": '{"messages":[{"c":' + nest_obj(5_000) + "}]}", "headers": JSON},
      {400, 422}),
@@ -122,7 +123,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[int]]] = [
      {"content": '{"session_id":"deep","metadata":{"k":' + nest(1_500) + "}}",
       "headers": JSON}, {400, 422}),
     ("deep nesting as the whole body", "POST", "/api/sessions",
-     {"content": nest(30_000), "headers": JSON}, {400, 422}),
+     {"content": nest(30_000), "headers": JSON}, {400, 413, 422}),
     # bytes and characters
     ("invalid UTF-8", "POST", "/api/sessions/chat-1/messages",
      {"content": b'{"messages":[{"c":"\xff\xfe\xc3"}]}', "headers": JSON}, {400, 422}),
@@ -167,19 +168,44 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[int]]] = [
     # content types
     ("text/plain body", "POST", "/api/sessions",
      {"content": body(session_id="tp"), "headers": {"Content-Type": "text/plain"}},
-     {415, 422}),
+     {415}),
     ("form body", "POST", "/api/sessions/chat-1/messages",
-     {"data": {"messages": "x"}}, {415, 422}),
+     {"data": {"messages": "x"}}, {415}),
     ("multipart body", "POST", "/api/sessions",
-     {"files": {"session_id": ("a", b"mp")}}, {415, 422}),
+     {"files": {"session_id": ("a", b"mp")}}, {415}),
     ("xml body", "PUT", "/api/sessions/chat-1",
-     {"content": "<session/>", "headers": {"Content-Type": "application/xml"}}, {415, 422}),
+     {"content": "<session/>", "headers": {"Content-Type": "application/xml"}}, {415}),
     ("JSON patch content type", "PATCH", "/api/sessions/chat-1",
      {"content": '[{"op":"remove","path":"/title"}]',
       "headers": {"Content-Type": "application/json-patch+json"}}, {415, 422}),
     ("JSON body labelled octet-stream", "POST", "/api/sessions/chat-1/fork",
      {"content": body(session_id="oct"), "headers": {"Content-Type": "application/octet-stream"}},
-     {415, 422}),
+     {415}),
+    ("no content type", "POST", "/api/sessions/chat-1/messages",
+     {"content": body(messages=[{"c": 1}])}, {415}),
+    # duplicate keys: "the last one wins" would let two readers see two bodies
+    ("duplicate key at the top", "POST", "/api/sessions/chat-1/messages",
+     {"content": '{"messages":[],"messages":[{"c":1}]}', "headers": JSON}, {400}),
+    ("duplicate key in a message", "POST", "/api/sessions/chat-1/messages",
+     {"content": '{"messages":[{"role":"user","role":"system"}]}', "headers": JSON}, {400}),
+    ("duplicate key in a metadata patch", "PATCH", "/api/sessions/chat-1",
+     {"content": '{"title":"a","title":"b"}', "headers": JSON}, {400}),
+    # amplification, small scale (the full-size bodies run against a real server below)
+    ("1,001 messages at a cap of 1,000", "POST", "/api/sessions/chat-1/messages",
+     {"content": '{"messages":[' + ",".join(['{"c":1}'] * 1_001) + "]}", "headers": JSON},
+     {413}),
+    ("a flood of empty objects in metadata", "PATCH", "/api/sessions/chat-1",
+     {"content": '{"k":[' + ",".join(["{}"] * 20_000) + "]}", "headers": JSON}, {413}),
+    ("a flood of empty lists in a message", "POST", "/api/sessions/chat-1/messages",
+     {"content": '{"messages":[{"c":[' + ",".join(["[]"] * 20_000) + "]}]}", "headers": JSON},
+     {413}),
+    # DNS rebinding: a page whose name was re-pointed at this machine
+    ("foreign Host reading", "GET", "/api/sessions", {"headers": {"Host": "evil.example"}},
+     {421}),
+    ("foreign Host deleting", "DELETE", "/api/sessions/chat-1",
+     {"headers": {"Host": "evil.example:8000"}}, {421}),
+    ("foreign Host on the history pages", "GET", "/", {"headers": {"Host": "evil.example"}},
+     {421}),
     # ids in bodies
     *[(f"session id {sid!r} in a create body", "POST", "/api/sessions",
        {"content": body(session_id=sid), "headers": JSON}, {422})
@@ -251,7 +277,10 @@ def test_lookalike_ids_never_reach_the_real_session(hostile: tuple[TestClient, S
     for sid in LOOKALIKES:
         r = client.get(f"/api/sessions/{sid}")
         assert r.status_code in (404, 422)
-        assert "chat-1" not in r.text or r.json()["error"]["code"] != "ok"
+        # An error naming the look-alike, never the real session's content.
+        assert set(r.json()) == {"error"}
+        assert r.json()["error"]["code"] in ("session_not_found", "invalid_session_id")
+        assert "messages" not in r.text and "Trip" not in r.text
     assert client.get("/api/sessions/chat-1").json() == real
 
 
@@ -291,3 +320,97 @@ def test_report_figures(hostile: tuple[TestClient, Store], record_property: Reco
                     " path tricks, content types, stale/garbage If-Match)")
     record_property("requests", len(SENT))
     record_property("cases", len(CASES))
+
+
+# --- amplification: a request's cost is bounded by its size -------------------------------
+
+
+def _flood(n: int) -> bytes:
+    return b'{"messages":[' + b",".join([b"{}"] * n) + b"]}"
+
+
+def _chat_body(target: int, count: int) -> bytes:
+    """A body of count realistic messages, about target bytes in all."""
+    import random
+
+    rng = random.Random(7)
+    words = ["the", "store", "keeps", "every", "version", "of", "a", "chat", "session",
+             "tool", "call", "result", "and", "message", "content", "in", "order"]
+    per = max(10, target // count - 40)
+    messages = []
+    for i in range(count):
+        text = " ".join(rng.choice(words) for _ in range(per // 5))[:per]
+        messages.append({"role": "user" if i % 2 else "assistant", "content": f"{i} {text}"})
+    import json
+
+    return json.dumps({"metadata": {"title": "big"}, "messages": messages}).encode()
+
+
+def _dense_body(target: int) -> bytes:
+    """100,000 messages about as dense in objects as the limit allows (one per ~19 bytes)."""
+    import json
+
+    unit = {"role": "tool", "content": [{"type": "x", "v": 1}] * 16}
+    per = len(json.dumps(unit, separators=(",", ":"))) + 1
+    n = min(100_000, target // per)
+    return json.dumps({"metadata": {}, "messages": [unit] * n}, separators=(",", ":")).encode()
+
+
+def test_amplification_is_bounded_by_the_body(tmp_path: Path, record_property: Record) -> None:
+    """Over a real server (default limits: 32 MiB, 100,000 messages): the 10M-``{}`` flood
+    is refused in about the time it takes to send it, without parsing; the biggest bodies
+    accepted cost a small multiple of their size in memory. Peak RSS (VmHWM) of a fresh
+    server per body, over its baseline after one small request."""
+    import time
+
+    import httpx
+    from served import Served
+
+    cases = [
+        ("flood_10M_empty_messages", "POST", "/api/sessions/chat/messages", _flood(10_000_000),
+         {413}),
+        ("over_the_message_cap", "POST", "/api/sessions/chat/messages",
+         _chat_body(2_000_000, 100_001), {413}),
+        ("biggest_accepted_chat", "PUT", "/api/sessions/chat", _chat_body(31 << 20, 100_000),
+         {200}),
+        ("densest_accepted", "PUT", "/api/sessions/chat", _dense_body(31 << 20), {200}),
+    ]
+    path = tmp_path / "amp.db"
+    with open_store(path, synchronous="NORMAL") as s:
+        s.create("chat", {}, [{"role": "user", "content": "hi"}])
+    for name, method, url, payload, allowed in cases:
+        server = Served(path, name=name)
+        try:
+            with httpx.Client(base_url=server.url, timeout=600) as c:
+                assert c.get("/api/sessions/chat/meta").status_code == 200
+                base = server.peak_rss()
+                t0 = time.monotonic()
+                r = c.request(method, url, content=payload,
+                              headers={"Content-Type": "application/json"})
+                took = time.monotonic() - t0
+                peak = server.peak_rss() - base
+                assert r.status_code in allowed, (name, r.status_code, r.text[:300])
+                if name.startswith("flood"):
+                    assert r.json()["error"]["code"] == "too_many_values"
+                    # Refused without turning the body into Python objects (the flood
+                    # parsed costs ~30x its size): at most a few copies of the bytes.
+                    assert peak < 4 * len(payload), (name, peak)
+                elif r.status_code == 413:
+                    # Refused at message 100,001: what reading that far costs, no more.
+                    assert r.json()["error"]["code"] == "too_many_messages"
+                    assert peak < 20 * len(payload), (name, peak)
+                else:
+                    # Measured 11x for chat messages (64 MiB of it SQLite's page cache),
+                    # 17x for the densest body allowed: a bound that catches a return of
+                    # the unbounded cost (the flood once took 3.8 GB), not a target.
+                    assert peak < 24 * len(payload), (name, peak)
+                    assert c.get("/api/sessions/chat/meta").json()["message_count"] > 1000
+                assert c.get("/api/health").status_code == 200
+        finally:
+            log = server.stop()
+        assert "Traceback" not in log
+        mib = len(payload) / (1 << 20)
+        record_property(name, f"{mib:.1f} MiB body, {r.status_code} in {took:.1f} s,"
+                        f" peak RSS +{peak / (1 << 20):.0f} MiB ({peak / len(payload):.1f}x)")
+    record_property("what", "amplification over a real server: peak memory per body"
+                    " (fresh server each)")

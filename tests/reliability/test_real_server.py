@@ -126,7 +126,7 @@ def read_response(s: socket.socket, timeout: float = 10.0) -> tuple[int, bytes]:
 def request(path: str, body: bytes, *, method: str = "POST", length: int | None = None,
             extra: str = "") -> bytes:
     n = len(body) if length is None else length
-    return (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return (f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"Content-Length: {n}\r\n{extra}\r\n").encode() + body
 
 
@@ -136,7 +136,7 @@ RAW_CASES: dict[str, tuple[bytes, set[int]]] = {
     "Content-Length just over the limit": (
         request("/api/sessions/chat-1/messages", b"{", length=BODY_LIMIT + 1), {413}),
     "chunked body over the limit": (
-        b"POST /api/sessions/chat-1/messages HTTP/1.1\r\nHost: x\r\n"
+        b"POST /api/sessions/chat-1/messages HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         + b"".join(b"4000\r\n" + b"a" * 0x4000 + b"\r\n" for _ in range(6)) + b"0\r\n\r\n",
         {413}),
@@ -150,15 +150,15 @@ RAW_CASES: dict[str, tuple[bytes, set[int]]] = {
         request("/api/sessions/chat-1/messages", b'{"messages":[]}',
                 extra="Content-Length: 3\r\n"), {400}),
     "bad chunk size": (
-        b"POST /api/sessions/chat-1/messages HTTP/1.1\r\nHost: x\r\n"
+        b"POST /api/sessions/chat-1/messages HTTP/1.1\r\nHost: localhost\r\n"
         b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", {400}),
-    "NUL in the request line": (b"GET /api/sessions/chat\x00-1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "NUL in the request line": (b"GET /api/sessions/chat\x00-1 HTTP/1.1\r\nHost: localhost\r\n\r\n",
                                 {400, 404, 422}),
-    "path traversal, raw": (b"GET /api/sessions/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
-                            {400, 404}),
+    "path traversal, raw": (
+        b"GET /api/sessions/../../etc/passwd HTTP/1.1\r\nHost: localhost\r\n\r\n", {400, 404}),
     "encoded traversal on a write, raw": (
         request("/api/sessions/%2E%2E/messages", b'{"messages":[{"c":1}]}'), {404, 422}),
-    "header of 4 MiB": (b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * (4 << 20)
+    "header of 4 MiB": (b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-A: " + b"a" * (4 << 20)
                         + b"\r\n\r\n", {400, 431}),
 }
 
@@ -200,7 +200,7 @@ def test_stalled_and_trickling_clients_do_not_block_others(server: Server) -> No
         for i in range(40):
             s = server.connect()
             if i % 3 == 0:  # headers never finished (slowloris)
-                s.sendall(b"POST /api/sessions/chat-1/messages HTTP/1.1\r\nHost: x\r\nX-")
+                s.sendall(b"POST /api/sessions/chat-1/messages HTTP/1.1\r\nHost: localhost\r\nX-")
             elif i % 3 == 1:  # headers sent, body stalled
                 s.sendall(request("/api/sessions/chat-1/messages", b'{"messages":[',
                                   length=1000))
