@@ -53,14 +53,20 @@ def default_store_path() -> Path:
     return Path(platformdirs.user_data_dir("cas-store")) / "sessions.db"
 
 
-def open_store(location: str | os.PathLike[str], *, synchronous: str = "FULL",
-               limits: Limits | None = None) -> Store:
+def open_store(location: str | os.PathLike[str], *, objects: str | None = None,
+               synchronous: str = "FULL", limits: Limits | None = None) -> Store:
     """Open (creating if needed) the store at location: a SQLite file path for now.
+
+    ``objects`` (``s3://bucket/prefix``) names an object store for the object bytes; a
+    SQLite store keeps its objects in its file, so it refuses one.
 
     ``synchronous`` is SQLite's durability knob: FULL (default: an acknowledged save
     survives power loss), NORMAL (survives a crash of the process; the last saves may
     roll back on power loss), EXTRA.
     """
+    if objects is not None:
+        raise InvalidArgument(f"a SQLite store keeps its objects in its file; --objects"
+                              f" {objects} needs a postgresql:// store", field="objects")
     return Store(SQLiteBackend(Path(location), synchronous=synchronous), limits=limits)
 
 
