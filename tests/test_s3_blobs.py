@@ -191,3 +191,31 @@ def test_server_down_is_a_storage_error(tmp_path: Path, monkeypatch: pytest.Monk
             open_blob_store(f"s3://{server.buckets[-1]}/cas")
     finally:
         server.stop()
+
+
+def test_a_child_forked_after_use_is_refused_not_hung(blobs: BlobStore) -> None:
+    # The S3 client's I/O threads do not survive fork(): a request in the child would
+    # hang for ever, so the child gets a StorageError at once instead.
+    oid = rand_oid()
+    blobs.put(oid, b"x")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what happened, never return into pytest
+        code = 1
+        try:
+            import signal
+
+            signal.alarm(20)  # a hang ends the child, and the test fails below
+            blobs.get(oid)
+        except StorageError as exc:
+            os.write(write, str(exc).encode()[:500])
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    message = os.read(read, 1000).decode()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0, message
+    assert "forked" in message
+    assert blobs.get(oid) == b"x"  # the parent's client is unaffected
