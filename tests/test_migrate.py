@@ -1,12 +1,14 @@
 """migrate: every session with its whole history, verified, resumable, idempotent.
 
-The destination is a parameter (``DEST_KINDS``): every test runs unchanged on each kind
-of destination store. A backend adds its kind to ``DEST_KINDS`` and a branch to
-``Dest.open`` / ``Dest.cli_args``.
+Sources and destinations are parameters (``STORE_KINDS``): every test that takes
+``source`` or ``dest`` runs unchanged on each kind of store, and on each pair. A backend
+adds its kind to ``STORE_KINDS`` and a branch to ``location`` (which may ask the request
+for a server fixture).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -27,13 +29,13 @@ from cas_store.cli import app
 from cas_store.errors import CorruptObject, InvalidArgument
 from cas_store.migrate import migrate
 
-DEST_KINDS = ["sqlite"]
+STORE_KINDS = ["sqlite"]
 T0 = time.time() - 86400.0  # inside the recovery window
 
 
 @dataclass
-class Dest:
-    """One destination store a migration can write to."""
+class Location:
+    """One store a migration reads or writes: its URL, and its object store if any."""
 
     kind: str
     url: str
@@ -42,15 +44,37 @@ class Dest:
     def open(self) -> Store:
         return open_store(self.url, objects=self.objects)
 
+    def store_args(self) -> list[str]:
+        """The global options naming this store as the source."""
+        return ["--store", self.url, *(["--objects", self.objects] if self.objects else [])]
+
     def cli_args(self) -> list[str]:
+        """The migrate options naming this store as the destination."""
         return ["--to", self.url, *(["--objects", self.objects] if self.objects else [])]
 
 
-@pytest.fixture(params=DEST_KINDS)
-def dest(request: pytest.FixtureRequest, tmp_path: Path) -> Dest:
-    if request.param == "sqlite":
-        return Dest("sqlite", str(tmp_path / "dest.db"))
-    raise AssertionError(request.param)
+def location(kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: str) -> Location:
+    if kind == "sqlite":
+        return Location(kind, str(tmp_path / f"{name}.db"))
+    raise AssertionError(f"unknown store kind {kind!r}")
+
+
+@pytest.fixture(params=STORE_KINDS)
+def dest(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
+    return location(request.param, request, tmp_path, "dest")
+
+
+@pytest.fixture(params=STORE_KINDS)
+def source_location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
+    return location(request.param, request, tmp_path, "source")
+
+
+@pytest.fixture
+def source(source_location: Location) -> Iterator[Store]:
+    s = source_location.open()
+    build_source(s)
+    yield s
+    s.close()
 
 
 def build_source(s: Store, sessions: int = 6, rounds: int = 4) -> None:
@@ -103,15 +127,7 @@ def same_content(a: Store, b: Store, step: int = 1) -> None:
             assert (x.messages, x.metadata, x.lists) == (y.messages, y.metadata, y.lists)
 
 
-@pytest.fixture
-def source(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(tmp_path / "source.db")
-    build_source(s)
-    yield s
-    s.close()
-
-
-def test_copies_every_version_exactly(source: Store, dest: Dest) -> None:
+def test_copies_every_version_exactly(source: Store, dest: Location) -> None:
     seen: list[tuple[str, int, int]] = []
     with dest.open() as d:
         report = migrate(source.backend, d.backend,
@@ -139,7 +155,7 @@ def test_copies_every_version_exactly(source: Store, dest: Dest) -> None:
     assert ("copying", 8, 8) in seen
 
 
-def test_a_second_run_changes_nothing(source: Store, dest: Dest) -> None:
+def test_a_second_run_changes_nothing(source: Store, dest: Location) -> None:
     with dest.open() as d:
         migrate(source.backend, d.backend)
         before, objs = snapshot(d.backend), objects_of(d.backend)
@@ -150,7 +166,7 @@ def test_a_second_run_changes_nothing(source: Store, dest: Dest) -> None:
         assert objects_of(d.backend) == objs  # not even a write time moved
 
 
-def test_an_interrupted_run_continues_where_it_stopped(source: Store, dest: Dest) -> None:
+def test_an_interrupted_run_continues_where_it_stopped(source: Store, dest: Location) -> None:
     def stop_after_three(phase: str, done: int, total: int) -> None:
         if phase == "copying" and done == 3:
             raise KeyboardInterrupt
@@ -168,7 +184,7 @@ def test_an_interrupted_run_continues_where_it_stopped(source: Store, dest: Dest
         same_content(source, d)
 
 
-def test_the_source_moving_on_is_copied_by_the_next_run(source: Store, dest: Dest) -> None:
+def test_the_source_moving_on_is_copied_by_the_next_run(source: Store, dest: Location) -> None:
     with dest.open() as d:
         migrate(source.backend, d.backend)
         source.append("chat-1", msgs(100, 103))
@@ -178,7 +194,7 @@ def test_the_source_moving_on_is_copied_by_the_next_run(source: Store, dest: Des
         assert snapshot(d.backend) == snapshot(source.backend)
 
 
-def test_a_different_history_on_the_destination_is_refused(source: Store, dest: Dest) -> None:
+def test_a_different_history_on_the_destination_is_refused(source: Store, dest: Location) -> None:
     with dest.open() as d:
         d.create("chat-1", {"title": "someone else's"}, msgs(0, 1))
         with pytest.raises(SessionExists, match="chat-1"):
@@ -205,7 +221,7 @@ def open_store_frame(payload: bytes) -> bytes:
     return compress(payload)
 
 
-def test_a_corrupt_source_object_stops_the_copy(tmp_path: Path, dest: Dest) -> None:
+def test_a_corrupt_source_object_stops_the_copy(tmp_path: Path, dest: Location) -> None:
     src_path = tmp_path / "bad.db"
     with open_store(src_path) as s:
         s.create("a", {}, msgs(0, 3))
@@ -238,16 +254,15 @@ def cli(store: Path | str, *args: str) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
-def test_cli_migrate_copies_and_reports(source: Store, dest: Dest) -> None:
-    src = source.backend.location
-    code, out, _ = cli(src, "migrate", *dest.cli_args())
-    assert code == 0, out
-    assert "copied" in out and out.rstrip().endswith("ok")
-    code, out, _ = cli(src, "migrate", *dest.cli_args(), "--json")
-    assert code == 0
-    import json
-
-    report = json.loads(out)
+def test_cli_migrate_copies_and_reports(source: Store, source_location: Location,
+                                        dest: Location) -> None:
+    args = source_location.store_args()
+    r = runner.invoke(app, [*args, "migrate", *dest.cli_args()])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "copied" in r.stdout and r.stdout.rstrip().endswith("ok")
+    r = runner.invoke(app, [*args, "migrate", *dest.cli_args(), "--json"])
+    assert r.exit_code == 0
+    report = json.loads(r.stdout)
     assert report["ok"] and report["versions_copied"] == 0
     assert report["versions_verified"] == report["versions"]
     with dest.open() as d:
@@ -315,8 +330,6 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
         assert d.fsck().ok  # consistent after the kill: whole versions only
     code, out, err = cli(src_path, "migrate", "--to", str(dst_path), "--json")
     assert code == 0, err
-    import json
-
     report = json.loads(out)
     assert report["ok"] and report["versions_copied"] == total - partial
     with open_store(src_path) as s, open_store(dst_path) as d:
