@@ -227,6 +227,30 @@ def bench_blob_store(server: SeaweedServer, n: int, threads: list[int]) -> list[
     return rows
 
 
+def bench_full_load(server: SeaweedServer, n: int = 10_000) -> str:
+    """get_many of n message-sized frames: the object reads of a full session load."""
+    from cas_store.backends.s3 import S3BlobStore
+    from cas_store.objects import Oid
+
+    env = server.env()
+    store = S3BlobStore(f"s3://{server.make_bucket()}/load", endpoint=env["AWS_ENDPOINT_URL"],
+                        access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"])
+    rng = random.Random(7)
+    items = [(Oid(rng.randbytes(32)), rng.randbytes(rng.randint(300, 2048))) for _ in range(n)]
+    store.put_many(items)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        got = store.get_many([oid for oid, _ in items])
+        times.append(time.perf_counter() - t0)
+        assert len(got) == n
+    store.close()
+    best = min(times)
+    return (f"get_many of {n:,} frames (S3BlobStore, 16 workers): best of 3 {best:.2f} s"
+            f" ({n / best:,.0f} objects/s), median {sorted(times)[1]:.2f} s")
+
+
 LATENCY: list[dict[str, str]] = []
 
 
@@ -243,6 +267,7 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=2000, help="objects per client and test")
     ap.add_argument("--threads", default="4,16", help="worker counts for the parallel runs")
     ap.add_argument("--rounds", type=int, default=1, help="repeat each client (alternating)")
+    ap.add_argument("--load", type=int, default=10_000, help="frames for the full-load read")
     args = ap.parse_args()
     threads = [int(x) for x in args.threads.split(",")]
     print(f"SeaweedFS {server_version()} on loopback, {args.objects} objects of 300-2,048 B"
@@ -253,10 +278,13 @@ def main() -> None:
             for cls in (Boto3Client, ObstoreClient):
                 parallel += bench_client(cls, server, args.objects, threads, seed=r * 10)
         parallel += bench_blob_store(server, args.objects, threads)
+        load = bench_full_load(server, args.load) if args.load else ""
     print("One request at a time (If-None-Match: * on every put; 412 = key exists):\n")
     table(LATENCY)
     print("Parallel, objects per second:\n")
     table(parallel)
+    if load:
+        print(load)
 
 
 def server_version() -> str:

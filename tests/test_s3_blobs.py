@@ -183,9 +183,12 @@ def test_server_down_is_a_storage_error(tmp_path: Path, monkeypatch: pytest.Monk
         ]
         for op in ops:
             t0 = time.monotonic()
-            with pytest.raises(StorageError, match="unreachable"):
+            with pytest.raises(StorageError, match="unreachable") as info:
                 op()
             assert time.monotonic() - t0 < 30  # fails, does not hang
+            # One line naming the store, no client exception chained behind it.
+            assert info.value.__suppress_context__ and info.value.__cause__ is None
+            assert "\n" not in str(info.value) and server.endpoint in str(info.value)
         store.close()
         with pytest.raises(StorageError, match="unreachable"):
             open_blob_store(f"s3://{server.buckets[-1]}/cas")
