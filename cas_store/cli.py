@@ -616,6 +616,9 @@ def migrate_cmd(
         out.print(f"verified {report.versions_verified} versions and"
                   f" {report.objects_verified} objects on {dest.backend.location};"
                   f" {report.seconds:.1f} s", markup=False)
+        if report.sessions_changed:
+            out.print(f"{report.sessions_changed} sessions changed on the source during the"
+                      " run: run migrate again to copy their new versions", markup=False)
         for p in report.problems:
             out.print(p, markup=False)
         out.print("ok" if report.ok else f"{len(report.problems)} problem(s)")

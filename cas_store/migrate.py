@@ -59,6 +59,7 @@ class MigrateReport:
     bytes_copied: int  # their stored (compressed) bytes
     versions_verified: int
     objects_verified: int  # objects read back from the destination and re-hashed
+    sessions_changed: int  # sessions the source changed during the run (run it again)
     seconds: float
     problems: list[str] = field(default_factory=list)
 
@@ -96,14 +97,18 @@ def migrate(src: Backend, dst: Backend, *, progress: Progress | None = None,
     total = sum(1 for _ in src.iter_heads())
     counts = _Counts()
     versions = 0
+    copied: dict[str, int] = {}  # session -> the head seq this run copied it up to
     writer = _Writer(dst)
     try:
-        for done, head in enumerate(src.iter_heads(), 1):
-            entries = src.versions(head.sid, ascending=True)
-            versions += len(entries)
-            copied = _copy_session(src, dst, head, entries, writer, counts)
-            counts.versions_copied += copied
-            counts.sessions_copied += copied > 0
+        for done, listed in enumerate(src.iter_heads(), 1):
+            read = _read_session(src, listed.sid)
+            if read is not None:
+                head, entries = read
+                versions += len(entries)
+                n = _copy_session(src, dst, head, entries, writer, counts)
+                counts.versions_copied += n
+                counts.sessions_copied += n > 0
+                copied[head.sid] = head.seq
             if progress:
                 progress("copying", done, total)
     except BaseException:
@@ -115,21 +120,34 @@ def migrate(src: Backend, dst: Backend, *, progress: Progress | None = None,
         raise
     writer.close()
     problems: list[str] = []
-    checked_versions = checked_objects = 0
+    checked_versions = checked_objects = changed = 0
     if verify:
-        for done, head in enumerate(src.iter_heads(), 1):
-            v, o = _verify_session(src, dst, head, problems)
+        for done, (sid, seq) in enumerate(copied.items(), 1):
+            v, o, moved = _verify_session(src, dst, sid, seq, problems)
             checked_versions += v
             checked_objects += o
+            changed += moved
             if progress:
-                progress("verifying", done, total)
+                progress("verifying", done, len(copied))
     return MigrateReport(
         sessions=total, versions=versions, sessions_copied=counts.sessions_copied,
         versions_copied=counts.versions_copied, objects_copied=counts.objects_copied,
         bytes_copied=counts.bytes_copied, versions_verified=checked_versions,
-        objects_verified=checked_objects, seconds=time.monotonic() - start,
-        problems=problems,
+        objects_verified=checked_objects, sessions_changed=changed,
+        seconds=time.monotonic() - start, problems=problems,
     )
+
+
+def _read_session(src: Backend, sid: str) -> tuple[HeadRow, list[LogEntry]] | None:
+    """Return one session's head and its log up to that head, read consistently."""
+    # A writer on a live source may commit between the two reads; one snapshot keeps
+    # the head and the log in step (and versions newer than the head out).
+    with src.snapshot():
+        head = src.head(sid)
+        entries = src.versions(sid, ascending=True) if head is not None else []
+    if head is None:  # dropped (GC) since it was listed
+        return None
+    return head, [e for e in entries if e.seq <= head.seq]
 
 
 # --- copying ----------------------------------------------------------------------------------
@@ -324,12 +342,19 @@ class _Walk:
 # --- verifying --------------------------------------------------------------------------------
 
 
-def _verify_session(src: Backend, dst: Backend, head: HeadRow,
-                    problems: list[str]) -> tuple[int, int]:
-    """Compare one session's versions and head on dst with src; re-hash what dst reaches."""
-    sid = head.sid
+def _verify_session(src: Backend, dst: Backend, sid: str, seq: int,
+                    problems: list[str]) -> tuple[int, int, bool]:
+    """Check dst holds the source's session as copied (up to seq); re-hash what it reaches.
+
+    Returns (versions checked, objects checked, whether the source moved on since).
+    """
+    read = _read_session(src, sid)
+    head, mine = read if read is not None else (None, [])
+    moved = head is None or head.seq != seq
+    # A source that moved on (or pruned) during the run is checked up to what was copied;
+    # the next run copies the rest.
+    mine = [e for e in mine if e.seq <= seq]
     theirs = {e.seq: e for e in dst.versions(sid, ascending=True)}
-    mine = src.versions(sid, ascending=True)
     for e in mine:
         got = theirs.get(e.seq)
         if got is None:
@@ -337,10 +362,13 @@ def _verify_session(src: Backend, dst: Backend, head: HeadRow,
         elif got != e:
             problems.append(f"session {sid!r}: version {e.seq} differs on the destination")
     have = dst.head(sid)
-    if have != head:
-        problems.append(f"session {sid!r}: the head row differs on the destination"
-                        if have is not None else
-                        f"session {sid!r} is missing on the destination")
+    if have is None:
+        problems.append(f"session {sid!r} is missing on the destination")
+    elif not moved and have != head:
+        problems.append(f"session {sid!r}: the head row differs on the destination")
+    elif moved and have.seq != seq:
+        problems.append(f"session {sid!r}: the destination head is at version {have.seq},"
+                        f" not {seq}")
     seen: set[Oid] = set()
     for e in mine:
         if e.seq not in theirs:
@@ -348,7 +376,7 @@ def _verify_session(src: Backend, dst: Backend, head: HeadRow,
         for oid, why in _rehash_tree(dst, e.manifest, seen):
             problems.append(f"session {sid!r} version {e.seq}: object {oid.hex()} {why}"
                             " on the destination")
-    return sum(1 for e in mine if e.seq in theirs), len(seen)
+    return sum(1 for e in mine if e.seq in theirs), len(seen), moved
 
 
 def _rehash_tree(dst: Backend, root: Oid, seen: set[Oid]) -> Iterator[tuple[Oid, str]]:

@@ -194,6 +194,22 @@ def test_the_source_moving_on_is_copied_by_the_next_run(source: Store, dest: Loc
         assert snapshot(d.backend) == snapshot(source.backend)
 
 
+def test_a_source_written_during_the_run_is_checked_as_copied(source: Store,
+                                                                dest: Location) -> None:
+    def write_behind(phase: str, done: int, total: int) -> None:
+        # chat-0 was copied first; it moves on before the verification pass.
+        if phase == "copying" and done == total:
+            source.append("chat-0", msgs(200, 201))
+
+    with dest.open() as d:
+        report = migrate(source.backend, d.backend, progress=write_behind)
+        assert report.ok, report.problems
+        assert report.sessions_changed == 1
+        again = migrate(source.backend, d.backend)
+        assert (again.versions_copied, again.sessions_changed) == (1, 0)
+        assert snapshot(d.backend) == snapshot(source.backend)
+
+
 def test_a_different_history_on_the_destination_is_refused(source: Store, dest: Location) -> None:
     with dest.open() as d:
         d.create("chat-1", {"title": "someone else's"}, msgs(0, 1))
