@@ -53,6 +53,33 @@ def test_put_many_writes_in_parallel_and_names_those_already_there(blobs: BlobSt
     assert got == dict(items)
 
 
+def test_racing_puts_of_one_id_have_exactly_one_winner(blobs: BlobStore) -> None:
+    for _ in range(10):
+        oid = rand_oid()
+        barrier = threading.Barrier(8)
+        wrote: dict[int, bool] = {}
+
+        def put(i: int, oid: Oid = oid, barrier: threading.Barrier = barrier,
+                wrote: dict[int, bool] = wrote) -> None:
+            barrier.wait()
+            wrote[i] = blobs.put(oid, f"body {i}".encode())
+
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [i for i, w in wrote.items() if w]
+        assert len(winners) == 1
+        assert blobs.get(oid) == f"body {winners[0]}".encode()
+
+
+def test_put_many_writes_a_repeated_id_once(blobs: BlobStore) -> None:
+    oid = rand_oid()
+    assert blobs.put_many([(oid, b"x"), (oid, b"x"), (oid, b"x")]) == set()
+    assert blobs.get(oid) == b"x"
+
+
 def test_get_many_returns_exact_bytes_and_leaves_out_missing(blobs: BlobStore) -> None:
     items = frames(50)
     blobs.put_many(items)

@@ -146,7 +146,8 @@ class S3BlobStore(BlobStore):
 
     def put_many(self, items: Iterable[tuple[Oid, bytes]]) -> set[Oid]:
         """Store every (oid, frame) as ``put`` does, in parallel; return the ids already there."""
-        pairs = list(items)
+        # One request per id: two racing puts of one id would report it as already there.
+        pairs = list(dict(items).items())
         written = self._parallel(lambda p: self.put(*p), pairs)
         return {oid for (oid, _), wrote in zip(pairs, written, strict=True) if not wrote}
 
