@@ -130,6 +130,17 @@ def test_key_layout_fans_out_by_two_hex_levels(s3_server: SeaweedServer, s3_url:
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys == [f"{prefix}/objects/ab/cd/{oid.hex()}"]
     assert blob_key(oid) == f"objects/ab/cd/{oid.hex()}"
+    # Without a prefix the layout starts at the bucket's root.
+    root = open_blob_store(f"s3://{bucket}")
+    try:
+        other = rand_oid()
+        root.put(other, b"y")
+        assert list(root.iter_oids()) == [other]
+        assert root.get(other) == b"y" and root.get(oid) is None
+    finally:
+        root.close()
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert f"objects/{other.hex()[:2]}/{other.hex()[2:4]}/{other.hex()}" in keys
 
 
 def test_delete_many_deletes_those_named_and_ignores_missing(blobs: BlobStore) -> None:
