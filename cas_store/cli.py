@@ -571,11 +571,11 @@ def migrate_cmd(
 ) -> None:
     """Copy every session with its whole version history to another store, then verify it.
 
-    Versions keep their numbers, operations, flags and times; every copied object is
-    read back from the destination and re-hashed, every version compared.
+    Versions keep their numbers, operations, flags and times.
 
-    Safe to interrupt: run it again to continue where it stopped. A run over a finished
-    copy changes nothing.
+    Every object is read back from the destination and re-hashed; every version compared.
+
+    Safe to interrupt: run it again to continue. A run over a finished copy changes nothing.
 
     Example: cas-store --store sessions.db migrate --to copy.db
     """
