@@ -194,3 +194,13 @@ def test_async_graph_with_a_subgraph_matches_in_memory_saver(saver: CasSaver) ->
     # The subgraph's checkpoints went to their own namespaces, and list(None) sees them.
     namespaces = {t.config["configurable"]["checkpoint_ns"] for t in saver.list(None)}
     assert "" in namespaces and len(namespaces) > 1
+
+
+def test_runs_do_not_open_a_connection_each(saver: CasSaver, store: Store) -> None:
+    # LangGraph starts threads per run; the saver's calls run on its own few threads, so
+    # the backend's per-thread SQLite connections stay few however many runs there are.
+    g = chat_graph(saver)
+    cfg = {"configurable": {"thread_id": "many"}}
+    for i in range(30):
+        g.invoke({"messages": [HumanMessage(f"m{i}", id=f"h{i}")]}, cfg)
+    assert len(store.backend._all) <= 6  # type: ignore[attr-defined]
