@@ -284,8 +284,30 @@ class CasSaver(BaseCheckpointSaver[int]):
 
     # --- put -------------------------------------------------------------------------------
 
+    def _same_prefix(self, sid: str, channel: str, value: Any,
+                     parent: tuple[int, _JSON] | None) -> int:
+        """Return how many leading items of value are the very objects of the parent's list.
+
+        Nonzero only when this process wrote or read the parent's list: those items are
+        messages already stored there, so they are neither checked nor encoded again.
+        """
+        if parent is None or not isinstance(value, list):
+            return 0
+        name = self._list_name(channel)
+        if parent[1].get("lists", {}).get(channel) != name:
+            return 0
+        with self._lock:
+            cached = self._lists.get((sid, name))
+        if cached is None or cached[0] != parent[1]["cp"]["id"]:
+            return 0
+        same = list(map(operator.is_, cached[1], value))
+        try:
+            return same.index(False)
+        except ValueError:
+            return len(same)
+
     def _list_edit(self, sid: str, name: str, value: list[Any], parent: tuple[int, _JSON] | None,
-                   channel: str) -> tuple[int, list[_JSON]]:
+                   channel: str, same: int) -> tuple[int, list[_JSON]]:
         """Return (kept, new items): how the parent's list becomes value."""
         if parent is None or parent[1].get("lists", {}).get(channel) != name:
             return 0, [self.codec.message(m) for m in value]
@@ -293,12 +315,7 @@ class CasSaver(BaseCheckpointSaver[int]):
         with self._lock:
             cached = self._lists.get((sid, name))
         if cached is not None and cached[0] == pid:
-            same = list(map(operator.is_, cached[1], value))
-            try:
-                keep = same.index(False)
-            except ValueError:
-                keep = len(same)
-            return keep, [self.codec.message(m) for m in value[keep:]]
+            return same, [self.codec.message(m) for m in value[same:]]
         # Cold (another process wrote the parent, or this one restarted): compare with
         # what is stored, once; the objects are cached for the next step.
         stored = self.store.messages(sid, seq=parent[0], list_name=name)
@@ -330,10 +347,12 @@ class CasSaver(BaseCheckpointSaver[int]):
             if ch not in values:
                 continue
             value = values[ch]
-            if _is_messages(value):
+            same = self._same_prefix(sid, ch, value, parent)
+            if isinstance(value, list) and value and all(
+                    isinstance(m, BaseMessage) for m in value[same:]):
                 name = self._list_name(ch)
                 lists[ch] = name
-                edits[name] = self._list_edit(sid, name, value, parent, ch)
+                edits[name] = self._list_edit(sid, name, value, parent, ch, same)
                 objects[name] = list(value)
                 continue
             prev = precord.get("vals", {}).get(ch)
