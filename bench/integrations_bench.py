@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="SqliteSaver: stop after this many seconds of steps")
     p.add_argument("--cap-gb", type=float, default=5.0, help="SqliteSaver: disk cap")
     p.add_argument("--workdir", type=Path)
-    p.add_argument("--write", type=Path, help="append the section to this markdown file")
+    p.add_argument("--write", type=Path,
+                   help="put the section into this markdown file (e.g. bench/RESULTS.md)")
     args = p.parse_args(argv)
     sizes = sorted(int(x.replace("_", "")) for x in args.sizes.split(","))
     raw = Workload().messages(sizes[-1])
@@ -259,9 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     text = report(runs, messages, raw, sizes, time.perf_counter() - t0)
     print(text)
     if args.write:
-        with args.write.open("a", encoding="utf-8") as f:
-            f.write("\n" + text)
+        write_section(args.write, text)
     return 0
+
+
+def write_section(path: Path, text: str) -> None:
+    """Put the section into path, replacing an earlier one (``python -m bench`` drops it)."""
+    head = text.split("\n", 1)[0]
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if head in old:
+        start = old.index(head)
+        nxt = old.find("\n## ", start + len(head))
+        old = old[:start].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt >= 0 else "")
+    path.write_text(old.rstrip("\n") + "\n\n" + text, encoding="utf-8")
 
 
 if __name__ == "__main__":

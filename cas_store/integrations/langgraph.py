@@ -23,8 +23,9 @@ import json
 import operator
 import re
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import blake3
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
@@ -48,6 +49,8 @@ from ..store import LIST_NAME_RE, MESSAGES, Store
 __all__ = ["CasSaver"]
 
 _JSON = dict[str, Any]
+_T = TypeVar("_T")
+_worker = threading.local()  # .saver: the CasSaver whose pool thread this is
 
 
 def _key(text: str, n: int) -> str:
@@ -179,6 +182,8 @@ class CasSaver(BaseCheckpointSaver[int]):
         # (log, checkpoint id) -> a log offset at or before writes sent before the put.
         self._early: dict[tuple[str, str], int] = {}
         self._thread_re = re.compile(re.escape(prefix) + r"\.[0-9a-f]{32}")
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cas-saver",
+                                      initializer=self._enter_worker)
 
     # --- naming ----------------------------------------------------------------------------
 
@@ -279,8 +284,30 @@ class CasSaver(BaseCheckpointSaver[int]):
 
     # --- put -------------------------------------------------------------------------------
 
+    def _same_prefix(self, sid: str, channel: str, value: Any,
+                     parent: tuple[int, _JSON] | None) -> int:
+        """Return how many leading items of value are the very objects of the parent's list.
+
+        Nonzero only when this process wrote or read the parent's list: those items are
+        messages already stored there, so they are neither checked nor encoded again.
+        """
+        if parent is None or not isinstance(value, list):
+            return 0
+        name = self._list_name(channel)
+        if parent[1].get("lists", {}).get(channel) != name:
+            return 0
+        with self._lock:
+            cached = self._lists.get((sid, name))
+        if cached is None or cached[0] != parent[1]["cp"]["id"]:
+            return 0
+        same = list(map(operator.is_, cached[1], value))
+        try:
+            return same.index(False)
+        except ValueError:
+            return len(same)
+
     def _list_edit(self, sid: str, name: str, value: list[Any], parent: tuple[int, _JSON] | None,
-                   channel: str) -> tuple[int, list[_JSON]]:
+                   channel: str, same: int) -> tuple[int, list[_JSON]]:
         """Return (kept, new items): how the parent's list becomes value."""
         if parent is None or parent[1].get("lists", {}).get(channel) != name:
             return 0, [self.codec.message(m) for m in value]
@@ -288,12 +315,7 @@ class CasSaver(BaseCheckpointSaver[int]):
         with self._lock:
             cached = self._lists.get((sid, name))
         if cached is not None and cached[0] == pid:
-            same = list(map(operator.is_, cached[1], value))
-            try:
-                keep = same.index(False)
-            except ValueError:
-                keep = len(same)
-            return keep, [self.codec.message(m) for m in value[keep:]]
+            return same, [self.codec.message(m) for m in value[same:]]
         # Cold (another process wrote the parent, or this one restarted): compare with
         # what is stored, once; the objects are cached for the next step.
         stored = self.store.messages(sid, seq=parent[0], list_name=name)
@@ -305,9 +327,8 @@ class CasSaver(BaseCheckpointSaver[int]):
             keep += 1
         return keep, encoded[keep:]
 
-    def put(self, config: RunnableConfig, checkpoint: Checkpoint,
+    def _put(self, config: RunnableConfig, checkpoint: Checkpoint,
             metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
-        """Store a checkpoint as one version of its thread's session; return its config."""
         tid, ns, parent_id = self._conf(config)
         sid, log = self._sids(tid, ns)
         cid = checkpoint["id"]
@@ -326,10 +347,12 @@ class CasSaver(BaseCheckpointSaver[int]):
             if ch not in values:
                 continue
             value = values[ch]
-            if _is_messages(value):
+            same = self._same_prefix(sid, ch, value, parent)
+            if isinstance(value, list) and value and all(
+                    isinstance(m, BaseMessage) for m in value[same:]):
                 name = self._list_name(ch)
                 lists[ch] = name
-                edits[name] = self._list_edit(sid, name, value, parent, ch)
+                edits[name] = self._list_edit(sid, name, value, parent, ch, same)
                 objects[name] = list(value)
                 continue
             prev = precord.get("vals", {}).get(ch)
@@ -401,9 +424,8 @@ class CasSaver(BaseCheckpointSaver[int]):
             except SessionExists:
                 self.store.update_metadata(reg, patch)
 
-    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+    def _put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                    task_id: str, task_path: str = "") -> None:
-        """Append a task's writes for a checkpoint to the thread's log: one version, O(1)."""
         tid, ns, cid = self._conf(config)
         if cid is None:
             raise InvalidArgument("put_writes needs a checkpoint_id", field="checkpoint_id")
@@ -486,8 +508,7 @@ class CasSaver(BaseCheckpointSaver[int]):
             pending_writes=writes.of(record.get("wo", 0), cp["id"]),
         )
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Return the checkpoint named by config (its thread's latest without an id)."""
+    def _get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         tid, ns, cid = self._conf(config)
         sid, log = self._sids(tid, ns)
         head = self._head(sid)
@@ -517,10 +538,9 @@ class CasSaver(BaseCheckpointSaver[int]):
             return []
         return sorted(meta.metadata.get("langgraph", {}).get("namespaces", {}))
 
-    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-             before: RunnableConfig | None = None,
-             limit: int | None = None) -> Iterator[CheckpointTuple]:
-        """Yield checkpoints newest first: of config's thread (and namespace) or all threads."""
+    def _list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+              before: RunnableConfig | None = None,
+              limit: int | None = None) -> Iterator[CheckpointTuple]:
         conf = (config or {}).get("configurable", {})
         if conf.get("thread_id") is not None:
             threads: Iterable[str] = [str(conf["thread_id"])]
@@ -568,8 +588,7 @@ class CasSaver(BaseCheckpointSaver[int]):
             self.store.delete(sid)
         self._forget(sid)
 
-    def delete_thread(self, thread_id: str) -> None:
-        """Delete every checkpoint and write of a thread (cas-store keeps history until GC)."""
+    def _delete_thread(self, thread_id: str) -> None:
         tid = str(thread_id)
         for ns in self._namespaces(tid):
             for sid in self._sids(tid, ns):
@@ -607,8 +626,7 @@ class CasSaver(BaseCheckpointSaver[int]):
                 self.store.splice(dst, edits, metadata=rec)
             prev = (seq, record)
 
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copy every checkpoint and write of a thread to a new thread (shares all objects)."""
+    def _copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         src, dst = str(source_thread_id), str(target_thread_id)
         for ns in self._namespaces(src):
             s_main, s_log = self._sids(src, ns)
@@ -626,8 +644,7 @@ class CasSaver(BaseCheckpointSaver[int]):
                 self._rebuild(s_main, keep, thread_id=dst, target=d_main)
                 self._register(dst, ns)
 
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Remove every checkpoint whose metadata names one of run_ids (all threads)."""
+    def _delete_for_runs(self, run_ids: Sequence[str]) -> None:
         runs = set(run_ids)
         if not runs:
             return
@@ -640,13 +657,12 @@ class CasSaver(BaseCheckpointSaver[int]):
                 if len(keep) < len(every):
                     self._rebuild(sid, keep)
 
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Keep only each namespace's latest checkpoint ("keep_latest"), or none ("delete")."""
+    def _prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         if strategy not in ("keep_latest", "delete"):
             raise InvalidArgument(f"unknown prune strategy {strategy!r}", field="strategy")
         for tid in thread_ids:
             if strategy == "delete":
-                self.delete_thread(tid)
+                self._delete_thread(tid)
                 continue
             for ns in self._namespaces(str(tid)):
                 sid, _ = self._sids(str(tid), ns)
@@ -659,43 +675,101 @@ class CasSaver(BaseCheckpointSaver[int]):
         next(it, None)
         return it
 
-    # --- async: the same calls in a worker thread (the store is blocking) -------------------
+    # --- the interface: every store call on the saver's own threads -------------------------
+    #
+    # LangGraph runs a graph's checkpoint calls on threads it starts per run; the SQLite
+    # backend keeps a connection (and its page cache) per calling thread. The saver's
+    # few long-lived threads keep that to a handful of connections, whoever calls.
+
+    def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        if getattr(_worker, "saver", None) is self:
+            return fn(*args, **kwargs)
+        return self._io.submit(fn, *args, **kwargs).result()
+
+    async def _acall(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        return await asyncio.wrap_future(self._io.submit(fn, *args, **kwargs))
+
+    def _enter_worker(self) -> None:
+        _worker.saver = self
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint,
+            metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
+        """Store a checkpoint as one version of its thread's session; return its config."""
+        return self._call(self._put, config, checkpoint, metadata, new_versions)
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                   task_id: str, task_path: str = "") -> None:
+        """Append a task's writes for a checkpoint to the thread's log: one version, O(1)."""
+        self._call(self._put_writes, config, writes, task_id, task_path)
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Return the checkpoint named by config (its thread's latest without an id)."""
+        return self._call(self._get_tuple, config)
+
+    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+             before: RunnableConfig | None = None,
+             limit: int | None = None) -> Iterator[CheckpointTuple]:
+        """Yield checkpoints newest first: of config's thread (and namespace) or all threads."""
+        rows = self._list(config, filter=filter, before=before, limit=limit)
+        while True:
+            row = self._call(next, rows, None)  # lazily: one checkpoint read at a time
+            if row is None:
+                return
+            yield row
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint and write of a thread (cas-store keeps history until GC)."""
+        self._call(self._delete_thread, thread_id)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and write of a thread to a new thread (shares all objects)."""
+        self._call(self._copy_thread, source_thread_id, target_thread_id)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Remove every checkpoint whose metadata names one of run_ids (all threads)."""
+        self._call(self._delete_for_runs, run_ids)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Keep only each namespace's latest checkpoint ("keep_latest"), or none ("delete")."""
+        self._call(self._prune, thread_ids, strategy=strategy)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Async get_tuple."""
-        return await asyncio.to_thread(self.get_tuple, config)
+        return await self._acall(self._get_tuple, config)
 
     async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
                     before: RunnableConfig | None = None,
                     limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
-        """Async list."""
-        rows = await asyncio.to_thread(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
-        for row in rows:
+        """Async list (lazy: one checkpoint read at a time)."""
+        rows = self._list(config, filter=filter, before=before, limit=limit)
+        while True:
+            row = await self._acall(next, rows, None)
+            if row is None:
+                return
             yield row
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
                    metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
         """Async put."""
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+        return await self._acall(self._put, config, checkpoint, metadata, new_versions)
 
     async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                           task_id: str, task_path: str = "") -> None:
         """Async put_writes."""
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+        await self._acall(self._put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async delete_thread."""
-        await asyncio.to_thread(self.delete_thread, thread_id)
+        await self._acall(self._delete_thread, thread_id)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Async delete_for_runs."""
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
+        await self._acall(self._delete_for_runs, run_ids)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Async copy_thread."""
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+        await self._acall(self._copy_thread, source_thread_id, target_thread_id)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Async prune."""
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+        await self._acall(self._prune, thread_ids, strategy=strategy)

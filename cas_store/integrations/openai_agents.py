@@ -15,7 +15,9 @@ import json
 import random
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import blake3
 from agents.memory.session_settings import SessionSettings, resolve_session_limit
@@ -27,6 +29,15 @@ from ..store import SESSION_ID_RE, Store
 __all__ = ["CasSession"]
 
 _POP_ATTEMPTS = 1000
+_T = TypeVar("_T")
+# Every session's store calls run on these few long-lived threads: the SQLite backend
+# keeps a connection per calling thread, and callers may start a thread (or an event
+# loop with its own executor) per request.
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cas-agents")
+
+
+async def _run(fn: Callable[..., _T], *args: Any) -> _T:
+    return await asyncio.wrap_future(_POOL.submit(fn, *args))
 
 
 class CasSession:
@@ -49,19 +60,19 @@ class CasSession:
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
         """Return the latest ``limit`` items (all when None) in chronological order."""
-        return await asyncio.to_thread(self._get_items, limit)
+        return await _run(self._get_items, limit)
 
     async def add_items(self, items: list[Any]) -> None:
         """Append items as one version; concurrent writers (threads, processes) all land."""
-        await asyncio.to_thread(self._add_items, items)
+        await _run(self._add_items, items)
 
     async def pop_item(self) -> Any | None:
         """Remove and return the newest item (None when empty): compare-and-swap, retried."""
-        return await asyncio.to_thread(self._pop_item)
+        return await _run(self._pop_item)
 
     async def clear_session(self) -> None:
         """Remove every item as one intentional version (the history keeps them)."""
-        await asyncio.to_thread(self._clear)
+        await _run(self._clear)
 
     # --- beyond SQLiteSession ----------------------------------------------------------------
 

@@ -194,3 +194,37 @@ def test_async_graph_with_a_subgraph_matches_in_memory_saver(saver: CasSaver) ->
     # The subgraph's checkpoints went to their own namespaces, and list(None) sees them.
     namespaces = {t.config["configurable"]["checkpoint_ns"] for t in saver.list(None)}
     assert "" in namespaces and len(namespaces) > 1
+
+
+def test_runs_do_not_open_a_connection_each(saver: CasSaver, store: Store) -> None:
+    # LangGraph starts threads per run; the saver's calls run on its own few threads, so
+    # the backend's per-thread SQLite connections stay few however many runs there are.
+    g = chat_graph(saver)
+    cfg = {"configurable": {"thread_id": "many"}}
+    for i in range(30):
+        g.invoke({"messages": [HumanMessage(f"m{i}", id=f"h{i}")]}, cfg)
+    assert len(store.backend._all) <= 6  # type: ignore[attr-defined]
+
+
+def test_fsck_and_gc_after_forks_prunes_and_copies(saver: CasSaver, store: Store) -> None:
+    from cas_store import gc
+
+    g = chat_graph(saver)
+    cfg = {"configurable": {"thread_id": "g"}}
+    for i in range(4):
+        g.invoke({"messages": [HumanMessage(f"m{i}", id=f"h{i}")]}, cfg)
+    old = next(s for s in g.get_state_history(cfg) if len(s.values.get("messages", [])) == 2)
+    g.invoke({"messages": [HumanMessage("fork", id="hf")]}, old.config)
+    before = history(g, cfg)
+    saver.copy_thread("g", "g2")
+    saver.prune(["g"])
+    assert store.fsck().ok
+    # Nothing is older than the grace period: a sweep of everything unreferenced (grace 0)
+    # must leave every checkpoint LangGraph can still reach whole.
+    gc(store, grace=0.0)
+    assert store.fsck().ok
+    want = g.get_state({"configurable": {"thread_id": "g2"}}).values["messages"]
+    assert [m.content for m in want][-2:] == ["fork", "reply to fork (3)"]
+    assert history(g, {"configurable": {"thread_id": "g2"}}) == before
+    assert len(list(g.get_state_history(cfg))) == 1
+    assert g.get_state(cfg).values["messages"] == want
