@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: a new temporary directory, removed afterwards)")
     p.add_argument("--cap-seconds", type=float, help="time cap for a quadratic store")
     p.add_argument("--cap-gb", type=float, default=5.0, help="disk cap for a quadratic store")
+    p.add_argument("--one-by-one", type=int, default=10_000,
+                   help="grow one message at a time up to this N, then in batches of 1,000 "
+                   "(default 10,000; 100,000 takes about 3x longer)")
     args = p.parse_args(argv)
 
     if args.sizes:
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [100, 1_000] if args.quick else [100, 1_000, 10_000, 100_000]
     trial = args.quick or bool(args.sizes)
     caps = Caps(seconds=args.cap_seconds or (40.0 if args.quick else 120.0),
-                disk=int(args.cap_gb * 1e9))
+                disk=int(args.cap_gb * 1e9), one_by_one=args.one_by_one)
     adapters = all_adapters()
     if args.stores:
         keys = args.stores.split(",")
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(res, out / "results.png",
          f"cas-store beside its baselines — {time.strftime('%Y-%m-%d')}, {info['cpu']}")
     if not trial:
-        _write_readme_table(readme_table(res, info))
+        _write_readme_table(readme_table(res, info, caps))
     print("\n".join([*headline(res), "", *targets(res), "", *full_table(res)]))
     print(f"\nwrote {out / 'RESULTS.md'} and {out / 'results.png'} "
           f"({elapsed / 60:.1f} min)", file=sys.stderr)

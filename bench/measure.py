@@ -62,13 +62,22 @@ def timed_reads(fn: Callable[[], Any], reps: int, budget: float) -> tuple[float,
 
 
 _RSS = """
-import resource, sys
+import sys
 sys.path[:0] = {path!r}
-# The resident size now (not the peak so far, which start-up may have set higher).
-before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024
+
+
+def status(field):
+    # /proc/self/status, in KiB. VmHWM is this process image's own peak (ru_maxrss would
+    # carry over the peak of the forking parent across exec).
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+
+before = status("VmRSS")
 {code}
 assert len(got) == {n}, len(got)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print(status("VmHWM") - before)
 """
 
 
@@ -88,4 +97,4 @@ def peak_rss(code: str, n: int) -> int:
     src = imports + "\n" + _RSS.format(path=sys.path, code=body, n=n)
     out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
                          check=True).stdout
-    return int(out.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+    return int(out.split()[-1]) * 1024

@@ -12,7 +12,7 @@ from importlib import metadata as md
 from pathlib import Path
 
 from .adapters.base import Adapter
-from .runner import BATCH, ONE_BY_ONE_MAX, SAMPLES, Caps, Row
+from .runner import BATCH, SAMPLES, Caps, Row
 from .workload import SEED, SYSTEM_EVERY
 
 PACKAGES = ("cas-store", "langgraph", "langgraph-checkpoint-sqlite", "openai-agents",
@@ -221,7 +221,7 @@ def targets(res: Results) -> list[str]:
     return out
 
 
-def readme_table(res: Results, info: dict[str, str]) -> list[str]:
+def readme_table(res: Results, info: dict[str, str], caps: Caps) -> list[str]:
     """Return the README's benchmark table (ratios at each N, from this run)."""
     ns = res.sizes
     out = [f"Run on {dt.date.today().isoformat()}, {info['cpu']} (a shared virtual machine: "
@@ -267,6 +267,13 @@ def readme_table(res: Results, info: dict[str, str]) -> list[str]:
     row("LangGraph SqliteSaver, append ÷ raw append",
         lambda n: g("langgraph", n).p50 / g("raw", n).p50 if res.get("langgraph", n)
         else _short(res.stopped("langgraph", n)))
+    top = max(ns)
+    if top > caps.one_by_one:
+        out += ["", f"Every store grew one message at a time (one version each for cas-store) "
+                f"to N={caps.one_by_one:,}; past that, in batches of {BATCH:,} (so at "
+                f"N={top:,} cas-store holds about "
+                f"{caps.one_by_one + (top - caps.one_by_one) // BATCH + SAMPLES:,} versions), "
+                "then the last 200 appends one at a time, timed."]
     return out
 
 
@@ -308,9 +315,13 @@ def markdown(res: Results, caps: Caps, elapsed: float, quick: bool,
         "appends, divided by their number; the same method for every store. `write()` bytes "
         "(`wchar`) beside it.",
         f"- Growth: each store grows one conversation one message at a time (one durable "
-        f"write, and for cas-store one version, per message) up to N={ONE_BY_ONE_MAX:,}, "
+        f"write, and for cas-store one version, per message) up to N={caps.one_by_one:,}, "
         f"timing the last {SAMPLES} appends before each N (N/2 at N=100)"
-        + (f"; beyond, in batches of {BATCH:,}" if max(res.sizes) > ONE_BY_ONE_MAX else "")
+        + (f"; past N={caps.one_by_one:,} they grow in batches of {BATCH:,} (one durable "
+           f"write, and for cas-store one version, per batch) to N−{SAMPLES}, so at "
+           f"N={max(res.sizes):,} cas-store holds about "
+           f"{caps.one_by_one + (max(res.sizes) - caps.one_by_one) // BATCH + SAMPLES:,} "
+           "versions, fewer than messages" if max(res.sizes) > caps.one_by_one else "")
         + ". The whole-JSON "
         "file is written whole on every save anyway, so it is reached by one save of the "
         "first messages and then timed appends (fewer than "

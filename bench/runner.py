@@ -15,7 +15,7 @@ from .measure import peak_rss, percentile, proc_io, timed_reads
 from .workload import Floor, Workload
 
 SAMPLES = 200            # appends timed at the end of each N
-ONE_BY_ONE_MAX = 100_000  # beyond this, bulk growth (the store's many-message write)
+ONE_BY_ONE_MAX = 10_000  # beyond this, bulk growth (--one-by-one raises it)
 BATCH = 1_000            # messages per bulk write
 SEED_SAMPLE_BUDGET = 30.0  # seconds of timed appends per N for a store that rewrites it all
 
@@ -26,6 +26,7 @@ class Caps:
 
     seconds: float = 120.0   # cumulative time spent appending
     disk: int = 5 * 10**9    # bytes on disk
+    one_by_one: int = ONE_BY_ONE_MAX  # grown one message at a time up to here, then batches
 
 
 @dataclass
@@ -79,6 +80,7 @@ class StoreRun:
         self.append_seconds = 0.0
         self.version_points = {n // 2 for n in sizes}
         self.grew: list[str] = []
+        self.one_by_one = caps.one_by_one
 
     # --- growing -----------------------------------------------------------------------
 
@@ -109,7 +111,7 @@ class StoreRun:
                 self.a.seed(msgs[:target])
                 self.count = target
             return
-        while self.count < min(target, ONE_BY_ONE_MAX) or (growth == "capped"
+        while self.count < min(target, self.one_by_one) or (growth == "capped"
                                                            and self.count < target):
             self._append_one(msgs[self.count])
         while self.count < target:
@@ -125,9 +127,9 @@ class StoreRun:
         growth = self.cls.growth
         if growth == "seed":
             return f"one save of {n - k:,}, then {k} appends"
-        if n <= ONE_BY_ONE_MAX or growth == "capped":
+        if n <= self.one_by_one or growth == "capped":
             return "one at a time from empty"
-        return (f"one at a time to {ONE_BY_ONE_MAX:,}, batches of {BATCH:,} to {n - k:,}, "
+        return (f"one at a time to {self.one_by_one:,}, batches of {BATCH:,} to {n - k:,}, "
                 f"then {k} one at a time")
 
     # --- one size ------------------------------------------------------------------------

@@ -288,12 +288,13 @@ class SQLiteBackend(Backend):
         # A store at this schema version needs no set-up; anything else (a new file, an
         # older or newer schema, a table missing) takes the write path, which decides.
         try:
-            row = con.execute("SELECT value FROM store_info WHERE key='schema'").fetchone()
+            row = con.execute(
+                "SELECT (SELECT value FROM store_info WHERE key = 'schema'), (SELECT count(*)"
+                " FROM sqlite_schema WHERE type = 'table' AND name IN"
+                " ('store_info', 'objects', 'versions', 'sessions'))").fetchone()
         except sqlite3.OperationalError:
             return False
-        return row is not None and row[0] == str(SCHEMA_VERSION) and bool(con.execute(
-            "SELECT count(*) = 4 FROM sqlite_schema WHERE type = 'table' AND name IN"
-            " ('store_info', 'objects', 'versions', 'sessions')").fetchone()[0])
+        return bool(row[0] == str(SCHEMA_VERSION) and row[1] == 4)
 
     # --- connections -------------------------------------------------------------------------
 
