@@ -67,6 +67,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
+            # Which store this server is on, first: an operator with several reads it here.
+            log.info("store: %s (%s backend)", the_store.backend.location,
+                     the_store.backend.name)
             if settings.recover_on_start:
                 try:
                     log_recovery(await run_in_threadpool(the_store.recover))

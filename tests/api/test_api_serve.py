@@ -41,6 +41,7 @@ def _env() -> dict[str, str]:
 
 class Server:
     def __init__(self, store: Path, *args: str) -> None:
+        self.store = store
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Output goes to a file: a pipe nobody drains would fill with access-log lines and
@@ -156,6 +157,8 @@ def test_real_server_appends_survive_a_stale_metadata_poller(server: Server) -> 
         assert [m["content"] for m in tail["messages"]] == ["t997", "t998", "t999"]
 
     out = server.stop()
+    assert f"store: {server.store} (sqlite backend)" in out  # which store, before recovery
+    assert out.index("store: ") < out.index("recovery: ")
     assert "recovery: victim restored 0 -> 20 messages" in out
     assert "Traceback" not in out
 
