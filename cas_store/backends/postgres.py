@@ -20,15 +20,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pgerr
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import Conflict, StorageError, StoreLocked, VersionNotFound
+from ..errors import Conflict, InvalidArgument, StorageError, StoreLocked, VersionNotFound
 from ..objects import Kind, Oid
 from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
+from .blobs import BlobStore, open_blob_store
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -88,6 +89,7 @@ _MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX sessions_by_update ON sessions (updated_at DESC, sid)",
         "CREATE INDEX sessions_suspect ON sessions (sid) WHERE suspect_pending",
+        "CREATE TABLE store_info (key text PRIMARY KEY, value text NOT NULL)",
         """CREATE TABLE leases (
             name  text PRIMARY KEY,
             owner text NOT NULL,
@@ -103,24 +105,6 @@ _HEAD_COLS = (
 )
 _VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags"
 _NOW = "extract(epoch from clock_timestamp())::double precision"
-
-
-class BlobStore(Protocol):
-    """What this backend needs of an immutable object store (bytes by id)."""
-
-    location: str
-
-    def put(self, oid: Oid, data: bytes) -> bool:
-        """Store data under oid unless present; return True if this call wrote it."""
-
-    def get_many(self, oids: Sequence[Oid]) -> dict[Oid, bytes]:
-        """Return the bytes of each stored id, fetched in parallel; missing ids left out."""
-
-    def delete(self, oids: Sequence[Oid]) -> None:
-        """Delete these ids (absent ones are no error)."""
-
-    def close(self) -> None:
-        """Release connections."""
 
 
 def _entry(row: Sequence[Any]) -> LogEntry:
@@ -162,17 +146,34 @@ class PostgresBackend(Backend):
 
     name = "postgresql"
 
-    def __init__(self, url: str, *, objects: BlobStore | None = None, min_size: int = 1,
-                 max_size: int = 16, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, objects: BlobStore | str | None = None,
+                 min_size: int = 1, max_size: int = 16, timeout: float = 30.0) -> None:
+        """Connect, create or migrate the schema, and open the blob store the store uses.
+
+        A store records where its bytes live on first open: given ``objects`` (a blob
+        store or its ``s3://`` URL) it must match that record; not given, the recorded
+        one is opened (endpoint and credentials from the environment).
+        """
         self.url = url
         self.location = _redact(url)
-        self.blobs = objects
-        if objects is not None:
-            self.name = "postgresql+objects"
-            self.location += f" + {objects.location}"
         self.timeout = timeout
         self._space = 0  # the advisory-lock class of this store's schema (set on open)
         self._local = threading.local()
+        self.blobs: BlobStore | None = None
+        given = objects if isinstance(objects, str) or objects is None else objects.location
+        # One direct connection first: a server that is down or a bad URL fails at once,
+        # not after the pool's timeout.
+        try:
+            with psycopg.connect(url, autocommit=True,
+                                 connect_timeout=max(1, int(timeout))) as conn:
+                recorded = self._migrate(conn, given)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from None
+        if recorded is not None:
+            self.blobs = (objects if objects is not None and not isinstance(objects, str)
+                          else open_blob_store(recorded))
+            self.name = "postgresql+objects"
+            self.location += f" + {self.blobs.location}"
         self._pool = ConnectionPool(
             url, min_size=min_size, max_size=max_size, timeout=timeout, open=False,
             # Autocommit: a single-statement read costs one round trip; writes open
@@ -184,13 +185,10 @@ class PostgresBackend(Backend):
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
             self._pool.close()
+            if self.blobs is not None:
+                self.blobs.close()
             raise StorageError(f"cannot connect to {self.location} within {timeout:g}s"
                                ) from None
-        try:
-            self._migrate()
-        except BaseException:
-            self._pool.close()
-            raise
 
     # --- connections and errors --------------------------------------------------------------
 
@@ -244,33 +242,41 @@ class PostgresBackend(Backend):
             except psycopg.Error as exc:
                 raise self._translate(exc) from None
 
-    def _migrate(self) -> None:
-        with self._conn() as conn:
-            try:
-                with conn.transaction():
-                    row = conn.execute("SELECT hashtext(current_schema())").fetchone()
-                    if row is None or row[0] is None:
-                        raise StorageError(f"{self.location}: no schema on the search_path")
-                    self._space = int(row[0])
-                    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                                 (self._space, _MIGRATE))
-                    conn.execute("CREATE TABLE IF NOT EXISTS cas_schema ("
-                                 " version integer PRIMARY KEY,"
-                                 " applied_at double precision NOT NULL)")
-                    row = conn.execute("SELECT max(version) FROM cas_schema").fetchone()
-                    found = int(row[0]) if row and row[0] is not None else 0
-                    if found > SCHEMA_VERSION:
-                        raise StorageError(
-                            f"{self.location} has schema version {found}; this cas-store"
-                            f" reads versions up to {SCHEMA_VERSION}"
-                        )
-                    for version in range(found + 1, SCHEMA_VERSION + 1):
-                        for statement in _MIGRATIONS[version - 1]:
-                            conn.execute(statement)
-                        conn.execute(f"INSERT INTO cas_schema VALUES (%s, {_NOW})",
-                                     (version,))
-            except psycopg.Error as exc:
-                raise self._translate(exc) from None
+    def _migrate(self, conn: Connection[Any], objects: str | None) -> str | None:
+        """Bring the schema to SCHEMA_VERSION; return the store's recorded object location."""
+        with conn.transaction():
+            row = conn.execute("SELECT hashtext(current_schema())").fetchone()
+            if row is None or row[0] is None:
+                raise StorageError(f"{self.location}: no schema on the search_path")
+            self._space = int(row[0])
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._space, _MIGRATE))
+            conn.execute("CREATE TABLE IF NOT EXISTS cas_schema ("
+                         " version integer PRIMARY KEY, applied_at double precision NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM cas_schema").fetchone()
+            found = int(row[0]) if row and row[0] is not None else 0
+            if found > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.location} has schema version {found}; this cas-store reads"
+                    f" versions up to {SCHEMA_VERSION}"
+                )
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version - 1]:
+                    conn.execute(statement)
+                conn.execute(f"INSERT INTO cas_schema VALUES (%s, {_NOW})", (version,))
+            row = conn.execute("SELECT value FROM store_info WHERE key = 'objects'").fetchone()
+            recorded = str(row[0]) if row else None
+            if objects is None or objects == recorded:
+                return recorded
+            if recorded is not None:
+                raise InvalidArgument(
+                    f"{self.location} keeps its objects in {recorded}, not {objects}",
+                    field="objects")
+            if conn.execute("SELECT 1 FROM objects LIMIT 1").fetchone():
+                raise InvalidArgument(
+                    f"{self.location} keeps its objects in PostgreSQL; copy it with"
+                    " `cas-store migrate` to a store using " + objects, field="objects")
+            conn.execute("INSERT INTO store_info VALUES ('objects', %s)", (objects,))
+            return objects
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -417,7 +423,7 @@ class PostgresBackend(Backend):
                 try:
                     with conn.transaction():
                         rows = conn.execute(sql, (part, written_before)).fetchall()
-                    self.blobs.delete([Oid(bytes(r[0])) for r in rows])
+                    self.blobs.delete_many([Oid(bytes(r[0])) for r in rows])
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s, %s)", (self._space, _FENCE))
             except (pgerr.DeadlockDetected, pgerr.SerializationFailure):
@@ -425,6 +431,56 @@ class PostgresBackend(Backend):
             except psycopg.Error as exc:
                 raise self._translate(exc) from None
         return len(rows), sum(int(r[1]) for r in rows)
+
+    def sweep_orphans(self, written_before: float, dry_run: bool) -> tuple[int, int]:
+        """Delete blobs no index row names, put before the cutoff; return (count, bytes).
+
+        Such blobs are what a commit killed between its blob puts and its transaction
+        leaves behind. Each batch is re-checked against the index under the exclusive
+        fence, when no commit is between its puts and its end: a blob a commit in flight
+        put (or found "already there") is indexed by the time the fence is granted.
+        """
+        if self.blobs is None:
+            return 0, 0
+        count = freed = 0
+        batch: list[Any] = []
+
+        def flush() -> None:
+            nonlocal count, freed
+            ids = [b.oid for b in batch]
+            indexed = set(self._column_by_id("ord", ids))
+            gone = [b for b in batch if b.oid not in indexed]
+            if gone and not dry_run:
+                gone = self._delete_orphans(gone)
+            count += len(gone)
+            freed += sum(b.size for b in gone)
+            batch.clear()
+
+        for info in self.blobs.iter_blobs():
+            if info.modified < written_before:
+                batch.append(info)
+                if len(batch) >= _BATCH:
+                    flush()
+        if batch:
+            flush()
+        return count, freed
+
+    def _delete_orphans(self, candidates: list[Any]) -> list[Any]:
+        assert self.blobs is not None
+        with self._conn() as conn:
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (self._space, _FENCE))
+                try:
+                    rows = conn.execute("SELECT oid FROM objects WHERE oid = ANY(%s)",
+                                        ([b.oid for b in candidates],), binary=True).fetchall()
+                    indexed = {bytes(r[0]) for r in rows}
+                    gone = [b for b in candidates if b.oid not in indexed]
+                    self.blobs.delete_many([b.oid for b in gone])
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (self._space, _FENCE))
+            except psycopg.Error as exc:
+                raise self._translate(exc) from None
+        return gone
 
     def lease(self, name: str, owner: str, ttl: float) -> bool:
         """Take or renew a lease row; a first take waits out every commit in flight."""
@@ -482,9 +538,7 @@ class PostgresBackend(Backend):
             if self.blobs is not None:
                 # Bytes before the index rows and the pointer: a crash from here on
                 # leaves blobs no version names (GC's business), never a dangling name.
-                for o in new:
-                    assert o.frame is not None
-                    self.blobs.put(o.oid, o.frame)
+                self.blobs.put_many((o.oid, o.frame) for o in new if o.frame is not None)
             rows = new + touch
             if rows:
                 # One statement, rows in id order (so two commits lock shared objects in
