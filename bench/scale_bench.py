@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, help="seconds a cell (default 3, quick 1)")
     p.add_argument("--no-s3", action="store_true", help="leave PostgreSQL+S3 out")
     args = p.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the servers started here are stopped by PID.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     cells: list[Cell] = []
     loads: dict[str, tuple[float, float]] = {}
