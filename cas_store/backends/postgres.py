@@ -147,7 +147,7 @@ class PostgresBackend(Backend):
     name = "postgresql"
 
     def __init__(self, url: str, *, objects: BlobStore | str | None = None,
-                 min_size: int = 1, max_size: int = 16, timeout: float = 30.0) -> None:
+                 min_size: int = 1, max_size: int = 16, timeout: float = 10.0) -> None:
         """Connect, create or migrate the schema, and open the blob store the store uses.
 
         A store records where its bytes live on first open: given ``objects`` (a blob
@@ -216,16 +216,21 @@ class PostgresBackend(Backend):
 
     def _read(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False
               ) -> list[Any]:
-        # A read is retried once on a broken connection (the server restarted, or the
-        # pool held a connection it cut): reads are idempotent.
+        # A read that finds its pooled connection broken (the server restarted, or cut
+        # an idle connection) is retried once on a new one: reads are idempotent. No
+        # connection within the timeout is not retried: the server is away.
         for attempt in (0, 1):
+            held = getattr(self._local, "conn", None)
             try:
-                with self._conn() as conn:
+                if held is not None:
+                    rows: list[Any] = held.execute(sql, params, binary=binary).fetchall()
+                    return rows
+                with self._pool.connection() as conn:
                     return conn.execute(sql, params, binary=binary).fetchall()
-            except StorageError:
-                if attempt or getattr(self._local, "conn", None) is not None:
-                    raise
-            except psycopg.Error as exc:
+            except psycopg.OperationalError as exc:
+                if attempt or held is not None:
+                    raise self._translate(exc) from None
+            except (psycopg.Error, PoolTimeout) as exc:
                 raise self._translate(exc) from None
         raise AssertionError("unreachable")
 
