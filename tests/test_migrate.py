@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from servers import fresh_location
 from support import msg, msgs
 from typer.testing import CliRunner
 
@@ -29,7 +30,7 @@ from cas_store.cli import app
 from cas_store.errors import CorruptObject, InvalidArgument
 from cas_store.migrate import migrate
 
-STORE_KINDS = ["sqlite"]
+STORE_KINDS = ["sqlite", "postgres", "postgres+s3"]
 T0 = time.time() - 86400.0  # inside the recovery window
 
 
@@ -56,6 +57,9 @@ class Location:
 def location(kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: str) -> Location:
     if kind == "sqlite":
         return Location(kind, str(tmp_path / f"{name}.db"))
+    if kind in ("postgres", "postgres+s3"):
+        # A PostgreSQL store records its object location on first open (tests/servers.py).
+        return Location(kind, str(fresh_location(kind, tmp_path, request)))
     raise AssertionError(f"unknown store kind {kind!r}")
 
 
@@ -285,8 +289,9 @@ def test_cli_migrate_copies_and_reports(source: Store, source_location: Location
         assert snapshot(d.backend) == snapshot(source.backend)
 
 
-def test_cli_migrate_errors_are_one_line(source: Store, tmp_path: Path) -> None:
-    src = source.backend.location
+def test_cli_migrate_errors_are_one_line(source: Store, source_location: Location,
+                                         tmp_path: Path) -> None:
+    src = source_location.url
     code, _, err = cli(tmp_path / "missing.db", "migrate", "--to", str(tmp_path / "x.db"))
     assert code == 3 and "no store" in err
     code, _, err = cli(src, "migrate", "--to", str(tmp_path / "x.db"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from ..errors import InvalidArgument, StorageError
 from .base import (
@@ -41,7 +40,6 @@ __all__ = [
     "SearchTerm",
     "is_url",
     "open_backend",
-    "open_blobs",
     "summary_matches",
 ]
 
@@ -56,25 +54,13 @@ def is_url(location: str | os.PathLike[str]) -> bool:
     return isinstance(location, str) and _URL.match(location) is not None
 
 
-def open_blobs(location: str) -> Any:
-    """Open the object store named by location (``s3://bucket/prefix``)."""
-    if not location.startswith("s3://"):
-        raise InvalidArgument(
-            f"unsupported object location {location!r} (use s3://bucket/prefix)",
-            field="objects")
-    try:
-        from . import s3  # type: ignore[attr-defined]
-    except ImportError:
-        raise StorageError("this cas-store has no S3 object store") from None
-    return s3.open_blobs(location)
-
-
 def open_backend(location: str | os.PathLike[str], *, objects: str | None = None,
                  synchronous: str = "FULL") -> Backend:
     """Open the backend a store location names: a postgresql:// URL or a SQLite file path.
 
     ``objects`` (``s3://bucket/prefix``) puts object bytes in that store; only a
-    PostgreSQL store takes it. ``synchronous`` is SQLite's durability knob.
+    PostgreSQL store takes it, and records it, so later opens without it use it too.
+    ``synchronous`` is SQLite's durability knob.
     """
     text = os.fspath(location)
     if text.startswith(POSTGRES_SCHEMES):
@@ -84,8 +70,7 @@ def open_backend(location: str | os.PathLike[str], *, objects: str | None = None
             raise StorageError(
                 "a postgresql:// store needs psycopg: pip install 'cas-store[postgres]'"
             ) from None
-        blobs = open_blobs(objects) if objects else None
-        return PostgresBackend(text, objects=blobs)
+        return PostgresBackend(text, objects=objects)
     if is_url(text):
         raise InvalidArgument(
             f"unsupported store URL {text.partition('://')[0]}:// (use a file path or"
