@@ -91,7 +91,6 @@ class Retention:
     keep_last: int | None
     keep_within: float | None
     now: float
-    recovery_window_start: float
     deleted_before: float  # deleted sessions whose deletion is older than this go
 
     def keeps(self, head: HeadRow, entries: Sequence[LogEntry]) -> set[int]:
@@ -113,15 +112,17 @@ class Retention:
     def recovery_needs(self, entries: Sequence[LogEntry]) -> list[int]:
         """Return the seqs recovery may still replay, oldest first.
 
-        That is the larger side of the first unresolved suspect shrink inside the window
-        and every version from it to the head: the replay needs the contiguous run.
+        That is the larger side of the first unresolved suspect shrink, however old (a
+        recovery acts on it whenever it runs), and every version from it to the head: the
+        replay needs the contiguous run. The recovery window plays no part here: pruning
+        the larger side of an unreviewed shrink would make its loss permanent.
         """
         start = len(entries) - 1
         # Recovery only reads the contiguous run ending at the head (Store._recent_entries).
         while start > 0 and entries[start - 1].seq == entries[start].seq - 1:
             start -= 1
         run = entries[start:]
-        i = recovery.first_unresolved_shrink(run, self.recovery_window_start)
+        i = recovery.first_unresolved_shrink(run)
         return [] if i is None else [e.seq for e in run[i - 1:]]
 
     def expired(self, head: HeadRow) -> bool:
@@ -309,8 +310,7 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
     # the policy compares with version times stamped by the store's clock.
     cutoff = started - grace
     now = store.clock()
-    policy = Retention(keep_last, keep_within, now, now - store.limits.recovery_window,
-                       now - deleted_retention)
+    policy = Retention(keep_last, keep_within, now, now - deleted_retention)
 
     lease = Lease(backend, held=not dry_run)
     lease.renew()

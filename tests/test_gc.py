@@ -146,12 +146,22 @@ def test_recovery_keeps_the_larger_side_of_a_suspect_shrink_and_all_after(store:
     assert store.load("a").meta.message_count == 25 + 3
 
 
-def test_suspect_shrink_outside_the_window_keeps_nothing_extra(store: Store) -> None:
+def test_an_old_unreviewed_shrink_keeps_what_recovery_needs(store: Store) -> None:
+    # Recovery acts on an unreviewed suspect shrink however old it is (an imported wipe
+    # keeps its file's old times), so GC must not prune its larger side either: that
+    # would make the loss permanent.
     store.create("a", {}, [msg(i) for i in range(20)], at=NOW - 30 * DAY)
-    store.save("a", [msg(0)], at=NOW - 20 * DAY)  # suspect, but older than 7 days
+    store.save("a", [msg(0)], at=NOW - 20 * DAY)  # suspect, older than the 7-day window
     store.append("a", [msg("z")], at=NOW - 19 * DAY)
     run_gc(store, keep_last=1)
-    assert seqs(store, "a") == [3]
+    assert seqs(store, "a") == [1, 2, 3]
+    assert chunk_stored(store, msg(19))
+    report = store.recover("a")
+    assert [a.action for a in report.actions] == ["recovered"]
+    assert [m["content"] for m in store.load("a").messages] == [
+        msg(i)["content"] for i in range(20)] + [msg("z")["content"]]
+    run_gc(store, keep_last=1)  # resolved now: the old versions may go
+    assert seqs(store, "a") == [4]
 
 
 def test_resolved_shrink_keeps_nothing_extra(store: Store) -> None:
