@@ -91,10 +91,13 @@ DAY = 86400.0
 _LOAD_BATCH = 1000  # chunk ids per query on a full load: few round trips, bounded memory
 
 
-#: Metadata keys a chat UI's session list shows (hermes-webui's sidebar: pin, archive,
-#: project, profile, model, workspace, token counts and cost), kept beside each head.
-DEFAULT_SUMMARY_KEYS = ("pinned", "archived", "project_id", "profile", "model", "workspace",
-                        "personality", "input_tokens", "output_tokens", "estimated_cost")
+#: Metadata keys a chat UI's session list shows (hermes-webui's ``Session.compact()``:
+#: pin, archive, project, profile, model, workspace, token counts and cost, lineage),
+#: kept beside each head.
+DEFAULT_SUMMARY_KEYS = ("pinned", "archived", "project_id", "profile", "model",
+                        "model_provider", "workspace", "personality", "input_tokens",
+                        "output_tokens", "estimated_cost", "last_message_at",
+                        "parent_session_id")
 #: Longest string a summary keeps (a longer value is left out of the summary).
 SUMMARY_STR_MAX = 300
 

@@ -102,3 +102,17 @@ def test_key_order_is_kept_through_saves(store: Store) -> None:
     store.create("plain", {"b": 1, "a": 2}, [])
     assert list(store.load_meta("plain").metadata) == ["a", "b"]
     assert store.load_meta("plain").key_order == ()
+
+
+def test_gc_keeps_the_metadata_objects_of_kept_versions(store: Store) -> None:
+    from cas_store.gc import gc
+
+    meta = _big_metadata()
+    store.create("s", meta, [])
+    store.update_metadata("s", {"anchor_activity_scenes": {"scene-0001": None}})
+    store.update_metadata("s", {"pinned": True})
+    report = gc(store, keep_last=1, grace=0.0)
+    assert report.to_json()["missing"] == 0
+    got = store.load_meta("s").metadata
+    assert got["pinned"] is True and len(got["anchor_activity_scenes"]) == 999
+    assert store.fsck().ok
