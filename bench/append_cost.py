@@ -211,10 +211,12 @@ def bench_metadata_patch(root: Path, meta_bytes: int, patches: int) -> dict[str,
     store = open_store(root / f"meta-{meta_bytes}.db")
     scenes: dict[str, Any] = {}
     rng = random.Random(meta_bytes)
-    while len(canonical_json(scenes)) < meta_bytes:
-        scenes[f"scene-{len(scenes):05d}"] = {
-            "summary": " ".join(rng.choice(WORDS) for _ in range(40)),
-            "anchors": [rng.randrange(10_000) for _ in range(8)]}
+    size = 0
+    while size < meta_bytes:
+        scene = {"summary": " ".join(rng.choice(WORDS) for _ in range(40)),
+                 "anchors": [rng.randrange(10_000) for _ in range(8)]}
+        scenes[f"scene-{len(scenes):05d}"] = scene
+        size += len(canonical_json(scene)) + 16
     metadata: dict[str, Any] = {"title": "benchmark", "model": "m-1", "pinned": False,
                                 "anchor_activity_scenes": scenes}
     store.create("meta", metadata, [make_message(rng, 0)])

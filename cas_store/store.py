@@ -644,14 +644,16 @@ class Store:
         return order
 
     def _put_metadata(self, io: _IO | None, metadata: Mapping[str, JSON],
-                      order: Sequence[str] | None, old: M.MetaRef | None = None) -> M.MetaRef:
+                      order: Sequence[str] | None, old: M.MetaRef | None = None,
+                      kept: Mapping[str, Oid] | None = None) -> M.MetaRef:
         """Stage a state's metadata objects (io=None: only compute their ids).
 
         Values of at least META_VALUE_MIN_BYTES become objects of their own; one equal to
         old's (same id) is neither staged nor rewritten, so a patch costs what it changes.
+        ``kept`` names large values carried over unread (by id) beside ``metadata``.
         """
         small: dict[str, JSON] = {}
-        values: list[tuple[str, Oid]] = []
+        values: list[tuple[str, Oid]] = list((kept or {}).items())
         reuse = {k: o for k, o in old.values} if old is not None else {}
         new: dict[Oid, bytes] = {}
         for key, value in metadata.items():
@@ -943,16 +945,29 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
-            current = self._read_metadata(io, man)
+            ref = man.meta_ref
+            # Large values the patch does not name are carried over by id, neither read
+            # nor re-encoded: a one-key patch costs the small fields, whatever the rest.
+            kept = {k: o for k, o in ref.values if k not in patch}
+            current = io.metadata(ref.meta)
+            touched = [(k, o) for k, o in ref.values if k in patch]
+            if touched:
+                got = io.payloads([o for _, o in touched], Kind.META)
+                current.update((k, json.loads(got[o])) for k, o in touched)
             merged = merge_patch(current, patch)
-            self._metadata(merged)
-            # Only the objects of changed values are written: the small fields' object,
-            # and a large value only if the patch changed it.
-            keys = self._relayout(io, man.meta_ref, merged, man.lists)
-            meta = self._put_metadata(io, merged, keys, man.meta_ref)
+            assert isinstance(merged, dict)
+            size = len(self._metadata(merged))
+            if kept:
+                size += sum(self.backend.sizes(list(kept.values())).values())
+            if size > self.limits.max_metadata_bytes:
+                raise InvalidMetadata(f"metadata is {size} bytes, over the limit of"
+                                      f" {self.limits.max_metadata_bytes}")
+            keys = self._relayout(io, ref, {**merged, **dict.fromkeys(kept)}, man.lists)
+            meta = self._put_metadata(io, merged, keys, ref, kept)
             m = self._put_manifest(io, meta, man.lists, (head.manifest, man))
             return _Change(Op.UPDATE_METADATA, m, head.message_count, head.nbytes,
-                           _title(merged), noop=meta == man.meta_ref, metadata=merged)
+                           _title(merged) if "title" in merged else head.title,
+                           noop=meta == man.meta_ref, metadata=merged)
 
         return self._mutate(sid, expected, build, at=at)
 

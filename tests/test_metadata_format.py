@@ -116,3 +116,17 @@ def test_gc_keeps_the_metadata_objects_of_kept_versions(store: Store) -> None:
     got = store.load_meta("s").metadata
     assert got["pinned"] is True and len(got["anchor_activity_scenes"]) == 999
     assert store.fsck().ok
+
+
+def test_the_metadata_limit_counts_values_the_patch_did_not_read(tmp_path: Path) -> None:
+    import pytest
+
+    from cas_store.errors import InvalidMetadata
+    from cas_store.store import Limits
+
+    with open_store(tmp_path / "l.db", limits=Limits(max_metadata_bytes=600_000)) as store:
+        store.create("s", _big_metadata(), [])
+        with pytest.raises(InvalidMetadata):
+            store.update_metadata("s", {"more": "x" * 300_000})
+        store.update_metadata("s", {"more": "x" * 1000})
+        assert len(store.load_meta("s").metadata["more"]) == 1000
