@@ -689,27 +689,25 @@ class Store:
 
     def _relayout(self, io: _IO, old: M.MetaRef, metadata: Mapping[str, JSON],
                   lists: Iterable[str]) -> list[str] | None:
-        """Return the key order after a metadata change: kept keys stay where they were.
+        """Return the key order after a metadata change (None: the state records none).
 
-        A key no longer in the metadata leaves the order (list names stay, also emptied
-        ones); a new key goes before the first list, as a document's metadata does.
+        Kept names stay where they were: the metadata keys still present, and every list
+        name (an emptied list too, and the given ``lists``). A removed key leaves the
+        order; a new key goes before the first list, as in a document's metadata; a new
+        list name goes at the end.
         """
         order = self._key_order(io, old)
         if not order:
             return None
-        listed = set(order)
-        was_list = {k for k in order if k == MESSAGES}
         names = set(lists)
-        # Names in the order that are not metadata now were lists (or are removed keys:
-        # those were metadata in the old state).
+        # A name of the order that was not metadata in the old state is a list's.
         old_meta = set(io.metadata(old.meta)) | {k for k, _ in old.values}
-        was_list |= {k for k in order if k not in old_meta}
-        kept = [k for k in order if k in metadata or k in was_list or k in names]
-        new_keys = [k for k in metadata if k not in listed]
+        is_list = {k for k in order if k not in old_meta or k == MESSAGES} | names
+        kept = [k for k in order if k in metadata or k in is_list]
+        new_keys = [k for k in metadata if k not in set(order)]
         first_list = next((i for i, k in enumerate(kept) if k not in metadata), len(kept))
         out = kept[:first_list] + new_keys + kept[first_list:]
-        out += [n for n in sorted(names) if n not in set(out)]
-        return out
+        return out + sorted(names - set(out))
 
     @staticmethod
     def _key_order_arg(key_order: Any, metadata: Mapping[str, JSON]) -> list[str] | None:
