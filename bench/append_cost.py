@@ -6,7 +6,9 @@ time (every version kept). Printed per store and N:
 * bytes written per append, excluding the message's own chunk (cas-store: new objects'
   stored bytes + the log entry and head row it adds; JSON file: the whole file rewritten),
   and the store file's growth per append (after a WAL checkpoint);
-* append latency (median, p95), load_meta latency, full load latency.
+* append latency (median, p95), load_meta latency, full load latency;
+* and once: the bytes one small-key metadata patch writes for a session holding 400 KB of
+  metadata (a chat UI's scene index), beside the whole-object cost of the previous format.
 
 Both stores fsync every save (cas-store: WAL + synchronous=FULL; JSON: fsync + os.replace).
 
@@ -308,6 +310,54 @@ def print_edits(rows: list[dict[str, Any]]) -> None:
               f"| {ms(r['seconds'])} |")
 
 
+def bench_metadata_patch(root: Path, meta_bytes: int, patches: int) -> dict[str, float]:
+    """Measure patching one small key of a session with meta_bytes of metadata.
+
+    Returns the bytes of new non-chunk objects per patch (logical and stored), beside
+    what writing the whole metadata object costs (the previous format: one object).
+    """
+    from cas_store.objects import canonical_json, compress
+
+    store = open_store(root / f"meta-{meta_bytes}.db")
+    scenes: dict[str, Any] = {}
+    rng = random.Random(meta_bytes)
+    size = 0
+    while size < meta_bytes:
+        scene = {"summary": " ".join(rng.choice(WORDS) for _ in range(40)),
+                 "anchors": [rng.randrange(10_000) for _ in range(8)]}
+        scenes[f"scene-{len(scenes):05d}"] = scene
+        size += len(canonical_json(scene)) + 16
+    metadata: dict[str, Any] = {"title": "benchmark", "model": "m-1", "pinned": False,
+                                "anchor_activity_scenes": scenes}
+    store.create("meta", metadata, [make_message(rng, 0)])
+    logical: list[int] = []
+    stored: list[int] = []
+    real_commit = store.backend.commit
+
+    def counting_commit(change: Commit) -> None:
+        new = [o for o in change.objects if o.frame is not None and o.kind != Kind.CHUNK]
+        logical.append(sum(o.size for o in new))
+        stored.append(sum(len(o.frame or b"") for o in new))
+        real_commit(change)
+
+    store.backend.commit = counting_commit  # type: ignore[method-assign]
+    lat = []
+    for i in range(patches):
+        t = time.perf_counter()
+        store.update_metadata("meta", {"pinned": i % 2 == 0})
+        lat.append(time.perf_counter() - t)
+    store.backend.commit = real_commit  # type: ignore[method-assign]
+    store.close()
+    whole = canonical_json({**metadata, "pinned": True})
+    return {
+        "logical": statistics.mean(logical),
+        "stored": statistics.mean(stored),
+        "whole_logical": float(len(whole)),
+        "whole_stored": float(len(compress(whole))),
+        "patch_med": statistics.median(lat),
+    }
+
+
 def fmt_bytes(b: float) -> str:
     """Return a short human size."""
     for unit in ("B", "KB", "MB", "GB"):
@@ -346,10 +396,22 @@ def main() -> None:
             js = bench_json(root, n, k, random.Random(n))
             rows.append((n, cas, js))
             print(f"N={n}: done", flush=True)
+        bench_meta = bench_metadata_patch(root, 400 * 1024, 20 if args.quick else 100)
     print()
     print("Per append at the end of a session of N messages; both stores fsync every save.")
     print("'written' excludes the message's own chunk (cas-store) — the JSON store rewrites"
           " the whole file.")
+    print()
+    meta = bench_meta
+    print("One-key metadata patch of a session with"
+          f" {fmt_bytes(meta['whole_logical'])} of metadata (mostly one large dict):")
+    print()
+    print("| metadata written per patch | logical | stored (zstd) | patch median |")
+    print("|---|---:|---:|---:|")
+    print(f"| large values as their own objects (now) | {fmt_bytes(meta['logical'])}"
+          f" | {fmt_bytes(meta['stored'])} | {ms(meta['patch_med'])} |")
+    print(f"| the whole metadata object (before) | {fmt_bytes(meta['whole_logical'])}"
+          f" | {fmt_bytes(meta['whole_stored'])} | — |")
     print()
     print("| N | store | bytes written / append (mean, max) | file growth / append |"
           " append median | append p95 | load_meta | full load |")

@@ -105,10 +105,13 @@ DAY = 86400.0
 _LOAD_BATCH = 1000  # chunk ids per query on a full load: few round trips, bounded memory
 
 
-#: Metadata keys a chat UI's session list shows (hermes-webui's sidebar: pin, archive,
-#: project, profile, model, workspace, token counts and cost), kept beside each head.
-DEFAULT_SUMMARY_KEYS = ("pinned", "archived", "project_id", "profile", "model", "workspace",
-                        "personality", "input_tokens", "output_tokens", "estimated_cost")
+#: Metadata keys a chat UI's session list shows (hermes-webui's ``Session.compact()``:
+#: pin, archive, project, profile, model, workspace, token counts and cost, lineage),
+#: kept beside each head.
+DEFAULT_SUMMARY_KEYS = ("pinned", "archived", "project_id", "profile", "model",
+                        "model_provider", "workspace", "personality", "input_tokens",
+                        "output_tokens", "estimated_cost", "last_message_at",
+                        "parent_session_id")
 #: Longest string a summary keeps (a longer value is left out of the summary).
 SUMMARY_STR_MAX = 300
 
@@ -676,14 +679,16 @@ class Store:
         return order
 
     def _put_metadata(self, io: _IO | None, metadata: Mapping[str, JSON],
-                      order: Sequence[str] | None, old: M.MetaRef | None = None) -> M.MetaRef:
+                      order: Sequence[str] | None, old: M.MetaRef | None = None,
+                      kept: Mapping[str, Oid] | None = None) -> M.MetaRef:
         """Stage a state's metadata objects (io=None: only compute their ids).
 
         Values of at least META_VALUE_MIN_BYTES become objects of their own; one equal to
         old's (same id) is neither staged nor rewritten, so a patch costs what it changes.
+        ``kept`` names large values carried over unread (by id) beside ``metadata``.
         """
         small: dict[str, JSON] = {}
-        values: list[tuple[str, Oid]] = []
+        values: list[tuple[str, Oid]] = list((kept or {}).items())
         reuse = {k: o for k, o in old.values} if old is not None else {}
         new: dict[Oid, bytes] = {}
         for key, value in metadata.items():
@@ -719,27 +724,25 @@ class Store:
 
     def _relayout(self, io: _IO, old: M.MetaRef, metadata: Mapping[str, JSON],
                   lists: Iterable[str]) -> list[str] | None:
-        """Return the key order after a metadata change: kept keys stay where they were.
+        """Return the key order after a metadata change (None: the state records none).
 
-        A key no longer in the metadata leaves the order (list names stay, also emptied
-        ones); a new key goes before the first list, as a document's metadata does.
+        Kept names stay where they were: the metadata keys still present, and every list
+        name (an emptied list too, and the given ``lists``). A removed key leaves the
+        order; a new key goes before the first list, as in a document's metadata; a new
+        list name goes at the end.
         """
         order = self._key_order(io, old)
         if not order:
             return None
-        listed = set(order)
-        was_list = {k for k in order if k == MESSAGES}
         names = set(lists)
-        # Names in the order that are not metadata now were lists (or are removed keys:
-        # those were metadata in the old state).
+        # A name of the order that was not metadata in the old state is a list's.
         old_meta = set(io.metadata(old.meta)) | {k for k, _ in old.values}
-        was_list |= {k for k in order if k not in old_meta}
-        kept = [k for k in order if k in metadata or k in was_list or k in names]
-        new_keys = [k for k in metadata if k not in listed]
+        is_list = {k for k in order if k not in old_meta or k == MESSAGES} | names
+        kept = [k for k in order if k in metadata or k in is_list]
+        new_keys = [k for k in metadata if k not in set(order)]
         first_list = next((i for i, k in enumerate(kept) if k not in metadata), len(kept))
         out = kept[:first_list] + new_keys + kept[first_list:]
-        out += [n for n in sorted(names) if n not in set(out)]
-        return out
+        return out + sorted(names - set(out))
 
     @staticmethod
     def _key_order_arg(key_order: Any, metadata: Mapping[str, JSON]) -> list[str] | None:
@@ -1057,16 +1060,29 @@ class Store:
         def build(head: HeadRow | None, io: _IO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
-            current = self._read_metadata(io, man)
+            ref = man.meta_ref
+            # Large values the patch does not name are carried over by id, neither read
+            # nor re-encoded: a one-key patch costs the small fields, whatever the rest.
+            kept = {k: o for k, o in ref.values if k not in patch}
+            current = io.metadata(ref.meta)
+            touched = [(k, o) for k, o in ref.values if k in patch]
+            if touched:
+                got = io.payloads([o for _, o in touched], Kind.META)
+                current.update((k, json.loads(got[o])) for k, o in touched)
             merged = merge_patch(current, patch)
-            self._metadata(merged)
-            # Only the objects of changed values are written: the small fields' object,
-            # and a large value only if the patch changed it.
-            keys = self._relayout(io, man.meta_ref, merged, man.lists)
-            meta = self._put_metadata(io, merged, keys, man.meta_ref)
+            assert isinstance(merged, dict)
+            size = len(self._metadata(merged))
+            if kept:
+                size += sum(self.backend.sizes(list(kept.values())).values())
+            if size > self.limits.max_metadata_bytes:
+                raise InvalidMetadata(f"metadata is {size} bytes, over the limit of"
+                                      f" {self.limits.max_metadata_bytes}")
+            keys = self._relayout(io, ref, {**merged, **dict.fromkeys(kept)}, man.lists)
+            meta = self._put_metadata(io, merged, keys, ref, kept)
             m = self._put_manifest(io, meta, man.lists, (head.manifest, man))
             return _Change(Op.UPDATE_METADATA, m, head.message_count, head.nbytes,
-                           _title(merged), noop=meta == man.meta_ref, metadata=merged)
+                           _title(merged) if "title" in merged else head.title,
+                           noop=meta == man.meta_ref, metadata=merged)
 
         return self._mutate(sid, expected, build, at=at)
 

@@ -171,3 +171,9 @@ def test_cli_takes_dash_first_ids_after_double_dash(store_path: Path, hermes: He
     assert json.loads(r.stdout) == hermes.live[hermes.dash_id]
     r = runner.invoke(app, ["--store", str(store_path), "recover", "--", hermes.dash_id])
     assert r.exit_code == 0, r.stderr
+
+
+def test_dry_run_reports_the_wipe_of_lists(store: Store, hermes: HermesDir) -> None:
+    dry = import_json_dir(store, hermes.path, dry_run=True)
+    real = import_json_dir(store, hermes.path)
+    assert set(dry.suspect) == set(real.suspect) == {hermes.wiped}

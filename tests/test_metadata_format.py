@@ -102,3 +102,31 @@ def test_key_order_is_kept_through_saves(store: Store) -> None:
     store.create("plain", {"b": 1, "a": 2}, [])
     assert list(store.load_meta("plain").metadata) == ["a", "b"]
     assert store.load_meta("plain").key_order == ()
+
+
+def test_gc_keeps_the_metadata_objects_of_kept_versions(store: Store) -> None:
+    from cas_store.gc import gc
+
+    meta = _big_metadata()
+    store.create("s", meta, [])
+    store.update_metadata("s", {"anchor_activity_scenes": {"scene-0001": None}})
+    store.update_metadata("s", {"pinned": True})
+    report = gc(store, keep_last=1, grace=0.0)
+    assert report.to_json()["missing"] == 0
+    got = store.load_meta("s").metadata
+    assert got["pinned"] is True and len(got["anchor_activity_scenes"]) == 999
+    assert store.fsck().ok
+
+
+def test_the_metadata_limit_counts_values_the_patch_did_not_read(tmp_path: Path) -> None:
+    import pytest
+
+    from cas_store.errors import InvalidMetadata
+    from cas_store.store import Limits
+
+    with open_store(tmp_path / "l.db", limits=Limits(max_metadata_bytes=600_000)) as store:
+        store.create("s", _big_metadata(), [])
+        with pytest.raises(InvalidMetadata):
+            store.update_metadata("s", {"more": "x" * 300_000})
+        store.update_metadata("s", {"more": "x" * 1000})
+        assert len(store.load_meta("s").metadata["more"]) == 1000
