@@ -26,7 +26,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import manifest as M
@@ -81,6 +81,15 @@ class _Counts:
     sessions_copied: int = 0
 
 
+
+def _same_entry(a: LogEntry, b: LogEntry) -> bool:
+    """Return True if two log entries record the same version (the feed cursor aside).
+
+    A cursor is a place in one store's change feed, given by that store at commit time,
+    so a copied version has the destination's cursor, not the source's.
+    """
+    return replace(a, cursor=0) == replace(b, cursor=0)
+
 def migrate(src: Backend, dst: Backend, *, progress: Progress | None = None,
             verify: bool = True) -> MigrateReport:
     """Copy every session and version of src into dst, then verify dst against src.
@@ -119,6 +128,15 @@ def migrate(src: Backend, dst: Backend, *, progress: Progress | None = None,
             writer.close()
         raise
     writer.close()
+    if counts.versions_copied and dst.supports_search:
+        # Versions arrive through Backend.commit as history, without the message-list
+        # changes a write path gives the search index: rebuild it from the copied log.
+        from .search import reindex
+        from .store import Store
+
+        if progress:
+            progress("indexing", 0, total)
+        reindex(Store(dst), (lambda n: progress("indexing", n, total)) if progress else None)
     problems: list[str] = []
     checked_versions = checked_objects = changed = 0
     if verify:
@@ -240,7 +258,7 @@ def _check_prefix(dst: Backend, head: HeadRow, entries: list[LogEntry], have: He
     shared = 0
     for e in dst.versions(head.sid, ascending=True):
         theirs = by_seq.get(e.seq)
-        if theirs is not None and theirs != e:
+        if theirs is not None and not _same_entry(theirs, e):
             raise SessionExists(
                 f"session {head.sid!r} version {e.seq} differs on the destination: the"
                 " destination has a different history", session_id=head.sid)
@@ -359,7 +377,7 @@ def _verify_session(src: Backend, dst: Backend, sid: str, seq: int,
         got = theirs.get(e.seq)
         if got is None:
             problems.append(f"session {sid!r}: version {e.seq} is missing on the destination")
-        elif got != e:
+        elif not _same_entry(got, e):
             problems.append(f"session {sid!r}: version {e.seq} differs on the destination")
     have = dst.head(sid)
     if have is None:
