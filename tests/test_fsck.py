@@ -174,4 +174,5 @@ def test_a_head_that_does_not_match_its_newest_version_is_a_problem(
     bad = [p for p in report.problems if p.kind == "bad_head"]
     assert len(bad) == 1 and bad[0].affects == [("a", head.seq)]
     assert "head row does not match its newest version" in bad[0].detail
-    assert all(p.kind == "bad_head" for p in report.problems)  # no object is damaged
+    # No object is damaged (the search index, which follows the head row, may disagree).
+    assert all(p.kind in ("bad_head", "search_index") for p in report.problems)

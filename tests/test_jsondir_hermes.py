@@ -103,7 +103,8 @@ def test_wipe_of_three_lists_is_recovered_whole_by_a_plain_recover(store: Store,
 def test_server_start_up_recovers_an_imported_wipe(store_path: Path, hermes: HermesDir) -> None:
     with open_store(store_path) as s:
         import_json_dir(s, hermes.path)
-    with TestClient(create_app(Settings(store=str(store_path)))) as client:
+    settings = Settings(store=str(store_path), allowed_hosts=["testserver"])
+    with TestClient(create_app(settings)) as client:
         got = client.get(f"/api/sessions/{hermes.wiped}").json()
     assert len(got["messages"]) == 46 and got["metadata"]["message_count"] == 46
     assert got["lists"]["tool_calls"] == hermes.bak[hermes.wiped]["tool_calls"]

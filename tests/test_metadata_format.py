@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cas_store import Store, open_store
 from cas_store.backends import Commit
+from cas_store.backends.sqlite import SCHEMA_VERSION
 from cas_store.objects import Kind
 
 DATA = Path(__file__).parent / "data"
@@ -41,7 +42,8 @@ def test_a_store_of_the_previous_format_opens_and_reads(tmp_path: Path) -> None:
         assert store.list_sessions(where={"pinned": False}).sessions[0].session_id == "old-1"
         assert store.fsck().ok
     con = sqlite3.connect(path)
-    assert con.execute("SELECT value FROM store_info WHERE key='schema'").fetchone()[0] == "2"
+    schema = con.execute("SELECT value FROM store_info WHERE key='schema'").fetchone()[0]
+    assert schema == str(SCHEMA_VERSION)
     con.close()
 
 

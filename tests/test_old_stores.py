@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cas_store import lists as L
 from cas_store import open_store
+from cas_store.backends import IndexUpdate
 from cas_store.model import ANY, Op
 from cas_store.objects import Oid
 from cas_store.store import MESSAGES, _Change
@@ -33,8 +34,9 @@ def test_a_fixed_fanout_session_loads_pages_and_takes_new_writes(tmp_path: Path)
             man = io.manifest(head.manifest)
             io.put_items(items)
             ref = _fixed(items.ids, items.nbytes, io)
-            m = store._put_manifest(io, man.meta, {MESSAGES: ref})
-            return _Change(Op.SAVE, m, ref.count, ref.nbytes, head.title)
+            m = store._put_manifest(io, man.meta_ref, {MESSAGES: ref})
+            return _Change(Op.SAVE, m, ref.count, ref.nbytes, head.title,
+                           index=IndexUpdate(0, items.ids))
 
         store._mutate("s", ANY, build)
     with open_store(tmp_path / "s.db") as store:

@@ -212,7 +212,9 @@ def test_cli_search_and_reindex(store: Store, store_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(app, ["--store", str(store_path), "search", "quick"])
     assert r.exit_code == 0, r.output
-    assert r.stdout.split("\t")[:4] == ["s", "0", "1", "user"]
+    header, first = r.stdout.splitlines()[:2]
+    assert header.split("\t")[:4] == ["session", "index", "seq", "role"]
+    assert first.split("\t")[:4] == ["s", "0", "1", "user"]
     assert "[quick]" in r.stdout
     r = runner.invoke(app, ["--store", str(store_path), "search", "***"])
     assert r.exit_code != 0 and "no words" in r.stderr

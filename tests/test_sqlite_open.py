@@ -9,7 +9,7 @@ import pytest
 
 from cas_store import open_store
 from cas_store.backends import sqlite as S
-from cas_store.errors import StorageError
+from cas_store.errors import CorruptStore, StorageError
 
 
 def test_a_newer_schema_is_refused_and_a_current_one_opens(tmp_path: Path) -> None:
@@ -27,7 +27,8 @@ def test_a_newer_schema_is_refused_and_a_current_one_opens(tmp_path: Path) -> No
         open_store(path)
 
 
-def test_a_store_missing_a_table_is_set_up_again(tmp_path: Path) -> None:
+def test_a_store_missing_a_table_is_damaged_not_set_up_again(tmp_path: Path) -> None:
+    # An empty version log made up on open would hide that the history is gone.
     path = tmp_path / "s.db"
     with open_store(path) as store:
         store.create("a", {}, [])
@@ -35,6 +36,8 @@ def test_a_store_missing_a_table_is_set_up_again(tmp_path: Path) -> None:
     con.execute("DROP TABLE versions")
     con.commit()
     con.close()
-    with open_store(path) as store:
+    with open_store(path) as store, pytest.raises(CorruptStore, match="versions table is missing"):
         store.create("b", {}, [{"role": "user", "content": "x"}])
-        assert store.load("b").meta.message_count == 1
+    con = sqlite3.connect(path)
+    assert "versions" not in {r[0] for r in con.execute("SELECT name FROM sqlite_schema")}
+    con.close()

@@ -10,6 +10,7 @@ from support import msgs
 
 from cas_store import Store, open_store
 from cas_store.api import create_app
+from cas_store.api.settings import Settings
 from cas_store.errors import InvalidArgument
 from cas_store.store import Limits
 
@@ -93,7 +94,8 @@ def test_summary_keys_are_configurable(tmp_path: Path) -> None:
 
 def test_api_lists_filters_and_pins(store: Store) -> None:
     _sidebar(store)
-    with TestClient(create_app(store=store, static_dir=None)) as client:
+    settings = Settings(store=store.backend.location, allowed_hosts=["testserver"])
+    with TestClient(create_app(settings, store=store, static_dir=None)) as client:
         r = client.get("/api/sessions", params={"archived": "false", "project_id": "p1"})
         assert r.status_code == 200
         assert [s["session_id"] for s in r.json()["sessions"]] == ["a"]

@@ -265,6 +265,15 @@ class SQLiteBackend(Backend):
                     con.execute("UPDATE store_info SET value = 'stale' WHERE key = 'search'")
             return  # the common open: one read, no write transaction
         with self._write(con):
+            tables = {r[0] for r in con.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table'")}
+            lost = {"objects", "versions", "sessions"} - tables
+            if "store_info" in tables and lost:
+                # A store that has been written lost part of itself: recreating an empty
+                # table would hide that its sessions or history are gone.
+                raise CorruptStore(
+                    f"{self.path}: the database file is damaged (its {', '.join(sorted(lost))}"
+                    " table is missing); run `cas-store fsck`")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     con.execute(statement)
