@@ -45,7 +45,7 @@ def vocabulary(n: int, rng: random.Random) -> list[str]:
     words: set[str] = set()
     while len(words) < n:
         words.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))))
-    return sorted(words, key=lambda w: rng.random())
+    return sorted(sorted(words), key=lambda w: rng.random())  # not set order: hash-seeded
 
 
 class Text:
