@@ -682,9 +682,10 @@ class SQLiteBackend(Backend):
     def _docs(self, con: sqlite3.Connection, oids: Sequence[Oid]) -> dict[Oid, int]:
         """Return each chunk's doc id (its rowid), indexing those not indexed yet."""
         out: dict[Oid, int] = {}
-        new: list[tuple[int, str, str]] = []
-        for part in _chunks(list(dict.fromkeys(oids))):
+        for part in _chunks(list(dict.fromkeys(oids)), 100):
+            # A hundred at a time: a big import's text is never all in memory at once.
             marks = ",".join("?" * len(part))
+            new: list[tuple[int, str, str]] = []
             for oid, rowid, data in con.execute(
                 "SELECT o.oid, o.rowid, CASE WHEN d.doc IS NULL THEN o.data END FROM objects o"
                 f" LEFT JOIN search_docs d ON d.doc = o.rowid WHERE o.oid IN ({marks})", part
@@ -692,13 +693,13 @@ class SQLiteBackend(Backend):
                 out[Oid(bytes(oid))] = rowid
                 if data is not None:
                     new.append((rowid, *_fields(data)))
+            if new:
+                con.executemany("INSERT INTO search_docs (doc, role) VALUES (?, ?)",
+                                [(d, role) for d, role, _ in new])
+                con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
+                                [(d, text) for d, _, text in new])
         if len(out) != len(set(oids)):
             raise StorageError("a message to index is not stored")
-        if new:
-            con.executemany("INSERT INTO search_docs (doc, role) VALUES (?, ?)",
-                            [(d, role) for d, role, _ in new])
-            con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
-                            [(d, text) for d, _, text in new])
         return out
 
     def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit) -> None:
