@@ -528,7 +528,8 @@ class SQLiteBackend(Backend):
             # transaction, so an object stamped earlier than its start must already be
             # visible to that listing (see gc(): start time, then the lease).
             now = time.time()
-            row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (entry.sid,)).fetchone()
+            row = con.execute("SELECT seq, message_count, deleted FROM sessions WHERE sid = ?",
+                              (entry.sid,)).fetchone()
             current = row[0] if row else 0
             if current != change.expected_seq:
                 raise Conflict(
@@ -569,7 +570,9 @@ class SQLiteBackend(Backend):
                  entry.message_count, entry.nbytes, flags, int(cursor)),
             )
             if change.index is not None and self.index_search:
-                self._index(con, entry.sid, entry.seq, change)
+                # The head's open spans are its indices 0..count-1 (none once deleted).
+                held = 0 if row is None or row[2] else row[1]
+                self._index(con, entry.sid, entry.seq, change, held)
             con.execute(
                 f"INSERT OR REPLACE INTO sessions ({_HEAD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (head.sid, head.seq, head.manifest, head.message_count, head.nbytes, head.title,
@@ -736,12 +739,14 @@ class SQLiteBackend(Backend):
             if len(rows) < 500:
                 return
 
-    def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit) -> None:
+    def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit,
+               held: int) -> None:
         """Move the session's spans with the commit: close those cut, open those added."""
         update = change.index
         assert update is not None
-        con.execute("UPDATE search_spans SET to_seq = ? WHERE sid = ? AND to_seq IS NULL"
-                    " AND idx >= ?", (seq, sid, update.keep))
+        if update.keep < held:  # an append cuts nothing: no span to close
+            con.execute("UPDATE search_spans SET to_seq = ? WHERE sid = ? AND to_seq IS NULL"
+                        " AND idx >= ?", (seq, sid, update.keep))
         if update.add:
             docs = self._docs(con, update.add, defer=True)
             con.executemany(
