@@ -81,7 +81,9 @@ class Feed:
         self._poke = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._loops: dict[asyncio.AbstractEventLoop, set[asyncio.Event]] = {}
+        # Async subscribers' events by loop, then by the session they follow (None: all),
+        # so a move wakes only the streams it concerns.
+        self._loops: dict[asyncio.AbstractEventLoop, dict[str | None, set[asyncio.Event]]] = {}
         self.subscribers = 0
 
     # --- the watcher ----------------------------------------------------------------------
@@ -130,10 +132,14 @@ class Feed:
                 self._floor = self._ring[cut - 1].cursor
                 del self._ring[:cut]
             self._cond.notify_all()
-            loops = {loop: list(events) for loop, events in self._loops.items()}
+            sids = {c.session_id for c in new}
+            loops = {loop: [e for key, events in by_sid.items()
+                            if key is None or key in sids for e in events]
+                     for loop, by_sid in self._loops.items()}
         for loop, events in loops.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closing
-                loop.call_soon_threadsafe(_set_all, events)
+            if events:
+                with contextlib.suppress(RuntimeError):  # that loop is closing
+                    loop.call_soon_threadsafe(_set_all, events)
 
     def close(self) -> None:
         """Stop the watcher; subscribers see no more changes."""
@@ -144,7 +150,8 @@ class Feed:
             thread.join(timeout=5)
         with self._cond:
             self._cond.notify_all()
-            loops = {loop: list(events) for loop, events in self._loops.items()}
+            loops = {loop: [e for events in by_sid.values() for e in events]
+                     for loop, by_sid in self._loops.items()}
         for loop, events in loops.items():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_set_all, events)
@@ -219,7 +226,7 @@ class Feed:
         event = asyncio.Event()
         cursor = await asyncio.to_thread(self.start_cursor, after)
         with self._cond:
-            self._loops.setdefault(loop, set()).add(event)
+            self._loops.setdefault(loop, {}).setdefault(session_id, set()).add(event)
         self.subscribers += 1
         try:
             while not self._closed:
@@ -238,11 +245,14 @@ class Feed:
         finally:
             self.subscribers -= 1
             with self._cond:
-                events = self._loops.get(loop)
+                by_sid = self._loops.get(loop, {})
+                events = by_sid.get(session_id)
                 if events is not None:
                     events.discard(event)
                     if not events:
-                        del self._loops[loop]
+                        del by_sid[session_id]
+                if not by_sid:
+                    self._loops.pop(loop, None)
 
 
 def _set_all(events: list[asyncio.Event]) -> None:

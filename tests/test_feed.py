@@ -165,3 +165,31 @@ def test_close_stops_the_watcher(store_path: Path) -> None:
     s.close()
     assert not any(t.name == "cas-feed" and t.is_alive() for t in threading.enumerate())
     assert list(it) == []
+
+
+def test_async_followers_of_one_session_get_only_its_moves(store: Store) -> None:
+    store.create("a", {}, [])
+    store.create("b", {}, [])
+
+    async def run() -> tuple[list[Change], list[Change]]:
+        got_a: list[Change] = []
+        got_all: list[Change] = []
+
+        async def take(it: object, out: list[Change], n: int) -> None:
+            async for c in it:  # type: ignore[attr-defined]
+                out.append(c)
+                if len(out) == n:
+                    return
+
+        ta = asyncio.create_task(take(store.follow_async(session_id="a"), got_a, 2))
+        tall = asyncio.create_task(take(store.follow_async(), got_all, 4))
+        await asyncio.sleep(0.3)
+        for sid in ("b", "a", "b", "a"):
+            await asyncio.to_thread(store.append, sid, [m(sid)])
+        await asyncio.wait_for(asyncio.gather(ta, tall), 20)
+        return got_a, got_all
+
+    got_a, got_all = asyncio.run(run())
+    assert [(c.session_id, c.seq) for c in got_a] == [("a", 2), ("a", 3)]
+    assert [c.session_id for c in got_all] == ["b", "a", "b", "a"]
+    assert store.feed._loops == {}  # every follower unsubscribed

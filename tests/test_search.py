@@ -125,6 +125,20 @@ def test_the_index_follows_every_write(store: Store) -> None:
     assert store.fsck().ok
 
 
+def test_words_wait_for_the_next_search_but_nothing_is_lost(store: Store,
+                                                            store_path: Path) -> None:
+    store.create("s", {}, [u("first words")])
+    store.append("s", [u("second words")])
+    con = sqlite3.connect(store_path)
+    pending = con.execute("SELECT count(*) FROM search_docs WHERE pending = 1").fetchone()[0]
+    assert pending == 2  # the commits marked them; no FTS5 work on the write path
+    assert store.fsck().ok  # pending words are not a fault
+    assert where(store, "second") == [("s", 1, 2)]  # the search put them in first
+    assert con.execute("SELECT count(*) FROM search_docs WHERE pending = 1").fetchone()[0] == 0
+    con.close()
+    assert store.fsck().ok
+
+
 def test_all_versions_finds_what_heads_no_longer_hold(store: Store) -> None:
     store.create("s", {}, [u("old idea")])
     store.rewind("s", 0, [u("new idea")])

@@ -14,6 +14,7 @@ The streams are left out of /openapi.json: OpenAPI cannot describe an endless
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ..errors import InvalidArgument
+from ..feed import Change
 from ..store import Store
 from .deps import SidPath, StoreDep, head_seq
 
@@ -53,11 +55,18 @@ def _cursor(last_event_id: str | None, after: int | None) -> int | None:
     return after
 
 
-async def _events(store: Store, start: int, sid: str | None) -> AsyncIterator[ServerSentEvent]:
+@functools.lru_cache(maxsize=8192)
+def _encoded(change: Change) -> bytes:
+    """Return a change as one SSE event, encoded once however many streams send it."""
+    return ServerSentEvent(data=json.dumps(change.to_json(), separators=(",", ":")),
+                           id=str(change.cursor)).encode()
+
+
+async def _events(store: Store, start: int,
+                  sid: str | None) -> AsyncIterator[ServerSentEvent | bytes]:
     yield ServerSentEvent(data=json.dumps({"cursor": start}), event="ready", id=str(start))
     async for change in store.follow_async(start, session_id=sid):
-        yield ServerSentEvent(data=json.dumps(change.to_json(), separators=(",", ":")),
-                              id=str(change.cursor))
+        yield _encoded(change)
 
 
 async def _stream(request: Request, store: Store, cursor: int | None,

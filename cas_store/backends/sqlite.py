@@ -112,9 +112,11 @@ _MIGRATIONS: list[list[str]] = [
     # version until which (to_seq NULL: in the head). A store with sessions already needs
     # `cas-store reindex` (marked stale).
     [
-        "CREATE TABLE search_docs (doc INTEGER PRIMARY KEY, role TEXT NOT NULL)",
+        "CREATE TABLE search_docs (doc INTEGER PRIMARY KEY, role TEXT NOT NULL,"
+        " pending INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX search_docs_pending ON search_docs (doc) WHERE pending = 1",
         "CREATE VIEW search_text AS SELECT o.rowid AS doc, cas_message_text(o.data) AS body"
-        " FROM search_docs d JOIN objects o ON o.rowid = d.doc",
+        " FROM search_docs d JOIN objects o ON o.rowid = d.doc WHERE d.pending = 0",
         "CREATE VIRTUAL TABLE search_fts USING fts5(body, content='search_text',"
         " content_rowid='doc', tokenize='unicode61 remove_diacritics 2')",
         "CREATE TABLE search_spans (sid TEXT NOT NULL, idx INTEGER NOT NULL,"
@@ -686,6 +688,11 @@ class SQLiteBackend(Backend):
             # transaction, so an object stamped earlier than its start must already be
             # visible to that listing (see gc(): start time, then the lease).
             now = time.time()
+            indexing = change.index is not None and self.index_search
+            # The search index needs the head's message count before the move (its open
+            # spans are indices 0..count-1, none once deleted): read it only then.
+            old = con.execute("SELECT message_count, deleted FROM sessions WHERE sid = ?",
+                              (entry.sid,)).fetchone() if indexing else None
             # The compare-and-swap is the head write itself: one statement that moves the
             # head only from the expected version (an insert for a session not yet there).
             values = (head.seq, head.manifest, head.message_count, head.nbytes, head.title,
@@ -739,8 +746,9 @@ class SQLiteBackend(Backend):
                 (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
                  entry.message_count, entry.nbytes, flags, int(cursor)),
             )
-            if change.index is not None and self.index_search:
-                self._index(con, entry.sid, entry.seq, change)
+            if indexing:
+                held = 0 if old is None or old[1] else old[0]
+                self._index(con, entry.sid, entry.seq, change, held)
         self._after_commit()
 
     def version(self, sid: str, seq: int) -> LogEntry | None:
@@ -875,36 +883,71 @@ class SQLiteBackend(Backend):
 
     # --- search index ------------------------------------------------------------------------
 
-    def _docs(self, con: sqlite3.Connection, oids: Sequence[Oid]) -> dict[Oid, int]:
-        """Return each chunk's doc id (its rowid), indexing those not indexed yet."""
+    def _docs(self, con: sqlite3.Connection, oids: Sequence[Oid], *,
+              defer: bool = False) -> dict[Oid, int]:
+        """Return each chunk's doc id (its rowid), adding those not in search_docs yet.
+
+        With defer, a new doc is only marked pending: its words go into FTS5 at the next
+        search (``_flush``), many per transaction. An FTS5 insert per commit costs a
+        segment write and its share of merging (measured: the larger part of what the
+        index adds to an append); pending rows are in the commit's own transaction, so
+        a crash loses none of them.
+        """
         out: dict[Oid, int] = {}
-        new: list[tuple[int, str, str]] = []
-        for part in _chunks(list(dict.fromkeys(oids))):
+        # For a new doc: its frame, or (deferred) an empty blob, as "new" needs no bytes.
+        fetch = "x''" if defer else "o.data"
+        for part in _chunks(list(dict.fromkeys(oids)), 100):
+            # A hundred at a time: a big import's text is never all in memory at once.
             marks = ",".join("?" * len(part))
+            new: list[tuple[int, bytes]] = []
             for oid, rowid, data in con.execute(
-                "SELECT o.oid, o.rowid, CASE WHEN d.doc IS NULL THEN o.data END FROM objects o"
+                f"SELECT o.oid, o.rowid, CASE WHEN d.doc IS NULL THEN {fetch} END FROM objects o"
                 f" LEFT JOIN search_docs d ON d.doc = o.rowid WHERE o.oid IN ({marks})", part
             ):
                 out[Oid(bytes(oid))] = rowid
                 if data is not None:
-                    new.append((rowid, *_fields(data)))
+                    new.append((rowid, data))
+            if new and defer:
+                con.executemany("INSERT INTO search_docs (doc, role, pending) VALUES (?, '', 1)",
+                                [(d,) for d, _ in new])
+            elif new:
+                fields = [(d, *_fields(data)) for d, data in new]
+                con.executemany("INSERT INTO search_docs (doc, role) VALUES (?, ?)",
+                                [(d, role) for d, role, _ in fields])
+                con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
+                                [(d, text) for d, _, text in fields])
         if len(out) != len(set(oids)):
             raise StorageError("a message to index is not stored")
-        if new:
-            con.executemany("INSERT INTO search_docs (doc, role) VALUES (?, ?)",
-                            [(d, role) for d, role, _ in new])
-            con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
-                            [(d, text) for d, _, text in new])
         return out
 
-    def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit) -> None:
+    def _flush(self) -> None:
+        """Put the words of pending docs into FTS5, 500 per transaction (before a search)."""
+        if not self._read("SELECT 1 FROM search_docs WHERE pending = 1 LIMIT 1"):
+            return
+        con = self._con()
+        while True:
+            with self._write(con):
+                rows = con.execute(
+                    "SELECT d.doc, o.data FROM search_docs d JOIN objects o ON o.rowid = d.doc"
+                    " WHERE d.pending = 1 LIMIT 500").fetchall()
+                fields = [(d, *_fields(data)) for d, data in rows]
+                con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
+                                [(d, text) for d, _, text in fields])
+                con.executemany("UPDATE search_docs SET role = ?, pending = 0 WHERE doc = ?",
+                                [(role, d) for d, role, _ in fields])
+            if len(rows) < 500:
+                return
+
+    def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit,
+               held: int) -> None:
         """Move the session's spans with the commit: close those cut, open those added."""
         update = change.index
         assert update is not None
-        con.execute("UPDATE search_spans SET to_seq = ? WHERE sid = ? AND to_seq IS NULL"
-                    " AND idx >= ?", (seq, sid, update.keep))
+        if update.keep < held:  # an append cuts nothing: no span to close
+            con.execute("UPDATE search_spans SET to_seq = ? WHERE sid = ? AND to_seq IS NULL"
+                        " AND idx >= ?", (seq, sid, update.keep))
         if update.add:
-            docs = self._docs(con, update.add)
+            docs = self._docs(con, update.add, defer=True)
             con.executemany(
                 "INSERT INTO search_spans (sid, idx, from_seq, to_seq, doc)"
                 " VALUES (?, ?, ?, NULL, ?)",
@@ -914,15 +957,18 @@ class SQLiteBackend(Backend):
         """Take chunks about to be swept out of the index (their rowids may be reused)."""
         marks = ",".join("?" * len(oids))
         rows = con.execute(
-            "SELECT o.rowid, o.data FROM objects o JOIN search_docs d ON d.doc = o.rowid"
-            f" WHERE o.oid IN ({marks}) AND o.wtime < ?", (*oids, before)).fetchall()
+            "SELECT o.rowid, o.data, d.pending FROM objects o JOIN search_docs d"
+            f" ON d.doc = o.rowid WHERE o.oid IN ({marks}) AND o.wtime < ?",
+            (*oids, before)).fetchall()
         if rows:
             # An external-content delete must be given the text that was indexed: the
-            # chunk is immutable, so its text now is the text then.
+            # chunk is immutable, so its text now is the text then. A pending doc has
+            # nothing in FTS5 yet.
             con.executemany("INSERT INTO search_fts (search_fts, rowid, body)"
-                            " VALUES ('delete', ?, ?)", [(r, _message_text(d)) for r, d in rows])
-            con.executemany("DELETE FROM search_docs WHERE doc = ?", [(r,) for r, _ in rows])
-            con.executemany("DELETE FROM search_spans WHERE doc = ?", [(r,) for r, _ in rows])
+                            " VALUES ('delete', ?, ?)",
+                            [(r, _message_text(d)) for r, d, pending in rows if not pending])
+            con.executemany("DELETE FROM search_docs WHERE doc = ?", [(r,) for r, _, _ in rows])
+            con.executemany("DELETE FROM search_spans WHERE doc = ?", [(r,) for r, _, _ in rows])
 
     def search(self, terms: Sequence[SearchTerm], *, limit: int, offset: int = 0,
                all_versions: bool = False) -> list[SearchHit]:
@@ -950,6 +996,7 @@ class SQLiteBackend(Backend):
             )
         con = self._con()
         try:
+            self._flush()
             with self.snapshot():
                 if self.search_state() != "ready":
                     raise StorageError("the search index is not built (or is being rebuilt):"

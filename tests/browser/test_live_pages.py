@@ -1,8 +1,8 @@
 """Live pages and content search in a real chromium against a real ``cas-store serve``.
 
-Two pages stay open while a third party writes through the API: both redraw by the
-change feed, with no reload. The search box finds words inside messages and opens the
-session at the matching message.
+Two pages stay open while one of them, then a third party, writes through the API:
+both redraw by the change feed, with no reload. The search box finds words inside
+messages and opens the session at the matching message.
 """
 
 from __future__ import annotations
@@ -35,8 +35,14 @@ def test_two_open_pages_follow_writes_made_through_the_api(server: Server,
     for page in (listing, session):
         expect(page.locator("#live-state")).to_be_visible()
 
-    _write(server, "POST", f"/sessions/{seed.RESTORED}/messages",
-           {"messages": [{"role": "user", "content": "one more thing, live"}]})
+    # The list page writes through the API (as a chat front end in another tab would);
+    # the session page, which made no request, shows it.
+    status = listing.evaluate(
+        """async (sid) => (await fetch(`/api/sessions/${sid}/messages`, {
+             method: "POST", headers: {"Content-Type": "application/json"},
+             body: JSON.stringify({messages: [{role: "user", content: "one more thing, live"}]}),
+           })).status""", seed.RESTORED)
+    assert status == 200
     expect(points).to_have_count(before + 1)  # the new version in the timeline
     expect(session.locator("article.msg").last).to_contain_text("one more thing, live")
     expect(session.locator("#status")).to_contain_text(f"version {before + 1}")
