@@ -25,6 +25,7 @@ from .errors import (
     SessionExists,
     SessionNotFound,
     StorageError,
+    StoreDamaged,
     StoreLocked,
     VersionNotFound,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "SessionSummary",
     "StorageError",
     "Store",
+    "StoreDamaged",
     "StoreLocked",
     "StoreStats",
     "Version",

@@ -20,9 +20,9 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from .backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
 from .errors import (
     Conflict,
     CorruptObject,
+    IntegrityError,
     InvalidArgument,
     InvalidMessage,
     InvalidMetadata,
@@ -498,7 +499,8 @@ class Store:
             # No read transaction needed: build reads only immutable objects reachable
             # from the head it was given (GC never sweeps those), and the commit below
             # re-checks that head under the write lock.
-            change = build(head, io)
+            with _reading(sid):
+                change = build(head, io)
             if change.noop and head is not None:
                 return self._version(self._head_entry(head))
             now = self.clock() if at is None else at
@@ -646,7 +648,7 @@ class Store:
         Reads the manifest (and its delta chain) only: no chunk, no page.
         """
         validate_session_id(sid)
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             head = self.backend.head(sid)
             if head is None:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
@@ -882,7 +884,7 @@ class Store:
 
     def load_meta(self, sid: str, *, seq: int | None = None) -> SessionMeta:
         """Return the session (at seq, or the head) without messages; reads no chunk or page."""
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = _IO(self)
             oid = entry.manifest if entry else head.manifest
@@ -896,7 +898,7 @@ class Store:
 
     def load(self, sid: str, *, seq: int | None = None) -> Session:
         """Return the session (at seq, or the head) with all its messages and named lists."""
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = _IO(self)
             meta, man = self._meta(io, head, entry)
@@ -920,7 +922,7 @@ class Store:
             raise InvalidArgument("offset must be an integer", field="offset")
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidArgument("limit must be a non-negative integer", field="limit")
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = _IO(self)
             lists = io.manifest(entry.manifest if entry else head.manifest).lists
@@ -946,7 +948,7 @@ class Store:
 
     def diff(self, sid: str, from_seq: int, to_seq: int) -> Diff:
         """Return how version to_seq differs from from_seq (messages and metadata)."""
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             validate_session_id(sid)
             if self.backend.head(sid) is None:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
@@ -1013,7 +1015,7 @@ class Store:
             def ids_of(e: LogEntry, io: _IO = io) -> list[Oid]:
                 return L.read_ids(io.manifest(e.manifest).messages, io)
 
-            with self.backend.snapshot():
+            with self.backend.snapshot(), _reading(sid):
                 entries = self._recent_entries(sid, window_start)
                 found = recovery.plan(entries, ids_of, window_start)
             if found is None:
@@ -1097,6 +1099,16 @@ class Store:
 
 
 _MISSING = object()
+
+
+@contextmanager
+def _reading(sid: str) -> Iterator[None]:
+    """Name sid in any integrity error raised inside (an object id alone says little)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        exc.about(sid)
+        raise
 _POOL: ThreadPoolExecutor | None = None
 
 

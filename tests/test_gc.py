@@ -275,20 +275,6 @@ def test_shared_pages_are_read_once(store: Store) -> None:
     assert report.objects_marked == total
 
 
-def test_missing_object_is_reported_not_fatal(store: Store, path: Path) -> None:
-    import sqlite3
-
-    store.create("a", {}, [msg(i) for i in range(3)], at=NOW)
-    gone = object_id(Kind.CHUNK, canonical_json(msg(1)))
-    con = sqlite3.connect(path)
-    con.execute("DELETE FROM objects WHERE oid = ?", (gone,))
-    con.commit()
-    con.close()
-    report = gc(store, grace=0)
-    assert report.missing == 1
-    assert report.objects_swept == 0
-
-
 def test_bitmap() -> None:
     b = Bitmap()
     assert b.add(0) and b.add(7) and b.add(8) and b.add(1_000_003)
