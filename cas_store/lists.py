@@ -171,17 +171,6 @@ def read_ids(ref: ListRef, io: PageIO, start: int = 0, stop: int | None = None) 
     return out
 
 
-def iter_pages(ref: ListRef, io: PageIO) -> list[list[Oid]]:
-    """Return the tree's page ids level by level, root first (for fsck and GC marking)."""
-    if ref.tree is None:
-        return []
-    levels = [[ref.tree]]
-    for _ in range(height(ref.frozen // FANOUT)):
-        pages = io.pages(levels[-1])
-        levels.append([c for p in levels[-1] for c in pages[p]])
-    return levels
-
-
 def common_prefix(a: Sequence[Oid], b: Sequence[Oid]) -> int:
     """Return the length of the longest common prefix of two id lists."""
     n = min(len(a), len(b))

@@ -29,7 +29,7 @@ from typing import Any
 from . import lists as L
 from . import manifest as M
 from . import recovery
-from .backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
+from .backends import LOAD_BATCH, Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
 from .errors import (
     Conflict,
     CorruptObject,
@@ -79,7 +79,6 @@ LIST_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 MESSAGES = "messages"
 TITLE_MAX = 300
 DAY = 86400.0
-_LOAD_BATCH = 1000  # chunk ids per query on a full load: few round trips, bounded memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +158,18 @@ def encode_list(values: Iterable[JSON], *, field: str = "messages", objects: boo
 
     Raises InvalidMessage naming the index of the first bad item, like the store would.
     """
+    ids, payloads = _encode_items(values, field, objects, (limits or Limits()).max_message_bytes)
+    return Encoded(tuple(ids), tuple(payloads), tuple(compress(p) for p in payloads), objects)
+
+
+def _encode_items(values: Iterable[JSON], field: str, objects: bool,
+                  limit: int) -> tuple[list[Oid], list[bytes]]:
+    """Return the chunk ids and canonical payloads of list items, or raise naming the index."""
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise InvalidArgument(f"{field} must be a list", field=field)
-    limit = (limits or Limits()).max_message_bytes
     payloads = [encode_item(v, i, field=field, require_object=objects, limit=limit)
                 for i, v in enumerate(values)]
-    return Encoded(tuple(object_id(Kind.CHUNK, p) for p in payloads), tuple(payloads),
-                   tuple(compress(p) for p in payloads), objects)
+    return [object_id(Kind.CHUNK, p) for p in payloads], payloads
 
 
 
@@ -293,9 +297,9 @@ class _IO:
 
     def items(self, oids: Sequence[Oid]) -> list[JSON]:
         """Return the decoded list items, in order, a thousand per query."""
-        batches = [oids[i : i + _LOAD_BATCH] for i in range(0, len(oids), _LOAD_BATCH)]
+        batches = [oids[i : i + LOAD_BATCH] for i in range(0, len(oids), LOAD_BATCH)]
         out: list[JSON] = []
-        if self.store.limits.verify_reads or self.staged or len(oids) < 2 * _LOAD_BATCH:
+        if self.store.limits.verify_reads or self.staged or len(oids) < 2 * LOAD_BATCH:
             for part in batches:
                 got = self.payloads(part, Kind.CHUNK)
                 out.extend(json.loads(_json_array([got[o] for o in part])))
@@ -420,15 +424,7 @@ class Store:
     def _items(self, values: Any, field: str = MESSAGES, *, objects: bool = True) -> _Items:
         if isinstance(values, Encoded):
             return self._encoded_items(values, field, objects)
-        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
-            raise InvalidArgument(f"{field} must be a list", field=field)
-        ids, payloads = [], []
-        limit = self.limits.max_message_bytes
-        for i, value in enumerate(values):
-            data = encode_item(value, i, field=field, require_object=objects, limit=limit)
-            payloads.append(data)
-            ids.append(object_id(Kind.CHUNK, data))
-        return _Items(ids, payloads)
+        return _Items(*_encode_items(values, field, objects, self.limits.max_message_bytes))
 
     def _encoded_items(self, enc: Encoded, field: str, objects: bool) -> _Items:
         # Cheap re-checks of what encode_list promised: the id is the payload's hash

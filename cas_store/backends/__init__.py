@@ -6,6 +6,16 @@ The engine imports only ``base``; a backend module is imported when a store name
 
 from __future__ import annotations
 
-from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, ObjectWrite, Retry
+from .base import (
+    LOAD_BATCH,
+    Backend,
+    Commit,
+    HeadRow,
+    LogEntry,
+    ObjectInfo,
+    ObjectWrite,
+    Retry,
+)
 
-__all__ = ["Backend", "Commit", "HeadRow", "LogEntry", "ObjectInfo", "ObjectWrite", "Retry"]
+__all__ = ["LOAD_BATCH", "Backend", "Commit", "HeadRow", "LogEntry", "ObjectInfo", "ObjectWrite",
+           "Retry"]

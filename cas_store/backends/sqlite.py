@@ -20,10 +20,9 @@ from typing import Any
 
 from ..errors import Conflict, StorageError, StoreLocked, VersionNotFound
 from ..objects import Kind, Oid
-from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
+from .base import LOAD_BATCH, Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
 
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
-_LOAD_BATCH = 1000  # ids per query when fetching object bytes
 _KINDS = {int(k): k for k in Kind}
 
 _SCHEMA = """
@@ -312,7 +311,7 @@ class SQLiteBackend(Backend):
         out: dict[Oid, tuple[Kind, bytes]] = {}
         unique = list(dict.fromkeys(oids))
         kinds = _KINDS
-        for part in _chunks(unique, _LOAD_BATCH):
+        for part in _chunks(unique, LOAD_BATCH):
             marks = ",".join("?" * len(part))
             # Hot path of every load: sqlite3 already returns BLOBs as bytes, and a dict
             # lookup is several times cheaper than constructing the enum per row.
