@@ -149,6 +149,7 @@ def _check_nothing_lost(store: Store, appended: dict[str, list[Any]]) -> None:
                 m["i"] for m in want if m["w"] == w]
 
 
+@pytest.mark.slow  # seconds, not minutes; left out of the per-mutant runs (tests/MUTATION.md)
 def test_recovery_beside_appending_threads_loses_nothing(
         store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(store_path)
