@@ -170,10 +170,12 @@ def test_a_head_that_does_not_match_its_newest_version_is_a_problem(
     head = store.load_meta("a")
     with sqlite3.connect(store_path) as con:
         con.execute(damage)
+        (row,) = con.execute("SELECT manifest FROM sessions WHERE sid = 'a'").fetchone()
     report = store.fsck()
     assert not report.ok
     bad = [p for p in report.problems if p.kind == "bad_head"]
     assert len(bad) == 1 and bad[0].affects == [("a", head.seq)]
+    assert bad[0].object_id == row.hex()  # the manifest the head row names
     assert "head row does not match its newest version" in bad[0].detail
     assert all(p.kind == "bad_head" for p in report.problems)  # no object is damaged
 
@@ -250,3 +252,14 @@ def test_a_well_hashed_but_malformed_page_is_corrupt(store: Store, store_path: P
     report = store.fsck()
     assert [(p.kind, p.object_id, p.detail, p.affects) for p in report.problems] == [
         ("corrupt", page_id.hex(), "page is malformed", [("a", 1)])]
+
+
+def test_a_corrupt_object_no_version_needs_affects_nothing(store: Store,
+                                                           store_path: Path) -> None:
+    store.create("a", {}, msgs(0, 3))
+    stray = bytes(range(32))
+    with sqlite3.connect(store_path) as con:
+        con.execute("INSERT INTO objects VALUES (?, ?, 4, x'00', 0)", (stray, int(Kind.CHUNK)))
+    report = store.fsck()
+    assert [(p.kind, p.object_id, p.affects) for p in report.problems] == [
+        ("corrupt", stray.hex(), [])]
