@@ -64,3 +64,34 @@ def test_known_bad_objects_are_not_read_again(store: Store) -> None:
     walk = Damage(store.backend, {a: "known"})
     assert walk.version(a) == {a}
     assert walk.bad == {a: "known"} and walk.missing == set()
+
+
+def test_a_well_hashed_but_malformed_manifest(store: Store, store_path: Path) -> None:
+    from cas_store.objects import compress, object_id
+
+    junk = b"not a manifest"
+    oid = object_id(Kind.MANIFEST, junk)
+    _sql(store_path, "INSERT INTO objects VALUES (?, ?, ?, ?, 0)", oid, int(Kind.MANIFEST),
+         len(junk), compress(junk))
+    walk = Damage(store.backend)
+    assert walk.version(oid) == {oid}
+    assert walk.bad == {oid: "manifest is malformed"}
+
+
+def test_a_missing_chunk_in_the_tail_and_in_a_delta(store: Store, store_path: Path) -> None:
+    from cas_store.objects import canonical_json, object_id
+
+    def chunk(m: object) -> bytes:
+        return object_id(Kind.CHUNK, canonical_json(m))
+
+    store.create("a", {}, msgs(0, 20))  # the last ids sit in the manifest's inline tail
+    full = _manifest(store, "a")
+    store.append("a", msgs(20, 21))  # a delta manifest on the full one
+    delta = _manifest(store, "a")
+    tail, added = chunk(msgs(19, 20)[0]), chunk(msgs(20, 21)[0])
+    for oid in (tail, added):
+        _sql(store_path, "DELETE FROM objects WHERE oid = ?", oid)
+    walk = Damage(store.backend)
+    assert walk.version(full) == {tail}
+    assert walk.version(delta) == {tail, added}
+    assert walk.missing == {tail, added}
