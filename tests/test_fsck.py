@@ -263,3 +263,22 @@ def test_a_corrupt_object_no_version_needs_affects_nothing(store: Store,
     report = store.fsck()
     assert [(p.kind, p.object_id, p.affects) for p in report.problems] == [
         ("corrupt", stray.hex(), [])]
+
+
+def test_a_missing_metadata_object_of_a_pruned_base_affects_no_version(
+        store: Store, store_path: Path) -> None:
+    from cas_store.gc import gc
+    from cas_store.objects import canonical_json, object_id
+
+    store.create("a", {"title": "old"}, msgs(0, 3))
+    store.update_metadata("a", {"title": "new"})  # a delta on version 1's manifest
+    gc(store, keep_last=1, grace=0)  # version 1 goes; its manifest stays as the base
+    assert [v.seq for v in store.versions("a")] == [2]
+    old_meta = object_id(Kind.META, canonical_json({"title": "old"}))
+    with sqlite3.connect(store_path) as con:
+        assert con.execute("DELETE FROM objects WHERE oid = ?", (old_meta,)).rowcount == 1
+    report = store.fsck()
+    # The delta names its own metadata: nothing a version shows is lost.
+    assert [(p.kind, p.object_id, p.affects) for p in report.problems] == [
+        ("missing", old_meta.hex(), [])]
+    assert store.load("a").metadata == {"title": "new"}
