@@ -153,3 +153,30 @@ def test_cli_gc_force(damaged: tuple[Path, bytes]) -> None:
     code, out, _ = run(path, "--grace", "0", "--force")
     assert code == 0 and "forced: lost" in out
     assert len(_objects(path)) < len(objects)
+
+
+def test_sweep_figures_add_up_over_many_batches(tmp_path: Path) -> None:
+    # Over 500 garbage objects: several delete batches, each adding to the figures.
+    path = tmp_path / "s.db"
+    with open_store(path) as s:
+        s.create("a", {}, [{"i": i, "pad": "y" * (i % 50)} for i in range(1300)])
+        s.save("a", [{"kept": 1}], intentional_shrink=True)
+        time.sleep(0.002)
+        with sqlite3.connect(path) as con:
+            total = con.execute("SELECT count(*) FROM objects").fetchone()[0]
+        calls: list[tuple[str, int, int | None]] = []
+        dry = gc(s, grace=0, keep_last=1, dry_run=True,
+                 progress=lambda phase, done, of: calls.append((phase, done, of)))
+        with sqlite3.connect(path) as con:
+            before = dict(con.execute("SELECT oid, length(data) FROM objects").fetchall())
+        real = gc(s, grace=0, keep_last=1)
+        with sqlite3.connect(path) as con:
+            after = {r[0] for r in con.execute("SELECT oid FROM objects")}
+    gone = set(before) - after
+    assert real.objects_swept == dry.objects_swept == len(gone) > 1000
+    assert real.bytes_swept == dry.bytes_swept == sum(before[o] for o in gone)
+    sweep = [(done, of) for phase, done, of in calls if phase == "sweep"]
+    assert sweep[-1] == (total, total)
+    dones = [d for d, _ in sweep]
+    assert dones == sorted(dones) and len(sweep) >= 3 and all(of == total for _, of in sweep)
+    assert sweep[0][0] >= 500 and all(d <= total for d in dones)  # objects scanned so far
