@@ -180,3 +180,14 @@ def test_sweep_figures_add_up_over_many_batches(tmp_path: Path) -> None:
     dones = [d for d, _ in sweep]
     assert dones == sorted(dones) and len(sweep) >= 3 and all(of == total for _, of in sweep)
     assert sweep[0][0] >= 500 and all(d <= total for d in dones)  # objects scanned so far
+
+
+def test_sweep_progress_ends_at_the_total_also_when_the_grace_spares_objects(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with open_store(path) as s:
+        s.create("a", {}, [{"i": 1}])
+        calls: list[tuple[str, int, int | None]] = []
+        gc(s, progress=lambda phase, done, of: calls.append((phase, done, of)))  # 1h grace
+        total = sum(s.stats().objects.values())
+    assert [c for c in calls if c[0] == "sweep"][-1] == ("sweep", total, total)
