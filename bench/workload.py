@@ -14,7 +14,6 @@ import itertools
 import json
 import random
 import string
-from collections.abc import Iterator
 from typing import Any
 
 import zstandard
@@ -119,10 +118,6 @@ class Workload:
                 self._pending = self._turn()
             self._cache.append(self._pending.pop(0))
         return self._cache[:n]
-
-    def iter_range(self, start: int, stop: int) -> Iterator[Message]:
-        """Yield messages start..stop-1."""
-        yield from self.messages(stop)[start:stop]
 
 
 class Floor:

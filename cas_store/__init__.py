@@ -26,6 +26,7 @@ from .errors import (
     SessionExists,
     SessionNotFound,
     StorageError,
+    StoreDamaged,
     StoreLocked,
     VersionNotFound,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "SessionSummary",
     "StorageError",
     "Store",
+    "StoreDamaged",
     "StoreLocked",
     "StoreStats",
     "Version",

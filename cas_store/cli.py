@@ -54,8 +54,9 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-
-
+#: The largest version number, count or offset the command line accepts: the API's bound
+#: (api/schemas.MAX_SEQ), far below SQLite's integers, so no number overflows a query.
+MAX_NUMBER = 2**53 - 1
 
 
 class Durability(enum.StrEnum):
@@ -70,6 +71,7 @@ class _State:
     store_path: str = str(default_store_path())  # a file path or a postgresql:// URL
     objects: str | None = None
     synchronous: str = "FULL"
+    debug: bool = False
 
 
 state = _State()
@@ -96,11 +98,16 @@ def _main(
                      " NORMAL (survives a crash of the process; faster) or EXTRA (FULL,"
                      " and the journal's directory synced too)."),
     ] = Durability.FULL,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the traceback of an unexpected error."),
+    ] = False,
 ) -> None:
     """Choose the store every command works on."""
     state.store_path = store or str(default_store_path())
     state.objects = objects or None
     state.synchronous = synchronous.value
+    state.debug = debug
 
 
 def store_exists(location: str) -> bool:
@@ -112,8 +119,16 @@ def store_exists(location: str) -> bool:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one error line and exit with code."""
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    err.print("[red]error:[/red] ", end="", markup=True)
+    err.print(message, markup=False)
     raise typer.Exit(code)
+
+
+def bounded(value: int | None, name: str, low: int = 1) -> int | None:
+    """Return value if it lies in [low, MAX_NUMBER] (or is None); else one line and exit 5."""
+    if value is not None and not low <= value <= MAX_NUMBER:
+        fail(f"{name} must be between {low} and {MAX_NUMBER}, not {value}", 5)
+    return value
 
 
 @contextmanager
@@ -221,6 +236,7 @@ def log_cmd(
 
     Example: cas-store log chat-1 -n 10
     """
+    bounded(limit, "--limit")
     with opened() as store:
         versions = store.versions(session, limit=limit)
     if as_json:
@@ -239,9 +255,10 @@ def _split_ref(ref: str) -> tuple[str, int | None]:
     if not at:
         return sid, None
     try:
-        return sid, int(seq)
+        number = int(seq)
     except ValueError:
         fail(f"bad version in {ref!r}: expected SESSION@SEQ with a number", 2)
+    return sid, bounded(number, f"the version in {ref!r}")
 
 
 @app.command("show")
@@ -333,6 +350,8 @@ def diff_cmd(
 
     Example: cas-store diff chat-1 3 5
     """
+    bounded(a, "the from version")
+    bounded(b, "the to version")
     with opened() as store:
         d = store.diff(session, a, b)
     if as_json:
@@ -362,6 +381,8 @@ def restore_cmd(
     """
     from .model import ANY
 
+    bounded(seq, "the version")
+    bounded(expected, "--expected", low=0)
     with opened() as store:
         v = store.restore(session, seq, expected=ANY if expected is None else expected)
     out.print(f"{session}: version {seq} restored as version {v.seq} "
@@ -520,11 +541,18 @@ def gc_cmd(
         help="Spare unreferenced objects written this recently.")] = "1h",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; change nothing.")]
     = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Sweep even a damaged store (may delete what a repair needs).")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete old versions by a retention policy, then every object no version reaches.
 
     By default every version is kept and only unreferenced objects go.
+
+    A damaged store (an object some version needs is missing or unreadable) is never
+    swept: nothing is deleted, the sessions affected are named, and the exit status is 6.
+    Run fsck; --force sweeps anyway (with --dry-run it says what it would lose).
 
     --keep-last and --keep-within combine: a version survives if either keeps it.
 
@@ -535,6 +563,23 @@ def gc_cmd(
     Example: cas-store gc --keep-last 20 --keep-within 30d --dry-run
     """
     from .gc import gc, parse_duration, report_lines
+
+    def refused(exc: errors.StoreDamaged) -> NoReturn:
+        if as_json:
+            print_json({"error": {"code": exc.code, "message": str(exc), **exc.details}})
+            raise typer.Exit(6)
+        fail(f"gc refused: the store is damaged ({len(exc.objects)} objects missing or"
+             f" unreadable; sessions affected: {', '.join(exc.sessions) or 'none'});"
+             " nothing was deleted. Run `cas-store fsck` to see the damage; --force"
+             " sweeps anyway (--force --dry-run says what it would lose)", 6)
+
+    def run_gc(store: Store, **progress: Any) -> Any:
+        try:
+            return gc(store, keep_last=keep_last, keep_within=within,
+                      deleted_retention=deleted, grace=spare, dry_run=dry_run, force=force,
+                      **progress)
+        except errors.StoreDamaged as exc:  # before opened() maps it to a plain line
+            refused(exc)
 
     try:
         within = None if keep_within is None else parse_duration(keep_within)
@@ -553,12 +598,9 @@ def gc_cmd(
                     def show(phase: str, done: int, total: int | None) -> None:
                         bar.update(task, description=phase, completed=done, total=total)
 
-                    report = gc(store, keep_last=keep_last, keep_within=within,
-                                deleted_retention=deleted, grace=spare, dry_run=dry_run,
-                                progress=show)
+                    report = run_gc(store, progress=show)
             else:
-                report = gc(store, keep_last=keep_last, keep_within=within,
-                            deleted_retention=deleted, grace=spare, dry_run=dry_run)
+                report = run_gc(store)
     except KeyboardInterrupt:
         fail("interrupted; the store is consistent: run gc again to finish", 130)
     if as_json:
@@ -665,6 +707,7 @@ def export_cmd(
     """
     from .jsondir import fsync_dir, write_atomic, write_session
 
+    bounded(seq, "--seq")
     with opened() as store:
         if output is None:
             write_session(store, session, sys.stdout, seq=seq)
@@ -883,7 +926,8 @@ def _log_config() -> dict[str, Any]:
 
 #: Options of the whole command line, with how many values each takes. People type them
 #: after the command too (`cas-store serve --store x.db`); main() moves them in front.
-GLOBAL_OPTIONS: dict[str, int] = {"--store": 1, "-s": 1, "--synchronous": 1}
+GLOBAL_OPTIONS: dict[str, int] = {"--store": 1, "-s": 1, "--synchronous": 1, "--objects": 1,
+                                  "--debug": 0}
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
@@ -941,8 +985,26 @@ for _info in app.registered_commands:
 
 
 def main() -> None:
-    """Run the command line; engine errors print one line and exit non-zero."""
-    app(args=hoist_global_options(sys.argv[1:]), prog_name="cas-store")
+    """Run the command line: any error prints one line and exits non-zero, never a traceback.
+
+    Engine errors exit with their code (``EXIT_CODES``); anything unexpected (a bug)
+    exits 1 with one line, and with ``--debug`` its traceback.
+    """
+    try:
+        app(args=hoist_global_options(sys.argv[1:]), prog_name="cas-store")
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:
+        if state.debug:
+            import traceback
+
+            traceback.print_exc()
+        else:
+            err.print("[red]error:[/red] ", end="", markup=True)
+            err.print(f"unexpected {type(exc).__name__}: {exc} (run with --debug to see the"
+                      " traceback)", markup=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -47,12 +47,6 @@ class VersionNotFound(NotFound):
     code = "version_not_found"
 
 
-class ObjectNotFound(NotFound):
-    """An object a version references is missing from the object store."""
-
-    code = "object_not_found"
-
-
 # --- already exists / conflict ---------------------------------------------------------
 
 
@@ -125,9 +119,15 @@ class InvalidArgument(InvalidInput):
 
 
 class IntegrityError(CasError):
-    """Stored bytes are not what their id promises."""
+    """Stored bytes are not what their id promises, or an object a version needs is gone."""
 
     code = "integrity_error"
+
+    def about(self, session_id: str) -> None:
+        """Name the session whose read met the damage (once), in the message and details."""
+        if "session_id" not in self.details:
+            self.details["session_id"] = session_id
+            self.message = f"{self.message} (session {session_id!r})"
 
 
 class CorruptObject(IntegrityError):
@@ -135,9 +135,41 @@ class CorruptObject(IntegrityError):
 
     code = "corrupt_object"
 
-    def __init__(self, message: str, *, object_id: str) -> None:
+    def __init__(self, message: str, *, object_id: str, session_id: str | None = None) -> None:
         super().__init__(message, object_id=object_id)
         self.object_id = object_id
+        if session_id is not None:
+            self.about(session_id)
+
+
+class ObjectNotFound(IntegrityError):
+    """An object a version references is missing from the object store.
+
+    Damage, not a caller's mistake: it is no ``NotFound`` (fsck names what it affects,
+    and gc refuses to sweep a store that has one).
+    """
+
+    code = "missing_object"
+
+    def __init__(self, message: str, *, object_id: str, session_id: str | None = None) -> None:
+        super().__init__(message, object_id=object_id)
+        self.object_id = object_id
+        if session_id is not None:
+            self.about(session_id)
+
+
+class StoreDamaged(IntegrityError):
+    """A deleting operation (gc) refused: objects the store needs are missing or unreadable.
+
+    ``objects`` lists their ids, ``sessions`` the sessions affected; fsck tells more.
+    """
+
+    code = "store_damaged"
+
+    def __init__(self, message: str, *, objects: list[str], sessions: list[str]) -> None:
+        super().__init__(message, objects=objects, sessions=sessions)
+        self.objects = objects
+        self.sessions = sessions
 
 
 class StorageError(CasError):

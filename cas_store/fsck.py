@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import manifest as M
 from .errors import CasError
 from .model import FsckProblem, FsckReport
-from .objects import Oid, decode_page, decompress, object_id
+from .objects import Oid, decompress, object_id
+from .walk import Damage
 
 if TYPE_CHECKING:
     from .store import Store
@@ -63,72 +63,8 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
     if batch:
         verify(batch)
 
-    # Pass 2: walk each version. below[x] = the bad or missing objects under x (memoised,
-    # so pages shared by thousands of versions are walked once).
-    missing: set[Oid] = set()
-    below: dict[Oid, frozenset[Oid]] = {}
-    empty: frozenset[Oid] = frozenset()
-
-    def absent(oids: list[Oid]) -> set[Oid]:
-        return lost.intersection(oids) | backend.missing(o for o in oids if o not in lost)
-
-    def problems_in(oids: list[Oid]) -> set[Oid]:
-        out = {o for o in oids if o in bad}
-        gone = absent([o for o in oids if o not in bad])
-        missing.update(gone)
-        return out | gone
-
-    def page_tree(root: Oid) -> frozenset[Oid]:
-        if root in below:
-            return below[root]
-        found: set[Oid] = set()
-        if root in bad or root in missing or absent([root]):
-            missing.update(absent([root]))
-            below[root] = frozenset({root})
-            return below[root]
-        got = backend.get_frames([root])[root][1]
-        height, children = decode_page(decompress(root, got, verify=False))
-        if height == 0:
-            found |= problems_in(children)
-        else:
-            for c in children:
-                found |= page_tree(c)
-        below[root] = frozenset(found) if found else empty
-        return below[root]
-
-    # Per manifest: (problems under its metadata, problems under its lists). A delta
-    # names its own metadata and takes only the lists of its base, so a bad metadata
-    # object of a base does not affect the deltas built on it.
-    parts: dict[Oid, tuple[frozenset[Oid], frozenset[Oid]]] = {}
-
-    def manifest_parts(oid: Oid) -> tuple[frozenset[Oid], frozenset[Oid]]:
-        if oid in parts:
-            return parts[oid]
-        if oid in bad or absent([oid]):
-            if oid not in bad:
-                missing.add(oid)
-            parts[oid] = (frozenset({oid}), frozenset({oid}))
-            return parts[oid]
-        frame = backend.get_frames([oid])[oid][1]
-        try:
-            raw = M.decode(decompress(oid, frame, verify=False))
-        except ValueError:
-            bad[oid] = "manifest is malformed"
-            parts[oid] = (frozenset({oid}), frozenset({oid}))
-            return parts[oid]
-        bases, leaves, roots = M.references(raw)
-        meta = frozenset(problems_in([raw.meta]))
-        found = problems_in([o for o in leaves if o != raw.meta])
-        for base in bases:  # a delta's chain is short (MAX_DEPTH) and memoised
-            found |= manifest_parts(base)[1]
-        for root in roots:
-            found |= page_tree(root)
-        parts[oid] = (meta or empty, frozenset(found) if found else empty)
-        return parts[oid]
-
-    def manifest_tree(oid: Oid) -> frozenset[Oid]:
-        meta, lists = manifest_parts(oid)
-        return meta | lists
+    # Pass 2: walk each version (cas_store/walk.py, shared with gc), memoised per object.
+    damage = Damage(backend, bad, lost=lost)
 
     affects: dict[Oid, list[tuple[str, int]]] = {}
     head_problems: list[FsckProblem] = []
@@ -143,18 +79,18 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
                 [(head.sid, head.seq)]))
         for e in entries:
             versions += 1
-            for oid in manifest_tree(e.manifest):
+            for oid in damage.version(e.manifest):
                 affects.setdefault(oid, []).append((e.sid, e.seq))
         if progress:
             progress("versions", versions)
 
     problems = [
         FsckProblem("corrupt", oid.hex(), why, affects.get(oid, []))
-        for oid, why in sorted(bad.items())
+        for oid, why in sorted(damage.bad.items())
     ]
     problems += [
         FsckProblem("missing", oid.hex(), "referenced but not stored", affects.get(oid, []))
-        for oid in sorted(missing)
+        for oid in sorted(damage.missing)
     ]
     # The search index must match the heads (a contained check: see search.check), once
     # every object is sound: a corrupt or missing one is named above, and a reindex
@@ -163,4 +99,4 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
 
     return FsckReport(checked, versions, sessions,
                       problems + head_problems
-                      + ([] if bad or missing else check_search(store)))
+                      + ([] if damage.bad or damage.missing else check_search(store)))

@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import manifest as M
 from . import recovery
 from .backends import Backend, HeadRow, LogEntry
-from .errors import InvalidArgument, StoreLocked
-from .objects import Kind, Oid, decode_page, decompress
+from .errors import CasError, InvalidArgument, StoreDamaged, StoreLocked
+from .objects import Kind, Oid, decompress
+from .walk import Damage, Refs, children
 
 if TYPE_CHECKING:
     from .store import Store
@@ -59,10 +59,12 @@ class GCReport:
     objects_marked: int
     objects_swept: int
     bytes_swept: int  # stored (compressed) bytes
-    missing: int  # references to objects that were not stored (run fsck when non-zero)
+    missing: int  # objects the mark needed but could not find or read (run fsck)
     mark_seconds: float
     sweep_seconds: float
     seconds: float
+    damaged_sessions: tuple[str, ...] = ()  # sessions those objects affect (force only)
+    forced: bool = False  # swept although the store is damaged
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -78,6 +80,8 @@ class GCReport:
             "objects_swept": self.objects_swept,
             "bytes_swept": self.bytes_swept,
             "missing": self.missing,
+            "damaged_sessions": list(self.damaged_sessions),
+            "forced": self.forced,
             "mark_seconds": round(self.mark_seconds, 3),
             "sweep_seconds": round(self.sweep_seconds, 3),
             "seconds": round(self.seconds, 3),
@@ -197,7 +201,8 @@ class Marker:
         self.backend = backend
         self.tick = tick
         self.marked = Bitmap()
-        self.missing = 0
+        #: Objects the mark needed but could not find or read, and why: a damaged store.
+        self.damaged: dict[Oid, str] = {}
         self.progress = progress
         self._reported = 0
 
@@ -212,7 +217,7 @@ class Marker:
             if n is None:
                 # Referenced but not stored: a damaged store (fsck reports it). Nothing
                 # below it can be found, so there is nothing more to mark.
-                self.missing += 1
+                self.damaged[oid] = "missing"
             elif self.marked.add(n):
                 out.append(oid)
         if self.progress and self.marked.count - self._reported >= 10_000:
@@ -220,15 +225,19 @@ class Marker:
             self.progress("mark", self.marked.count, None)
         return out
 
-    def _payloads(self, oids: Sequence[Oid], kind: Kind) -> list[tuple[Oid, bytes]]:
+    def _refs(self, oids: Sequence[Oid], kind: Kind) -> list[Refs]:
+        """Return what each readable object points at; record the others as damaged."""
         frames = self.backend.get_frames(oids)
         out = []
         for oid in oids:
             got = frames.get(oid)
             if got is None or got[0] != kind:
-                self.missing += 1
+                self.damaged[oid] = "missing" if got is None else "of the wrong kind"
                 continue
-            out.append((oid, decompress(oid, got[1], verify=False)))
+            try:
+                out.append(children(kind, decompress(oid, got[1], verify=False)))
+            except (CasError, ValueError, IndexError) as exc:
+                self.damaged[oid] = str(exc) or "malformed"
         return out
 
     def manifests(self, oids: Sequence[Oid]) -> None:
@@ -239,13 +248,7 @@ class Marker:
             del pending[-_BATCH:]
             leaves: list[Oid] = []
             roots: list[Oid] = []
-            for _oid, payload in self._payloads(self._fresh(batch), Kind.MANIFEST):
-                try:
-                    raw = M.decode(payload)
-                except (ValueError, UnicodeDecodeError):
-                    self.missing += 1  # unreadable: fsck reports it as corrupt
-                    continue
-                bases, chunks, trees = M.references(raw)
+            for bases, chunks, trees in self._refs(self._fresh(batch), Kind.MANIFEST):
                 pending.extend(bases)  # a delta's base must survive with it
                 leaves.extend(chunks)
                 roots.extend(trees)
@@ -264,16 +267,9 @@ class Marker:
             batch = stack[-_BATCH:]
             del stack[-_BATCH:]
             leaves: list[Oid] = []
-            for _oid, payload in self._payloads(self._fresh(batch), Kind.PAGE):
-                try:
-                    height, children = decode_page(payload)
-                except (ValueError, IndexError):
-                    self.missing += 1
-                    continue
-                if height == 0:
-                    leaves.extend(children)
-                else:
-                    stack.extend(children)
+            for _, chunks, pages in self._refs(self._fresh(batch), Kind.PAGE):
+                leaves.extend(chunks)
+                stack.extend(pages)
             self._leaves(leaves)
 
 
@@ -287,13 +283,18 @@ def _duration(value: float | None, name: str) -> float | None:
 
 def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None = None,
        deleted_retention: float = 30 * DAY, grace: float = 3600.0, dry_run: bool = False,
-       progress: Progress | None = None) -> GCReport:
+       progress: Progress | None = None, force: bool = False) -> GCReport:
     """Expire versions the policy does not keep, then delete objects no version reaches.
 
     Never breaks a retained version, also while writers keep writing. With the defaults
     every version is kept and only unreferenced objects older than ``grace`` seconds go.
     ``keep_last`` / ``keep_within`` (seconds) combine: a version survives if either keeps
     it. With ``dry_run`` nothing is written and the report says what would go.
+
+    Never sweeps a damaged store: when an object some version needs is missing or
+    unreadable, nothing is deleted (no version, no object) and StoreDamaged names the
+    objects and the sessions affected. ``force`` sweeps anyway (the report then names
+    them); the objects it deletes may be the ones a repair would have needed.
     """
     if keep_last is not None and (
         isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
@@ -315,14 +316,33 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
     lease = Lease(backend, held=not dry_run)
     lease.renew()
     try:
-        # 1. Retention. All pruning is done before the mark lists anything (design.md).
-        sessions, dropped, pruned = _retention(backend, policy, dry_run, lease, progress)
-
-        # 2. Mark.
+        # 0. The mark from every version in the log, before anything is deleted: an object
+        # it cannot find or read means a damaged store, and a repair needs every object
+        # that is left (git and restic refuse to prune the same way).
         t_mark = time.monotonic()
         marker = Marker(backend, progress, lease.renew)
         seen: dict[str, int] = {}
-        kept = _mark_all(backend, marker, policy, seen, dry_run)
+        kept = _mark_all(backend, marker, policy, seen, dry_run, everything=True)
+        damaged = dict(marker.damaged)
+        affected = _affected(backend, damaged) if damaged else []
+        if damaged and not force:
+            raise StoreDamaged(
+                f"gc refused: {len(damaged)} objects the store needs are missing or"
+                f" unreadable (sessions affected: {', '.join(affected) or 'none'});"
+                " nothing was deleted. Run fsck; force=True sweeps anyway",
+                objects=sorted(o.hex() for o in damaged), sessions=affected)
+        mark_seconds = time.monotonic() - t_mark
+
+        # 1. Retention. All pruning is done before the mark lists anything (design.md).
+        sessions, dropped, pruned = _retention(backend, policy, dry_run, lease, progress)
+
+        # 2. Mark. The first mark stands unless retention removed something: then again
+        # from what it kept, so the pruned versions' objects go in this run.
+        t_mark = time.monotonic()
+        if dropped or pruned:
+            marker = Marker(backend, progress, lease.renew)
+            seen = {}
+            kept = _mark_all(backend, marker, policy, seen, dry_run)
         if progress:
             progress("mark", marker.marked.count, None)
         for _ in range(_RESCANS):
@@ -330,7 +350,7 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
             kept += more
             if not more:
                 break
-        mark_seconds = time.monotonic() - t_mark
+        mark_seconds += time.monotonic() - t_mark
         if progress:
             progress("mark", marker.marked.count, marker.marked.count)
 
@@ -345,9 +365,20 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
         dry_run=dry_run, started_at=started, cutoff=cutoff, sessions=sessions,
         sessions_dropped=dropped, versions_pruned=pruned, versions_kept=kept,
         objects_marked=marker.marked.count, objects_swept=swept, bytes_swept=freed,
-        missing=marker.missing, mark_seconds=mark_seconds, sweep_seconds=sweep_seconds,
-        seconds=backend.now() - started,
+        missing=len(damaged | marker.damaged), mark_seconds=mark_seconds,
+        sweep_seconds=sweep_seconds, seconds=backend.now() - started,
+        damaged_sessions=tuple(affected), forced=bool(damaged),
     )
+
+
+def _affected(backend: Backend, damaged: dict[Oid, str]) -> list[str]:
+    """Return the sessions with a version that needs one of the damaged objects."""
+    walk = Damage(backend, {o: why for o, why in damaged.items() if why != "missing"})
+    out = []
+    for head in backend.iter_heads():
+        if any(walk.version(e.manifest) for e in backend.versions(head.sid)):
+            out.append(head.sid)
+    return out
 
 
 def _retention(backend: Backend, policy: Retention, dry_run: bool, lease: Lease,
@@ -385,15 +416,18 @@ def _retained(policy: Retention, head: HeadRow, entries: list[LogEntry],
 
 
 def _mark_all(backend: Backend, marker: Marker, policy: Retention, seen: dict[str, int],
-              dry_run: bool) -> int:
-    """Mark from every version in the log; record each session's newest seq seen."""
+              dry_run: bool, *, everything: bool = False) -> int:
+    """Mark from the versions in the log; record each session's newest seq seen.
+
+    A dry run marks only what the policy keeps, unless ``everything``.
+    """
     kept = 0
     for head in backend.iter_heads():
         entries = backend.versions(head.sid, ascending=True)
         if not entries:
             continue
         seen[head.sid] = entries[-1].seq
-        retained = _retained(policy, head, entries, dry_run)
+        retained = entries if everything else _retained(policy, head, entries, dry_run)
         kept += len(retained)
         marker.manifests([e.manifest for e in retained])
     return kept
@@ -469,13 +503,24 @@ def _sweep(backend: Backend, marked: Bitmap, cutoff: float, dry_run: bool, lease
 def report_lines(report: GCReport) -> list[str]:
     """Return the human-readable summary of a report (what the CLI prints)."""
     verb = "would go" if report.dry_run else "went"
-    return [
+    lines = [
         f"versions: {report.versions_pruned} {verb}"
         f" ({report.sessions_dropped} deleted sessions expired), {report.versions_kept} kept",
         f"objects: {report.objects_swept} {verb} ({_size(report.bytes_swept)}),"
         f" {report.objects_marked} in use",
-    ] + ([f"warning: {report.missing} referenced objects are missing; run fsck"]
-         if report.missing else [])
+    ]
+    if report.forced:
+        sessions = ", ".join(report.damaged_sessions) or "none"
+        lines.append(
+            f"warning: the store is damaged ({report.missing} objects missing or unreadable;"
+            f" sessions affected: {sessions}); run fsck")
+        lost = (f"{report.objects_swept} objects ({_size(report.bytes_swept)}) and"
+                f" {report.versions_pruned} versions")
+        lines.append(f"forced: {'would lose' if report.dry_run else 'lost'} {lost} that a"
+                     " repair of those sessions might have needed")
+    elif report.missing:
+        lines.append(f"warning: {report.missing} referenced objects are missing; run fsck")
+    return lines
 
 
 def _size(n: int) -> str:

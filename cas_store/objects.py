@@ -13,7 +13,7 @@ import blake3
 import orjson
 import zstandard
 
-from .errors import CorruptObject, InvalidArgument, InvalidMessage, InvalidMetadata
+from .errors import CorruptObject, InvalidMessage, InvalidMetadata
 
 #: A raw 32-byte BLAKE3 digest; the engine's internal object id.
 Oid = NewType("Oid", bytes)
@@ -44,22 +44,6 @@ def object_id(kind: Kind, payload: bytes) -> Oid:
     h = blake3.blake3(_TAGS[kind])
     h.update(payload)
     return Oid(h.digest())
-
-
-def hex_id(oid: bytes) -> str:
-    """Return the public (hex) spelling of an object id."""
-    return oid.hex()
-
-
-def parse_hex_id(text: str) -> Oid:
-    """Return the raw id of a hex object id, or raise InvalidArgument."""
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != OID_SIZE:
-        raise InvalidArgument(f"not an object id: {text!r}", field="object_id")
-    return Oid(raw)
 
 
 # --- canonical JSON -------------------------------------------------------------------------

@@ -30,17 +30,27 @@ from collections.abc import (
     Sequence,
 )
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import lists as L
 from . import manifest as M
 from . import recovery
-from .backends import Backend, Commit, HeadRow, IndexUpdate, LogEntry, ObjectWrite, Retry
+from .backends import (
+    LOAD_BATCH,
+    Backend,
+    Commit,
+    HeadRow,
+    IndexUpdate,
+    LogEntry,
+    ObjectWrite,
+    Retry,
+)
 from .errors import (
     Conflict,
     CorruptObject,
+    IntegrityError,
     InvalidArgument,
     InvalidMessage,
     InvalidMetadata,
@@ -102,7 +112,6 @@ META_VALUE_MIN_BYTES = 1024
 #: Most top-level names a key order may hold.
 KEY_ORDER_MAX = 10_000
 DAY = 86400.0
-_LOAD_BATCH = 1000  # chunk ids per query on a full load: few round trips, bounded memory
 
 
 #: Metadata keys a chat UI's session list shows (hermes-webui's ``Session.compact()``:
@@ -206,13 +215,18 @@ def encode_list(values: Iterable[JSON], *, field: str = "messages", objects: boo
 
     Raises InvalidMessage naming the index of the first bad item, like the store would.
     """
+    ids, payloads = _encode_items(values, field, objects, (limits or Limits()).max_message_bytes)
+    return Encoded(tuple(ids), tuple(payloads), tuple(compress(p) for p in payloads), objects)
+
+
+def _encode_items(values: Iterable[JSON], field: str, objects: bool,
+                  limit: int) -> tuple[list[Oid], list[bytes]]:
+    """Return the chunk ids and canonical payloads of list items, or raise naming the index."""
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise InvalidArgument(f"{field} must be a list", field=field)
-    limit = (limits or Limits()).max_message_bytes
     payloads = [encode_item(v, i, field=field, require_object=objects, limit=limit)
                 for i, v in enumerate(values)]
-    return Encoded(tuple(object_id(Kind.CHUNK, p) for p in payloads), tuple(payloads),
-                   tuple(compress(p) for p in payloads), objects)
+    return [object_id(Kind.CHUNK, p) for p in payloads], payloads
 
 
 
@@ -340,14 +354,14 @@ class _IO:
 
     def items(self, oids: Sequence[Oid]) -> list[JSON]:
         """Return the decoded list items, in order, a thousand per query."""
-        batches = [oids[i : i + _LOAD_BATCH] for i in range(0, len(oids), _LOAD_BATCH)]
+        batches = [oids[i : i + LOAD_BATCH] for i in range(0, len(oids), LOAD_BATCH)]
         out: list[JSON] = []
         if self.store.limits.verify_reads or self.staged:
             for part in batches:
                 got = self.payloads(part, Kind.CHUNK)
                 out.extend(json.loads(_json_array([got[o] for o in part])))
             return out
-        if len(oids) < 2 * _LOAD_BATCH:
+        if len(oids) < 2 * LOAD_BATCH:
             # One batched decompression per query rather than a Python call per frame.
             for part in batches:
                 out.extend(json.loads(self._fetch_joined(part)))
@@ -487,15 +501,7 @@ class Store:
     def _items(self, values: Any, field: str = MESSAGES, *, objects: bool = True) -> _Items:
         if isinstance(values, Encoded):
             return self._encoded_items(values, field, objects)
-        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
-            raise InvalidArgument(f"{field} must be a list", field=field)
-        ids, payloads = [], []
-        limit = self.limits.max_message_bytes
-        for i, value in enumerate(values):
-            data = encode_item(value, i, field=field, require_object=objects, limit=limit)
-            payloads.append(data)
-            ids.append(object_id(Kind.CHUNK, data))
-        return _Items(ids, payloads)
+        return _Items(*_encode_items(values, field, objects, self.limits.max_message_bytes))
 
     def _encoded_items(self, enc: Encoded, field: str, objects: bool) -> _Items:
         # Cheap re-checks of what encode_list promised: the id is the payload's hash
@@ -566,7 +572,8 @@ class Store:
             # No read transaction needed: build reads only immutable objects reachable
             # from the head it was given (GC never sweeps those), and the commit below
             # re-checks that head under the write lock.
-            change = build(head, io)
+            with _reading(sid):
+                change = build(head, io)
             if change.noop and head is not None:
                 return self._version(self._head_entry(head))
             now = self.clock() if at is None else at
@@ -853,7 +860,7 @@ class Store:
         Reads the manifest (and its delta chain) only: no chunk, no page.
         """
         validate_session_id(sid)
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             head = self.backend.head(sid)
             if head is None:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
@@ -1199,7 +1206,7 @@ class Store:
 
     def load_meta(self, sid: str, *, seq: int | None = None) -> SessionMeta:
         """Return the session (at seq, or the head) without messages; reads no chunk or page."""
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = _IO(self)
             oid = entry.manifest if entry else head.manifest
@@ -1213,7 +1220,7 @@ class Store:
 
     def load(self, sid: str, *, seq: int | None = None) -> Session:
         """Return the session (at seq, or the head) with all its messages and named lists."""
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = _IO(self)
             meta, man = self._meta(io, head, entry)
@@ -1237,7 +1244,7 @@ class Store:
             raise InvalidArgument("offset must be an integer", field="offset")
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidArgument("limit must be a non-negative integer", field="limit")
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = _IO(self)
             lists = io.manifest(entry.manifest if entry else head.manifest).lists
@@ -1263,7 +1270,7 @@ class Store:
 
     def diff(self, sid: str, from_seq: int, to_seq: int) -> Diff:
         """Return how version to_seq differs from from_seq (messages and metadata)."""
-        with self.backend.snapshot():
+        with self.backend.snapshot(), _reading(sid):
             validate_session_id(sid)
             if self.backend.head(sid) is None:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
@@ -1386,7 +1393,7 @@ class Store:
             def lists_of(e: LogEntry, io: _IO = io) -> dict[str, list[Oid]]:
                 return {n: L.read_ids(r, io) for n, r in io.manifest(e.manifest).lists.items()}
 
-            with self.backend.snapshot():
+            with self.backend.snapshot(), _reading(sid):
                 entries = self._recent_entries(sid, window_start)
                 found = recovery.plan(entries, lists_of)
             if found is None:
@@ -1548,6 +1555,16 @@ class Store:
 
 
 _MISSING = object()
+
+
+@contextmanager
+def _reading(sid: str) -> Iterator[None]:
+    """Name sid in any integrity error raised inside (an object id alone says little)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        exc.about(sid)
+        raise
 _POOL: ThreadPoolExecutor | None = None
 
 

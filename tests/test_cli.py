@@ -113,3 +113,73 @@ def test_real_process_prints_no_traceback(prepared: Path) -> None:
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 3
     assert r.stderr.strip() == "error: no session 'nope'"
+
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize("args", [
+    ["show", f"chat-1@{HUGE}"],
+    ["show", "chat-1@0"],
+    ["show", f"chat-1@{HUGE}", "--meta"],
+    ["diff", "chat-1", "1", HUGE],
+    ["diff", "chat-1", HUGE, "1"],
+    ["restore", "chat-1", HUGE],
+    ["restore", "chat-1", "1", "--expected", HUGE],
+    ["export", "chat-1", "--seq", HUGE],
+    ["log", "chat-1", "-n", HUGE],
+    ["log", "chat-1", "-n", "0"],
+    ["ls", "-n", HUGE],
+])
+def test_huge_numbers_are_one_line_and_exit_5(prepared: Path, args: list[str]) -> None:
+    code, out, err = run(prepared, *args)
+    assert code == 5, (out, err)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
+    s = open_store(prepared)
+    assert len(s.versions("chat-1")) == 3  # nothing was written
+    s.close()
+
+
+def test_a_missing_object_exits_6_naming_object_and_session(prepared: Path) -> None:
+    import sqlite3
+
+    s = open_store(prepared)
+    head = s.load_meta("chat-2")
+    s.close()
+    with sqlite3.connect(prepared) as con:
+        con.execute("DELETE FROM objects WHERE kind = 1")  # every chunk
+    code, out, err = run(prepared, "show", "chat-2")
+    assert code == 6, (out, err)
+    assert "missing" in err and "'chat-2'" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run(prepared, "show", "chat-2", "--meta")
+    assert code == 0 and f"@ {head.seq}" in out
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+          *argv: str) -> tuple[int, str]:
+    from cas_store import cli
+
+    monkeypatch.setattr(sys, "argv", ["cas-store", *argv])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    code = exc.value.code
+    return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
+        prepared: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cas_store import Store
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(Store, "stats", bug)
+    code, err = _main(monkeypatch, capsys, "--store", str(prepared), "stats")
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "error: unexpected RuntimeError: something broke (run with --debug to see the"
+        " traceback)"]
+    code, err = _main(monkeypatch, capsys, "--store", str(prepared), "--debug", "stats")
+    assert code == 1
+    assert "Traceback" in err and "RuntimeError: something broke" in err

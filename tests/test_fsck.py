@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import msgs
@@ -130,7 +131,7 @@ def test_a_swapped_object_fails_a_verified_load_and_fsck(store: Store,
     assert not report.ok
     [problem] = report.problems
     assert (problem.kind, problem.object_id) == ("corrupt", victim.hex())
-    assert "does not hash to its id" in problem.detail
+    assert problem.detail == "chunk does not hash to its id"
     assert sorted(problem.affects) == [("a", 1), ("a", 2)]
 
 
@@ -169,10 +170,116 @@ def test_a_head_that_does_not_match_its_newest_version_is_a_problem(
     head = store.load_meta("a")
     with sqlite3.connect(store_path) as con:
         con.execute(damage)
+        (row,) = con.execute("SELECT manifest FROM sessions WHERE sid = 'a'").fetchone()
     report = store.fsck()
     assert not report.ok
     bad = [p for p in report.problems if p.kind == "bad_head"]
     assert len(bad) == 1 and bad[0].affects == [("a", head.seq)]
+    assert bad[0].object_id == row.hex()  # the manifest the head row names
     assert "head row does not match its newest version" in bad[0].detail
     # No object is damaged (the search index, which follows the head row, may disagree).
     assert all(p.kind in ("bad_head", "search_index") for p in report.problems)
+
+
+def _flip(store_path: Path, victim: bytes) -> None:
+    with sqlite3.connect(store_path) as con:
+        (data,) = con.execute("SELECT data FROM objects WHERE oid = ?", (victim,)).fetchone()
+        broken = bytearray(data)
+        broken[len(broken) // 2] ^= 0xFF
+        con.execute("UPDATE objects SET data = ? WHERE oid = ?", (bytes(broken), victim))
+
+
+def test_every_bad_object_of_a_batch_is_named_with_why(store: Store, store_path: Path) -> None:
+    store.create("a", {}, msgs(0, 30))
+    victims = sorted({_chunk_of(store, "a", 3), _chunk_of(store, "a", 20)})
+    for v in victims:
+        _flip(store_path, v)
+    seen: list[tuple[str, int]] = []
+    report = store.fsck(progress=lambda phase, n: seen.append((phase, n)))
+    assert [(p.kind, p.object_id) for p in report.problems] == [
+        ("corrupt", v.hex()) for v in victims]
+    assert all("does not decompress" in p.detail for p in report.problems)
+    assert report.objects_checked == sum(store.stats().objects.values())
+    assert ("objects", report.objects_checked) in seen
+    assert ("versions", report.versions_checked) in seen
+
+
+def _pages_of(store: Store, store_path: Path, make: Any) -> tuple[set[bytes], set[bytes]]:
+    """Return (page ids before, page ids after) calling make()."""
+    def pages() -> set[bytes]:
+        with sqlite3.connect(store_path) as con:
+            return {r[0] for r in con.execute("SELECT oid FROM objects WHERE kind = ?",
+                                              (int(Kind.PAGE),))}
+
+    before = pages()
+    make()
+    return before, pages()
+
+
+def test_a_missing_page_is_missing_and_a_page_of_the_wrong_kind_corrupt(
+        store: Store, store_path: Path) -> None:
+    _, of_a = _pages_of(store, store_path, lambda: store.create("a", {}, msgs(0, 300)))
+    before, after = _pages_of(store, store_path,
+                              lambda: store.create("b", {}, msgs(1000, 1300)))
+    gone, wrong = min(of_a), min(after - before)
+    with sqlite3.connect(store_path) as con:
+        con.execute("DELETE FROM objects WHERE oid = ?", (gone,))
+        con.execute("UPDATE objects SET kind = ? WHERE oid = ?", (int(Kind.CHUNK), wrong))
+    report = store.fsck()
+    got = sorted((p.kind, p.object_id, p.detail, p.affects) for p in report.problems)
+    assert ("missing", gone.hex(), "referenced but not stored", [("a", 1)]) in got
+    # A wrong kind hashes wrong too (the kind is part of the id): pass 1 names it.
+    assert ("corrupt", wrong.hex(), "chunk does not hash to its id", [("b", 1)]) in got
+    assert len(got) == 2
+
+
+def test_a_well_hashed_but_malformed_page_is_corrupt(store: Store, store_path: Path) -> None:
+    from cas_store import manifest as M
+    from cas_store.lists import ListRef
+    from cas_store.objects import compress, object_id
+
+    store.create("a", {}, msgs(0, 3))
+    meta = object_id(Kind.META, b"{}")
+    page = b"\x00" + b"not a whole number of ids"
+    page_id = object_id(Kind.PAGE, page)
+    man = M.encode_full(meta, {"messages": ListRef(16, 10, page_id, ())})
+    man_id = object_id(Kind.MANIFEST, man)
+    with sqlite3.connect(store_path) as con:
+        for oid, kind, payload in [(page_id, Kind.PAGE, page), (man_id, Kind.MANIFEST, man)]:
+            con.execute("INSERT INTO objects VALUES (?, ?, ?, ?, 0)",
+                        (oid, int(kind), len(payload), compress(payload)))
+        con.execute("UPDATE versions SET manifest = ? WHERE sid = 'a'", (man_id,))
+        con.execute("UPDATE sessions SET manifest = ? WHERE sid = 'a'", (man_id,))
+    report = store.fsck()
+    assert [(p.kind, p.object_id, p.detail, p.affects) for p in report.problems] == [
+        ("corrupt", page_id.hex(), "page is malformed", [("a", 1)])]
+
+
+def test_a_corrupt_object_no_version_needs_affects_nothing(store: Store,
+                                                           store_path: Path) -> None:
+    store.create("a", {}, msgs(0, 3))
+    stray = bytes(range(32))
+    with sqlite3.connect(store_path) as con:
+        con.execute("INSERT INTO objects VALUES (?, ?, 4, x'00', 0)", (stray, int(Kind.CHUNK)))
+    report = store.fsck()
+    assert [(p.kind, p.object_id, p.affects) for p in report.problems] == [
+        ("corrupt", stray.hex(), [])]
+
+
+def test_a_missing_metadata_object_of_a_pruned_base_affects_no_version(
+        store: Store, store_path: Path) -> None:
+    from cas_store.gc import gc
+    from cas_store.objects import canonical_json, object_id
+
+    store.create("a", {"title": "old"}, msgs(0, 3))
+    store.update_metadata("a", {"title": "new"})  # a delta on version 1's manifest
+    gc(store, keep_last=1, grace=0)  # version 1 goes; its manifest stays as the base
+    assert [v.seq for v in store.versions("a")] == [2]
+    old_meta = object_id(Kind.META, canonical_json({"title": "old"}))
+    with sqlite3.connect(store_path) as con:
+        assert con.execute("DELETE FROM objects WHERE oid = ?", (old_meta,)).rowcount == 1
+    report = store.fsck()
+    # The delta names its own metadata: nothing a version shows is lost.
+    assert [(p.kind, p.object_id, p.affects) for p in report.problems] == [
+        ("missing", old_meta.hex(), [])]
+    assert store.load("a").metadata == {"title": "new"}

@@ -293,15 +293,6 @@ def test_shared_pages_are_read_once(store: Store) -> None:
     assert report.objects_marked == total
 
 
-def test_missing_object_is_reported_not_fatal(store: Store) -> None:
-    store.create("a", {}, [msg(i) for i in range(3)], at=NOW)
-    gone = object_id(Kind.CHUNK, canonical_json(msg(1)))
-    assert store.backend.delete_objects([gone], time.time() + DAY)[0] == 1
-    report = gc(store, grace=0)
-    assert report.missing == 1
-    assert report.objects_swept == 0
-
-
 def test_bitmap() -> None:
     b = Bitmap()
     assert b.add(0) and b.add(7) and b.add(8) and b.add(1_000_003)

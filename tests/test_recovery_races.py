@@ -21,7 +21,7 @@ import httpx
 import pytest
 from support import msg, msgs
 
-from cas_store import Store, open_store, recovery
+from cas_store import SessionNotFound, Store, open_store, recovery
 
 Writer = Callable[[Store], None]
 
@@ -149,6 +149,7 @@ def _check_nothing_lost(store: Store, appended: dict[str, list[Any]]) -> None:
                 m["i"] for m in want if m["w"] == w]
 
 
+@pytest.mark.slow  # seconds, not minutes; left out of the per-mutant runs (tests/MUTATION.md)
 def test_recovery_beside_appending_threads_loses_nothing(
         store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(store_path)
@@ -353,3 +354,71 @@ def test_start_up_recovery_on_a_busy_server_loses_no_append(
     with open_store(wiped_store) as store:
         _check_nothing_lost(store, appended)
         assert not any(s.suspect_shrink for s in store.list_sessions().sessions)
+
+
+def test_recovery_refuses_to_commit_from_versions_pruned_meanwhile(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cas_store import VersionNotFound
+
+    store, other = open_store(store_path), open_store(store_path)
+    store.create("s", {}, msgs(0, 10))
+    store.save("s", [])
+    # GC (or anything) prunes the larger version between recovery's plan and its commit:
+    # the commit must not name objects no version holds any more.
+    _between_plan_and_commit(monkeypatch, lambda: other.backend.prune_versions("s", [1]))
+    with pytest.raises(VersionNotFound):
+        store.recover()
+    assert [v.seq for v in store.versions("s")] == [2]
+    other.close()
+    store.close()
+
+
+def test_recovery_actions_report_every_field(store_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from cas_store.model import RecoveryAction
+
+    store, other = open_store(store_path), open_store(store_path)
+    store.create("s", {}, msgs(0, 10))
+    store.save("s", [])
+    store.append("s", [msg(100)])
+    assert store.recover(dry_run=True).actions == [
+        RecoveryAction("s", "would_recover", 2, 1, 11)]
+    assert store.recover().actions == [RecoveryAction("s", "recovered", 2, 1, 11, new_seq=4)]
+    store.save("s", [*msgs(0, 3), msg(99)])  # rewrites: skipped with its reason
+    [skipped] = store.recover().actions
+    assert (skipped.session_id, skipped.action, skipped.shrink_seq, skipped.from_count,
+            skipped.to_count, skipped.new_seq) == ("s", "skipped", 5, 4, 4, None)
+    with pytest.raises(SessionNotFound) as exc:
+        store.recover("nope")
+    assert exc.value.details == {"session_id": "nope"} and "'nope'" in str(exc.value)
+    store.create("t", {}, msgs(0, 3))
+    store.save("t", [])
+    counter = iter(range(1000, 2000))
+    _between_plan_and_commit(
+        monkeypatch, lambda: other.append("t", [msg(next(counter))]), times=10**6)
+    assert store.recover("t").actions == [
+        RecoveryAction("t", "skipped", 0, 0, 0, reason="session kept changing")]
+    other.close()
+    store.close()
+
+
+def test_recovery_over_a_long_log_and_a_damaged_session(store_path: Path) -> None:
+    import sqlite3
+
+    from cas_store import ObjectNotFound
+
+    store = open_store(store_path)
+    store.create("long", {}, [])
+    for i in range(210):  # more versions than one page of the log
+        store.append("long", [msg(i)])
+    store.save("long", [])
+    assert [a.to_count for a in store.recover("long").recovered] == [210]
+    store.create("d", {}, msgs(0, 3))
+    man = bytes.fromhex(store.load_meta("d").manifest)
+    store.save("d", [])
+    store.close()
+    with sqlite3.connect(store_path) as con:
+        con.execute("DELETE FROM objects WHERE oid = ?", (man,))
+    with open_store(store_path) as s, pytest.raises(ObjectNotFound) as exc:
+        s.recover("d")
+    assert exc.value.details["session_id"] == "d"

@@ -29,6 +29,7 @@ STATUS: list[tuple[type[E.CasError], int]] = [
     (E.Conflict, 412),
     (E.InvalidInput, 422),
     (E.CorruptObject, 500),
+    (E.ObjectNotFound, 500),  # damage, not a caller's mistake: never a 404
     (E.IntegrityError, 500),
     (E.StorageError, 503),
     (E.CasError, 500),

@@ -23,9 +23,6 @@ from .sessions import location
 
 router = APIRouter(prefix="/sessions", route_class=JsonRoute, tags=["versions"])
 
-SeqQuery = Annotated[int | None, Query(ge=1, le=MAX_SEQ)]
-
-
 @router.get("/{sid}/versions", response_model=VersionPage, responses=READ)
 def list_versions(
     sid: SidPath,

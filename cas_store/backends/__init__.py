@@ -12,6 +12,7 @@ import re
 
 from ..errors import InvalidArgument, StorageError
 from .base import (
+    LOAD_BATCH,
     Backend,
     Commit,
     CommitWatch,
@@ -27,6 +28,7 @@ from .base import (
 )
 
 __all__ = [
+    "LOAD_BATCH",
     "Backend",
     "Commit",
     "CommitWatch",

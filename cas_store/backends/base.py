@@ -19,6 +19,10 @@ from typing import Any
 from ..errors import StorageError
 from ..objects import Kind, Oid
 
+#: Ids per ``get_frames`` call on a full load (the store's batches) and per query inside
+#: a backend: few round trips, bounded memory.
+LOAD_BATCH = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectWrite:

@@ -34,6 +34,7 @@ from ..search import message_fields
 from .base import (
     HIT_END,
     HIT_START,
+    LOAD_BATCH,
     Backend,
     Commit,
     CommitWatch,
@@ -46,7 +47,6 @@ from .base import (
 )
 
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
-_LOAD_BATCH = 1000  # ids per query when fetching object bytes
 _KINDS = {int(k): k for k in Kind}
 _OPEN = 2**62  # to_seq of a span still in the head, for range comparisons
 
@@ -559,7 +559,7 @@ class SQLiteBackend(Backend):
         out: dict[Oid, tuple[Kind, bytes]] = {}
         unique = list(dict.fromkeys(oids))
         kinds = _KINDS
-        for part in _chunks(unique, _LOAD_BATCH):
+        for part in _chunks(unique, LOAD_BATCH):
             marks = ",".join("?" * len(part))
             # Hot path of every load: sqlite3 already returns BLOBs as bytes, and a dict
             # lookup is several times cheaper than constructing the enum per row.
