@@ -65,6 +65,9 @@ class GCReport:
     seconds: float
     damaged_sessions: tuple[str, ...] = ()  # sessions those objects affect (force only)
     forced: bool = False  # swept although the store is damaged
+    # Manifests of pruned versions kept because a kept version's delta manifest builds on
+    # them (with the pages and chunks they reach): they go once no delta needs them.
+    delta_bases_kept: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -82,6 +85,7 @@ class GCReport:
             "missing": self.missing,
             "damaged_sessions": list(self.damaged_sessions),
             "forced": self.forced,
+            "delta_bases_kept": self.delta_bases_kept,
             "mark_seconds": round(self.mark_seconds, 3),
             "sweep_seconds": round(self.sweep_seconds, 3),
             "seconds": round(self.seconds, 3),
@@ -201,6 +205,10 @@ class Marker:
         self.backend = backend
         self.tick = tick
         self.marked = Bitmap()
+        # Manifests a version names, and manifests some delta builds on: a base no kept
+        # version names is kept only for the deltas (report: delta_bases_kept).
+        self.named = Bitmap()
+        self.bases = Bitmap()
         #: Objects the mark needed but could not find or read, and why: a damaged store.
         self.damaged: dict[Oid, str] = {}
         self.progress = progress
@@ -240,8 +248,20 @@ class Marker:
                 self.damaged[oid] = str(exc) or "malformed"
         return out
 
+    def delta_bases_kept(self) -> int:
+        """Return how many marked manifests no kept version names (delta bases only)."""
+        named = self.named.bits
+        return sum((b & ~(named[i] if i < len(named) else 0)).bit_count()
+                   for i, b in enumerate(self.bases.bits))
+
+    def _note(self, oids: Sequence[Oid], into: Bitmap) -> None:
+        for n in self.backend.ordinals(oids).values():
+            into.add(n)
+
     def manifests(self, oids: Sequence[Oid]) -> None:
         """Mark these manifests and everything under them (delta bases included)."""
+        for i in range(0, len(oids), _BATCH):
+            self._note(oids[i : i + _BATCH], self.named)
         pending = list(oids)
         while pending:
             batch = pending[-_BATCH:]
@@ -249,6 +269,8 @@ class Marker:
             leaves: list[Oid] = []
             roots: list[Oid] = []
             for bases, chunks, trees in self._refs(self._fresh(batch), Kind.MANIFEST):
+                if bases:
+                    self._note(bases, self.bases)
                 pending.extend(bases)  # a delta's base must survive with it
                 leaves.extend(chunks)
                 roots.extend(trees)
@@ -368,6 +390,7 @@ def gc(store: Store, *, keep_last: int | None = None, keep_within: float | None 
         missing=len(damaged | marker.damaged), mark_seconds=mark_seconds,
         sweep_seconds=sweep_seconds, seconds=backend.now() - started,
         damaged_sessions=tuple(affected), forced=bool(damaged),
+        delta_bases_kept=marker.delta_bases_kept(),
     )
 
 
@@ -509,6 +532,12 @@ def report_lines(report: GCReport) -> list[str]:
         f"objects: {report.objects_swept} {verb} ({_size(report.bytes_swept)}),"
         f" {report.objects_marked} in use",
     ]
+    if report.delta_bases_kept:
+        n = report.delta_bases_kept
+        lines.append(
+            f"kept: {n} {'manifest' if n == 1 else 'manifests'} of pruned versions, and what"
+            f" {'it reaches' if n == 1 else 'they reach'}: kept versions are delta manifests"
+            " built on them (they go once a later full manifest replaces the chain)")
     if report.forced:
         sessions = ", ".join(report.damaged_sessions) or "none"
         lines.append(

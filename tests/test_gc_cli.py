@@ -99,3 +99,23 @@ def test_parse_duration() -> None:
     for bad in ("", "d", "-1d", "1y", "nan", "inf"):
         with pytest.raises(ValueError, match="bad duration"):
             parse_duration(bad)
+
+
+def test_gc_explains_what_delta_manifests_keep(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    with open_store(path) as s:
+        s.create("a", {}, [msg(i) for i in range(3)])
+        for k in range(4):
+            s.append("a", [msg(f"d{k}")])  # each a delta manifest on the one before
+    code, out, _ = run(path, "--keep-last", "1", "--grace", "0", "--dry-run")
+    assert code == 0
+    assert "kept: 4 manifests of pruned versions" in out and "delta manifests" in out
+    code, out, _ = run(path, "--keep-last", "1", "--grace", "0", "--json")
+    report = json.loads(out)
+    assert report["versions_pruned"] == 4 and report["delta_bases_kept"] == 4
+    with open_store(path) as s:
+        assert [m["content"] for m in s.load("a").messages][-1] == "message d3"
+        # A save writes a full manifest: the head no longer needs the chain.
+        s.save("a", [*s.load("a").messages, msg("fresh")])
+    code, out, _ = run(path, "--keep-last", "1", "--grace", "0")
+    assert code == 0 and "kept:" not in out
