@@ -42,7 +42,8 @@ app = typer.Typer(
     name="cas-store",
     help="A content-addressed, versioned store for chat sessions.\n\n"
     "Every save keeps the previous version; nothing is overwritten. Point the commands at"
-    " a store with --store PATH or CAS_STORE (default: sessions.db under the user's data"
+    " a store with --store PATH or CAS_STORE (a SQLite file, or"
+    " postgresql://user:pass@host:port/db; default: sessions.db under the user's data"
     " directory).",
     no_args_is_help=True,
     add_completion=False,

@@ -455,6 +455,12 @@ def _sweep(backend: Backend, marked: Bitmap, cutoff: float, dry_run: bool, lease
                     progress("sweep", scanned, total)
     if batch:
         flush()
+    # Bytes a killed writer put in a blob store but never indexed (none elsewhere).
+    if not dry_run:
+        lease.renew()
+    n, b = backend.sweep_orphans(cutoff, dry_run)
+    count += n
+    freed += b
     if progress:
         progress("sweep", total or scanned, total)
     return count, freed

@@ -1,18 +1,19 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from s3server import SeaweedServer, running, weed_binary
-from servers import PostgresServer, start_postgres
+from servers import PostgresServer, fresh_location, start_postgres
 
 from cas_store import Store, open_store
 
 # The backends a test marked ``all_backends`` runs on, unchanged: its ``store`` and
 # ``store_path`` fixtures name a fresh store of each kind in turn.
-BACKENDS = ["sqlite", "postgres"]
+BACKENDS = ["sqlite", "postgres", "postgres+s3"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,10 +46,7 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store_path(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> Path | str:
     """Where a fresh store lives: a SQLite file, or a PostgreSQL URL (a schema of its own)."""
-    if backend_kind == "sqlite":
-        return tmp_path / "sessions.db"
-    server: PostgresServer = request.getfixturevalue("pg_server")
-    return server.fresh_schema()
+    return fresh_location(backend_kind, tmp_path, request)
 
 
 @pytest.fixture
@@ -84,3 +82,19 @@ def s3_env(s3_server: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> dict[st
 def s3_url(s3_server: SeaweedServer, s3_env: dict[str, str]) -> str:
     """An ``s3://bucket/prefix`` URL on a fresh bucket, with the AWS_* variables set."""
     return f"s3://{s3_server.make_bucket()}/cas"
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_server: SeaweedServer) -> str:
+    """One bucket for the stores of this test process (each store has its own prefix).
+
+    A bucket per store would make SeaweedFS allocate volumes per bucket until it has
+    none left (its puts then fail with 500).
+    """
+    return s3_server.make_bucket()
+
+
+@pytest.fixture
+def s3_store_url(s3_bucket: str, s3_env: dict[str, str]) -> str:
+    """An ``s3://bucket/prefix`` URL with a prefix of its own, the AWS_* variables set."""
+    return f"s3://{s3_bucket}/{uuid.uuid4().hex[:12]}"

@@ -180,3 +180,20 @@ def wait_for(predicate: object, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(0.05)
+
+
+def fresh_location(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Return where a fresh store of this kind lives; PostgreSQL+S3 records its bucket.
+
+    A PostgreSQL store remembers its object location on first open, so the URL alone
+    reopens it with its objects (the AWS_* variables stay set for the test).
+    """
+    if kind == "sqlite":
+        return tmp_path / "sessions.db"
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    url = server.fresh_schema()
+    if kind == "postgres+s3":
+        from cas_store import open_store
+
+        open_store(url, objects=request.getfixturevalue("s3_store_url")).close()
+    return url

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from ..errors import InvalidArgument, StorageError
 from .base import (
@@ -41,7 +40,6 @@ __all__ = [
     "SearchTerm",
     "is_url",
     "open_backend",
-    "open_blobs",
     "summary_matches",
 ]
 
@@ -54,19 +52,6 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 def is_url(location: str | os.PathLike[str]) -> bool:
     """Return True if location names a networked store (scheme://...), not a SQLite file."""
     return isinstance(location, str) and _URL.match(location) is not None
-
-
-def open_blobs(location: str) -> Any:
-    """Open the object store named by location (``s3://bucket/prefix``)."""
-    if not location.startswith("s3://"):
-        raise InvalidArgument(
-            f"unsupported object location {location!r} (use s3://bucket/prefix)",
-            field="objects")
-    try:
-        from . import s3  # type: ignore[attr-defined]
-    except ImportError:
-        raise StorageError("this cas-store has no S3 object store") from None
-    return s3.open_blobs(location)
 
 
 def open_backend(location: str | os.PathLike[str], *, objects: str | None = None,
@@ -84,8 +69,7 @@ def open_backend(location: str | os.PathLike[str], *, objects: str | None = None
             raise StorageError(
                 "a postgresql:// store needs psycopg: pip install 'cas-store[postgres]'"
             ) from None
-        blobs = open_blobs(objects) if objects else None
-        return PostgresBackend(text, objects=blobs)
+        return PostgresBackend(text, objects=objects)
     if is_url(text):
         raise InvalidArgument(
             f"unsupported store URL {text.partition('://')[0]}:// (use a file path or"

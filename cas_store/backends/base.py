@@ -261,6 +261,15 @@ class Backend(abc.ABC):
         In ordinal order, a page at a time (no long read lock): GC's sweep candidates.
         """
 
+    def sweep_orphans(self, written_before: float, dry_run: bool) -> tuple[int, int]:
+        """Delete (or, dry, count) stored bytes no object entry names; return (count, bytes).
+
+        Only a backend that writes bytes outside the transaction moving the pointer (a
+        blob store) can have them: a writer killed between the two leaves them. The
+        default has none.
+        """
+        return 0, 0
+
     @abc.abstractmethod
     def lease(self, name: str, owner: str, ttl: float) -> bool:
         """Take or renew the named lease for owner until now + ttl; False if another holds it.

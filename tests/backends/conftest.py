@@ -6,20 +6,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from servers import fresh_location
 
 from cas_store.backends import Backend, open_backend
 
 #: The backends every contract test runs on; a new backend is one more name here and
-#: one more branch in ``location``.
-BACKEND_KINDS = ["sqlite", "postgres"]
+#: one more branch in ``fresh_location`` (tests/conftest.py).
+BACKEND_KINDS = ["sqlite", "postgres", "postgres+s3"]
 
 
 @pytest.fixture(params=BACKEND_KINDS)
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Return where a fresh, empty store of this kind lives (a file path or a URL)."""
-    if request.param == "sqlite":
-        return str(tmp_path / "store.db")
-    return str(request.getfixturevalue("pg_server").fresh_schema())
+    return str(fresh_location(request.param, tmp_path, request))
 
 
 @pytest.fixture

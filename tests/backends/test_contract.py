@@ -13,7 +13,7 @@ import pytest
 
 from cas_store import Conflict, Store, VersionNotFound, gc
 from cas_store.backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry, open_backend
-from cas_store.objects import Kind, Oid, compress, object_id
+from cas_store.objects import Kind, Oid, canonical_json, compress, object_id
 
 
 def obj(text: str, kind: Kind = Kind.CHUNK) -> ObjectWrite:
@@ -272,6 +272,25 @@ class TestBackendContract:
             assert gc(store, grace=0).objects_swept == 0
             assert store.load("a").messages == [{"n": 0}]
             assert store.fsck().ok
+        finally:
+            store.close()
+
+    def test_fsck_names_the_versions_a_lost_object_breaks(self, location: str) -> None:
+        store = Store(open_backend(location))
+        try:
+            store.create("a", {}, [{"n": 1}, {"n": 2}])
+            store.append("a", [{"n": 3}])
+            oid = object_id(Kind.CHUNK, canonical_json({"n": 2}))
+            blobs = getattr(store.backend, "blobs", None)
+            if blobs is not None:
+                blobs.delete_many([oid])  # the bytes go, the index row stays
+            else:
+                assert store.backend.delete_objects([oid], time.time() + 3600)[0] == 1
+            report = store.fsck()
+            assert not report.ok
+            [problem] = [p for p in report.problems if p.object_id == oid.hex()]
+            assert problem.kind == "missing"
+            assert sorted(problem.affects) == [("a", 1), ("a", 2)]
         finally:
             store.close()
 
