@@ -17,9 +17,10 @@ around each batch of deletions (so no writer relies on a blob being deleted).
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -96,12 +97,14 @@ _MIGRATIONS: list[list[str]] = [
             until double precision NOT NULL
         )""",
     ],
+    # 2: the head's summary metadata values (a JSON object) for session lists and filters.
+    ["ALTER TABLE sessions ADD COLUMN summary jsonb NOT NULL DEFAULT '{}'"],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _HEAD_COLS = (
     "sid, seq, manifest, message_count, nbytes, title, created_at, updated_at, deleted,"
-    " suspect_pending"
+    " suspect_pending, summary"
 )
 _VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags"
 _NOW = "extract(epoch from clock_timestamp())::double precision"
@@ -117,12 +120,40 @@ def _entry(row: Sequence[Any]) -> LogEntry:
 
 
 def _head(row: Sequence[Any]) -> HeadRow:
-    sid, seq, manifest, count, nbytes, title, created, updated, deleted, suspect = row
+    sid, seq, manifest, count, nbytes, title, created, updated, deleted, suspect, summary = row
     return HeadRow(
         sid=sid, seq=seq, manifest=Oid(bytes(manifest)), message_count=count, nbytes=nbytes,
         title=title, created_at=created, updated_at=updated, deleted=deleted,
-        suspect_pending=suspect,
+        suspect_pending=suspect, summary=summary or {},
     )
+
+
+# jsonb values Python's bool() calls false: summary_matches' rule for ``key=false``.
+_FALSY = "ARRAY['null', 'false', '0', '\"\"', '[]', '{}']::jsonb[]"
+
+
+def _where(where: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    """Return SQL conditions (and parameters) on the summary column by summary_matches."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, want in where.items():
+        value = "coalesce(summary -> %s::text, 'null'::jsonb)"
+        if isinstance(want, bool):
+            falsy = f"{value} = ANY({_FALSY})"
+            clauses.append(f"NOT {falsy}" if want else falsy)
+            params.append(key)
+        elif want is None:
+            clauses.append(f"{value} = 'null'::jsonb")
+            params.append(key)
+        else:
+            # jsonb compares numbers by value (1 = 1.0) and never a number with a boolean.
+            clauses.append(f"{value} = %s::jsonb")
+            params += [key, _json(want)]
+    return clauses, params
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _chunks(seq: Sequence[Any], n: int = _BATCH) -> Iterator[list[Any]]:
@@ -598,15 +629,16 @@ class PostgresBackend(Backend):
         """Send the compare-and-swap of the head row (its rowcount tells if it moved)."""
         h = change.head
         values = (h.seq, h.manifest, h.message_count, h.nbytes, h.title, h.created_at,
-                  h.updated_at, h.deleted, h.suspect_pending)
+                  h.updated_at, h.deleted, h.suspect_pending, _json(dict(h.summary)))
         if change.expected_seq == 0:
             return conn.execute(
-                f"INSERT INTO sessions ({_HEAD_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                f"INSERT INTO sessions ({_HEAD_COLS})"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb)"
                 " ON CONFLICT (sid) DO NOTHING", (h.sid, *values))
         return conn.execute(
             "UPDATE sessions SET seq = %s, manifest = %s, message_count = %s,"
             " nbytes = %s, title = %s, created_at = %s, updated_at = %s, deleted = %s,"
-            " suspect_pending = %s WHERE sid = %s AND seq = %s",
+            " suspect_pending = %s, summary = %s::jsonb WHERE sid = %s AND seq = %s",
             (*values, h.sid, change.expected_seq))
 
     def _check(self, conn: Connection[Any], change: Commit, head: psycopg.Cursor[Any],
@@ -641,27 +673,30 @@ class PostgresBackend(Backend):
         return [_entry(r) for r in rows]
 
     def list_heads(self, *, limit: int, after: tuple[float, str] | None = None,
-                   query: str | None = None, include_deleted: bool = False) -> list[HeadRow]:
-        """Return head rows newest update first from the (updated_at DESC, sid) index."""
-        where: list[str] = []
-        params: list[Any] = []
+                   query: str | None = None, include_deleted: bool = False,
+                   where: Mapping[str, Any] | None = None) -> list[HeadRow]:
+        """Return head rows newest update first from the (updated_at DESC, sid) index.
+
+        ``where`` filters on the summary column in SQL, by ``summary_matches``' rule.
+        """
+        conds, params = _where(where or {})
         if not include_deleted:
-            where.append("NOT deleted")
+            conds.append("NOT deleted")
         if query:
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("(title ILIKE %s OR sid ILIKE %s)")
+            conds.append("(title ILIKE %s OR sid ILIKE %s)")
             params += [f"%{escaped}%", f"%{escaped}%"]
         order = " ORDER BY updated_at DESC, sid LIMIT %s"
         if after is None:
             sql = f"SELECT {_HEAD_COLS} FROM sessions"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
+            if conds:
+                sql += " WHERE " + " AND ".join(conds)
             return [_head(r) for r in self._read(sql + order, (*params, limit))]
         # After a cursor: two index range scans, rows tied on updated_at with a greater sid,
         # then older rows. One OR of the two is no index condition: PostgreSQL walked the
         # index from its start (EXPLAIN ANALYZE: 170 ms for a cursor halfway through
         # 200,000 sessions); the two ranges read only the page.
-        extra = "".join(f" AND {w}" for w in where)
+        extra = "".join(f" AND {w}" for w in conds)
         sql = (f"SELECT * FROM ((SELECT {_HEAD_COLS} FROM sessions"
                f" WHERE updated_at = %s AND sid > %s{extra} ORDER BY sid LIMIT %s)"
                f" UNION ALL (SELECT {_HEAD_COLS} FROM sessions WHERE updated_at < %s{extra}"

@@ -8,11 +8,22 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from cas_store import Conflict, Store, VersionNotFound, gc
-from cas_store.backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry, open_backend
+from cas_store.backends import (
+    Backend,
+    Commit,
+    HeadRow,
+    IndexUpdate,
+    LogEntry,
+    ObjectWrite,
+    Retry,
+    open_backend,
+    summary_matches,
+)
 from cas_store.objects import Kind, Oid, canonical_json, compress, object_id
 
 
@@ -28,12 +39,15 @@ def known(o: ObjectWrite) -> ObjectWrite:
 
 def change(sid: str, expected: int, objects: list[ObjectWrite], *, at: float = 1000.0,
            title: str = "", deleted: bool = False, suspect: bool = False,
-           requires: tuple[tuple[str, int, Oid], ...] = ()) -> Commit:
+           requires: tuple[tuple[str, int, Oid], ...] = (),
+           summary: dict[str, Any] | None = None, index: IndexUpdate | None = None,
+           op: str = "append") -> Commit:
     manifest = objects[0].oid if objects else object_id(Kind.MANIFEST, f"{sid}{expected}".encode())
     seq = expected + 1
-    entry = LogEntry(sid, seq, manifest, at, "append", seq, 10 * seq, suspect_shrink=suspect)
-    head = HeadRow(sid, seq, manifest, seq, 10 * seq, title, at, at, deleted, suspect)
-    return Commit(expected, objects, entry, head, requires)
+    entry = LogEntry(sid, seq, manifest, at, op, seq, 10 * seq, suspect_shrink=suspect)
+    head = HeadRow(sid, seq, manifest, seq, 10 * seq, title, at, at, deleted, suspect,
+                   summary or {})
+    return Commit(expected, objects, entry, head, requires, index)
 
 
 class TestBackendContract:
@@ -177,6 +191,52 @@ class TestBackendContract:
         assert [h.sid for h in backend.list_heads(limit=10, query="title c")] == ["c"]
         assert backend.list_heads(limit=10, query="%") == []
         assert sorted(h.sid for h in backend.iter_heads()) == ["a", "b", "c", "d"]
+
+    # --- summary beside the head -----------------------------------------------------------
+
+    SUMMARIES: dict[str, dict[str, Any]] = {
+        "a": {"pinned": True, "project_id": "p1", "input_tokens": 10, "model": "m-ü"},
+        "b": {"archived": True, "project_id": "p1", "input_tokens": 10.0},
+        "c": {"archived": False, "project_id": "p2", "pinned": 1},
+        "d": {},
+        "e": {"archived": 0, "pinned": "", "project_id": None, "input_tokens": True},
+        "f": {"archived": "yes", "pinned": False, "input_tokens": 0},
+    }
+
+    def test_summary_is_kept_beside_the_head(self, backend: Backend) -> None:
+        for i, (sid, summary) in enumerate(self.SUMMARIES.items()):
+            backend.commit(change(sid, 0, [obj(sid)], at=float(i), summary=summary))
+        for sid, summary in self.SUMMARIES.items():
+            assert dict(backend.head(sid).summary) == summary  # type: ignore[union-attr]
+        listed = {h.sid: dict(h.summary) for h in backend.list_heads(limit=10)}
+        assert listed == self.SUMMARIES
+        assert {h.sid: dict(h.summary) for h in backend.iter_heads()} == self.SUMMARIES
+        # The next commit replaces the summary whole.
+        backend.commit(change("a", 1, [obj("a2")], at=9.0, summary={"archived": True}))
+        assert dict(backend.head("a").summary) == {"archived": True}  # type: ignore[union-attr]
+
+    @pytest.mark.parametrize("where", [
+        {"archived": False}, {"archived": True}, {"pinned": True}, {"pinned": False},
+        {"project_id": "p1"}, {"project_id": None}, {"input_tokens": 10},
+        {"input_tokens": 0}, {"input_tokens": True}, {"input_tokens": 1},
+        {"project_id": "p1", "archived": False}, {"model": "m-ü"}, {"model": "m"},
+        {"archived": "yes"}, {"absent": None}, {"absent": True},
+    ])
+    def test_where_filters_follow_summary_matches(self, backend: Backend,
+                                                  where: dict[str, Any]) -> None:
+        for i, (sid, summary) in enumerate(self.SUMMARIES.items()):
+            backend.commit(change(sid, 0, [obj(sid)], at=float(i), summary=summary))
+        want = [sid for sid in reversed(self.SUMMARIES)
+                if summary_matches(self.SUMMARIES[sid], where)]
+        assert [h.sid for h in backend.list_heads(limit=10, where=where)] == want
+        # The same filter a page at a time, after a cursor.
+        page = backend.list_heads(limit=1, where=where)
+        seen = [h.sid for h in page]
+        while page:
+            page = backend.list_heads(limit=1, where=where,
+                                      after=(page[-1].updated_at, page[-1].sid))
+            seen += [h.sid for h in page]
+        assert seen == want
 
     def test_drop_session_checks_the_head(self, backend: Backend) -> None:
         backend.commit(change("s", 0, [obj("x")]))
