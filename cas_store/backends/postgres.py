@@ -20,16 +20,17 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pgerr
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import Conflict, InvalidArgument, StorageError, StoreLocked, VersionNotFound
 from ..objects import Kind, Oid
-from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
+from .base import Backend, Commit, CommitWatch, HeadRow, LogEntry, ObjectInfo, Retry
 from .blobs import BlobStore, open_blob_store
 
 if TYPE_CHECKING:
@@ -99,6 +100,21 @@ _MIGRATIONS: list[list[str]] = [
     ],
     # 2: the head's summary metadata values (a JSON object) for session lists and filters.
     ["ALTER TABLE sessions ADD COLUMN summary jsonb NOT NULL DEFAULT '{}'"],
+    # 3: the change feed: a store-wide cursor on every log entry, increasing in commit order,
+    # taken from a counter row the commit updates last (docs/design.md, "Change feed on
+    # PostgreSQL"); never reused, even when GC drops the newest entries. Existing entries
+    # are numbered by creation time. The cursor index is not unique: the counter makes it
+    # so, and a sharded database allows a unique index only with the distribution key.
+    [
+        "ALTER TABLE versions ADD COLUMN cursor bigint",
+        "UPDATE versions SET cursor = n.n FROM (SELECT sid, seq, row_number() OVER"
+        " (ORDER BY created_at, sid, seq) AS n FROM versions) AS n"
+        " WHERE n.sid = versions.sid AND n.seq = versions.seq",
+        "CREATE INDEX versions_by_cursor ON versions (cursor)",
+        "CREATE TABLE feed (one boolean PRIMARY KEY DEFAULT true CHECK (one),"
+        " cursor bigint NOT NULL)",
+        "INSERT INTO feed SELECT true, coalesce(max(cursor), 0) FROM versions",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -106,16 +122,16 @@ _HEAD_COLS = (
     "sid, seq, manifest, message_count, nbytes, title, created_at, updated_at, deleted,"
     " suspect_pending, summary"
 )
-_VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags"
+_VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags, cursor"
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 
 
 def _entry(row: Sequence[Any]) -> LogEntry:
-    sid, seq, manifest, created_at, op, count, nbytes, flags = row
+    sid, seq, manifest, created_at, op, count, nbytes, flags, cursor = row
     return LogEntry(
         sid=sid, seq=seq, manifest=Oid(bytes(manifest)), created_at=created_at, op=op,
         message_count=count, nbytes=nbytes, intentional_shrink=bool(flags & _INTENTIONAL),
-        suspect_shrink=bool(flags & _SUSPECT),
+        suspect_shrink=bool(flags & _SUSPECT), cursor=cursor or 0,
     )
 
 
@@ -189,6 +205,7 @@ class PostgresBackend(Backend):
         self.location = _redact(url)
         self.timeout = timeout
         self._space = 0  # the advisory-lock class of this store's schema (set on open)
+        self._channel = ""  # the NOTIFY channel of this store's commits (set on open)
         self._local = threading.local()
         self.blobs: BlobStore | None = None
         given = objects if isinstance(objects, str) or objects is None else objects.location
@@ -285,6 +302,7 @@ class PostgresBackend(Backend):
             if row is None or row[0] is None:
                 raise StorageError(f"{self.location}: no schema on the search_path")
             self._space = int(row[0])
+            self._channel = f"cas_commits_{self._space & 0xFFFFFFFF:08x}"
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._space, _MIGRATE))
             conn.execute("CREATE TABLE IF NOT EXISTS cas_schema ("
                          " version integer PRIMARY KEY, applied_at double precision NOT NULL)")
@@ -601,10 +619,18 @@ class PostgresBackend(Backend):
                             ([o.oid for o in rows], [int(o.kind) for o in rows],
                              [o.size for o in rows], [len(o.frame or b"") for o in rows],
                              data), binary=True)
-                    # The unique (sid, seq) key backs the head's compare-and-swap.
+                    # Delivered at commit (and folded into one per transaction): wakes
+                    # every watch() of the store at once.
+                    conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
+                    # The unique (sid, seq) key backs the head's compare-and-swap. The
+                    # feed's counter row moves last: its lock, held to the commit's end,
+                    # orders the commits' tails, so cursors increase in commit order and
+                    # a reader that sees cursor N sees every cursor below it.
                     version = conn.execute(
-                        f"INSERT INTO versions ({_VERSION_COLS})"
-                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sid, seq) DO NOTHING",
+                        "WITH c AS (UPDATE feed SET cursor = cursor + 1 RETURNING cursor)"
+                        f" INSERT INTO versions ({_VERSION_COLS})"
+                        " SELECT %s,%s,%s,%s,%s,%s,%s,%s, c.cursor FROM c"
+                        " ON CONFLICT (sid, seq) DO NOTHING",
                         (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
                          entry.message_count, entry.nbytes, flags))
                     pipe.sync()
@@ -746,6 +772,31 @@ class PostgresBackend(Backend):
             conn.execute("DELETE FROM versions WHERE sid = %s", (sid,))
         return True
 
+    # --- change feed -------------------------------------------------------------------------
+
+    def changes(self, after: int, *, sid: str | None = None,
+                limit: int = 1000) -> list[LogEntry]:
+        """Return log entries with cursor > after, oldest first.
+
+        By the cursor index, or a session's (sid, seq) key: its seq order is commit order.
+        """
+        if sid is None:
+            rows = self._read(f"SELECT {_VERSION_COLS} FROM versions WHERE cursor > %s"
+                              " ORDER BY cursor LIMIT %s", (after, limit))
+        else:
+            rows = self._read(f"SELECT {_VERSION_COLS} FROM versions WHERE sid = %s AND"
+                              " cursor > %s ORDER BY seq LIMIT %s", (sid, after, limit))
+        return [_entry(r) for r in rows]
+
+    def last_cursor(self) -> int:
+        """Return the feed's counter: the newest cursor a committed commit took."""
+        rows = self._read("SELECT cursor FROM feed")
+        return int(rows[0][0]) if rows else 0
+
+    def watch(self) -> CommitWatch:
+        """Return a watch that LISTENs on the store's channel on a connection of its own."""
+        return _NotifyWatch(self.url, self._channel, self.timeout, self._translate)
+
     # --- figures -----------------------------------------------------------------------------
 
     def object_totals(self) -> dict[Kind, tuple[int, int, int]]:
@@ -772,3 +823,51 @@ class PostgresBackend(Backend):
         if self.blobs is not None:
             self.blobs.close()
 
+
+
+class _NotifyWatch(CommitWatch):
+    """LISTENs on the store's channel: every commit NOTIFYs it, delivered when it commits.
+
+    A connection of its own (autocommit, outside the pool). A lost connection is opened
+    again on the next wait, which then says a commit may have landed (one may have been
+    missed meanwhile).
+    """
+
+    def __init__(self, url: str, channel: str, timeout: float,
+                 translate: Callable[[Exception], Exception]) -> None:
+        self.url, self.channel, self.timeout = url, channel, timeout
+        self._translate = translate
+        self.conn: Connection[Any] | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        try:
+            self.conn = psycopg.connect(self.url, autocommit=True,
+                                        connect_timeout=max(1, int(self.timeout)))
+            self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        except psycopg.Error as exc:
+            self.close()
+            raise self._translate(exc) from None
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to timeout seconds for a notification; drain any others queued."""
+        if self.conn is None or self.conn.closed:
+            self._connect()
+            return True
+        try:
+            got = any(True for _ in self.conn.notifies(timeout=max(0.0, timeout),
+                                                      stop_after=1))
+            if got:  # several commits since the last call are one wake-up
+                for _ in self.conn.notifies(timeout=0):
+                    pass
+            return got
+        except psycopg.Error:
+            self.close()
+            return True
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None

@@ -271,6 +271,104 @@ class TestBackendContract:
             assert [e.seq for e in reader.versions("s")] == [1]
         assert reader.head("s").seq == 2  # type: ignore[union-attr]
 
+    # --- change feed ---------------------------------------------------------------------------
+
+    def test_feed_cursors_follow_commit_order_under_concurrent_writers(
+            self, opener: Callable[[], Backend]) -> None:
+        writers, rounds = 4, 15
+        reader = opener()
+        backends = [opener() for _ in range(writers)]
+        errors: list[BaseException] = []
+        done = threading.Event()
+        seen: list[int] = []
+
+        def write(k: int) -> None:
+            try:
+                for i in range(rounds):
+                    backends[k].commit(change(f"w{k}", i, [obj(f"w{k} {i}")]))
+                    if k == 0:  # and a loser of a race, whose cursor must not leave a gap
+                        with pytest.raises(Conflict):
+                            backends[k].commit(change(f"w{k}", i, [obj(f"lost {i}")]))
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        def read() -> None:
+            # A reader that sees cursor N must see every cursor below it: what it reads
+            # after its last cursor always continues the sequence without a hole.
+            try:
+                while not done.is_set() or reader.last_cursor() > (seen[-1] if seen else 0):
+                    for e in reader.changes(seen[-1] if seen else 0, limit=7):
+                        assert e.cursor == (seen[-1] if seen else 0) + 1, (e.cursor, seen[-3:])
+                        seen.append(e.cursor)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+        watcher = threading.Thread(target=read)
+        watcher.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        watcher.join()
+        assert errors == []
+        total = writers * rounds
+        assert seen == list(range(1, total + 1))
+        assert reader.last_cursor() == total
+        feed = reader.changes(0, limit=total + 10)
+        assert [e.cursor for e in feed] == list(range(1, total + 1))
+        for k in range(writers):
+            mine = [e for e in feed if e.sid == f"w{k}"]
+            assert [e.seq for e in mine] == list(range(1, rounds + 1))
+            assert [e.cursor for e in reader.versions(f"w{k}", ascending=True)] == [
+                e.cursor for e in mine]
+
+    def test_changes_after_a_cursor_per_session_and_pruned(self, backend: Backend) -> None:
+        assert backend.last_cursor() == 0 and backend.changes(0) == []
+        for i in range(3):
+            for sid in ("a", "b"):
+                backend.commit(change(sid, i, [obj(f"{sid}{i}")]))
+        assert backend.last_cursor() == 6
+        every = backend.changes(0)
+        assert [(e.sid, e.seq) for e in every] == [
+            ("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("b", 3)]
+        assert [e.cursor for e in every] == [1, 2, 3, 4, 5, 6]
+        assert [e.cursor for e in backend.changes(2, limit=3)] == [3, 4, 5]
+        assert [(e.seq, e.cursor) for e in backend.changes(1, sid="b")] == [
+            (1, 2), (2, 4), (3, 6)]
+        assert [e.seq for e in backend.changes(4, sid="b")] == [3]
+        assert backend.changes(6) == []
+        assert backend.version("a", 2).cursor == 3  # type: ignore[union-attr]
+        # Pruned and dropped entries leave the feed; the counter never goes back.
+        assert backend.prune_versions("a", [1, 2]) == 2
+        assert backend.drop_session("b", 3)
+        assert [(e.sid, e.seq) for e in backend.changes(0)] == [("a", 3)]
+        backend.commit(change("b", 0, [obj("b again")]))
+        assert [e.cursor for e in backend.changes(5)] == [7]
+        assert backend.last_cursor() == 7
+
+    def test_watch_wakes_on_another_connections_commit(
+            self, opener: Callable[[], Backend]) -> None:
+        watching, writer = opener(), opener()
+        watch = watching.watch()
+        try:
+            assert not watch.wait(0.2)  # nothing committed yet
+            timer = threading.Timer(0.3, lambda: writer.commit(change("s", 0, [obj("x")])))
+            timer.start()
+            try:
+                assert watch.wait(30)
+            finally:
+                timer.join()
+            for i in range(1, 4):  # several commits before the next wait: one wake-up
+                writer.commit(change("s", i, [obj(f"y{i}")]))
+            assert watch.wait(30)
+            watch.wait(0.3)  # a watch may wake once more for commits already seen
+            assert not watch.wait(0.3)
+            assert watching.changes(0)[-1].seq == 4
+        finally:
+            watch.close()
+
     # --- leases ------------------------------------------------------------------------------
 
     def test_leases(self, opener: Callable[[], Backend]) -> None:
