@@ -288,7 +288,10 @@ def _snippet(text: str, terms: Sequence[SearchTerm]) -> str:
         m = tokens[i]
         if i > start:
             pieces.append(text[tokens[i - 1].end() : m.start()])
-        pieces.append(HIT_START + m.group() + HIT_END if i in marked else m.group())
+        # Adjacent matched words share one mark (a phrase reads as one hit, as in FTS5).
+        opens = i in marked and (i == start or i - 1 not in marked)
+        closes = i in marked and (i == end - 1 or i + 1 not in marked)
+        pieces.append((HIT_START if opens else "") + m.group() + (HIT_END if closes else ""))
     pieces.append("…" if end < len(tokens) else text[tokens[-1].end() :])
     return "".join(pieces)
 
@@ -840,7 +843,10 @@ class PostgresBackend(Backend):
             conn.execute(
                 "INSERT INTO search_spans (sid, idx, from_seq, to_seq, oid)"
                 " SELECT %s, %s + u.i - 1, %s, NULL, u.oid"
-                " FROM unnest(%s::bytea[]) WITH ORDINALITY AS u(oid, i)",
+                " FROM unnest(%s::bytea[]) WITH ORDINALITY AS u(oid, i)"
+                # A commit that lost the compare-and-swap meets the winner's rows here;
+                # it is rolled back as a Conflict once its head's move is read back.
+                " ON CONFLICT DO NOTHING",
                 (sid, update.keep, seq, list(update.add)))
 
     @staticmethod

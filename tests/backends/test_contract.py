@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import signal
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cas_store import Conflict, Store, VersionNotFound, gc
+from cas_store import Conflict, StorageError, Store, VersionNotFound, gc
 from cas_store.backends import (
     Backend,
     Commit,
@@ -21,10 +22,13 @@ from cas_store.backends import (
     LogEntry,
     ObjectWrite,
     Retry,
+    SearchTerm,
     open_backend,
     summary_matches,
 )
+from cas_store.backends.base import HIT_END, HIT_START
 from cas_store.objects import Kind, Oid, canonical_json, compress, object_id
+from cas_store.search import reindex
 
 
 def obj(text: str, kind: Kind = Kind.CHUNK) -> ObjectWrite:
@@ -369,6 +373,129 @@ class TestBackendContract:
         finally:
             watch.close()
 
+    # --- search index --------------------------------------------------------------------------
+
+    def test_search_hits_phrases_prefixes_unicode_and_snippets(self, location: str) -> None:
+        store = Store(open_backend(location))
+        try:
+            assert store.backend.supports_search
+            store.create("s", {}, [u("how do I deploy the app"), a("use blue green deploys"),
+                                   u("Привет, мир"), u("café crème"), u("Ελληνικά γράμματα"),
+                                   u("the green and blue idea"), u("kafka kafka kafka")])
+            store.create("t", {}, [u("kafka once"), a("use blue green deploys")])
+            assert sorted(found(store, "green")) == [("s", 1, 1), ("s", 5, 1), ("t", 1, 1)]
+            assert sorted(found(store, '"blue green"')) == [("s", 1, 1), ("t", 1, 1)]
+            assert sorted(found(store, "deploy")) == [("s", 0, 1)]  # whole words
+            assert sorted(found(store, "deplo*")) == [("s", 0, 1), ("s", 1, 1), ("t", 1, 1)]
+            assert sorted(found(store, '"green deplo"*')) == [("s", 1, 1), ("t", 1, 1)]
+            assert found(store, "мир") == [("s", 2, 1)]
+            assert found(store, "CAFE") == [("s", 3, 1)]  # case and diacritics folded
+            assert found(store, "ΓΡΆΜΜΑΤΑ") == [("s", 4, 1)]
+            assert found(store, "blue idea") == [("s", 5, 1)]  # every term must match
+            assert found(store, "kafka")[0] == ("s", 6, 1)  # the denser match first
+            assert found(store, "nowhere") == []
+            [hit] = store.search('"green and"').hits
+            assert hit.role == "user"
+            assert hit.snippet_text == "the green and blue idea"
+            assert marked(hit.snippet) == ["green", "and"]
+            long = " ".join(f"w{i}" for i in range(200)) + " needle " + " ".join(
+                f"x{i}" for i in range(200))
+            store.append("t", [u(long)])
+            [hit] = store.search("needle").hits
+            assert f"{HIT_START}needle{HIT_END}" in hit.snippet
+            assert hit.snippet.startswith("…") and hit.snippet.endswith("…")
+            assert len(hit.snippet_text) < len(long) // 4
+            pages = [store.search("green", limit=2), store.search("green", limit=2, cursor=(
+                store.search("green", limit=2).next_cursor))]
+            assert sorted((h.session_id, h.index) for p in pages for h in p.hits) == [
+                ("s", 1), ("s", 5), ("t", 1)]
+        finally:
+            store.close()
+
+    def test_search_follows_every_write(self, location: str) -> None:
+        store = Store(open_backend(location))
+        try:
+            store.create("s", {}, [u("alpha"), u("beta")])
+            store.append("s", [u("gamma")])
+            assert found(store, "gamma") == [("s", 2, 2)]
+            store.save("s", [u("alpha"), u("zeta")], {})
+            assert found(store, "gamma") == [] and found(store, "zeta") == [("s", 1, 3)]
+            store.rewind("s", 1, [u("epsilon")])
+            assert found(store, "epsilon") == [("s", 1, 4)] and found(store, "zeta") == []
+            store.restore("s", 2)
+            assert found(store, "gamma") == [("s", 2, 5)] and found(store, "epsilon") == []
+            store.fork("s", "f", seq=3)
+            assert found(store, "zeta") == [("f", 1, 1)]
+            assert sorted(found(store, "alpha")) == [("f", 0, 1), ("s", 0, 5)]
+            store.delete("s")
+            assert found(store, "alpha") == [("f", 0, 1)]
+            store.restore("s", 5)
+            assert found(store, "gamma") == [("s", 2, 7)]
+            # all_versions: the newest kept version that held the message there.
+            assert found(store, "epsilon", versions="all") == [("s", 1, 4)]
+            assert sorted(found(store, "zeta", versions="all")) == [("f", 1, 1), ("s", 1, 3)]
+            assert store.fsck().ok
+            before = {q: sorted(found(store, q, versions=v)) for q in ("alpha", "zeta", "gamma")
+                      for v in ("head", "all")}
+            report = reindex(store)
+            assert report.sessions == 2
+            assert store.backend.search_state() == "ready"
+            assert {q: sorted(found(store, q, versions=v)) for q in ("alpha", "zeta", "gamma")
+                    for v in ("head", "all")} == before
+            assert store.fsck().ok
+        finally:
+            store.close()
+
+    def test_search_refuses_while_rebuilding_and_gc_sweeps_indexed_chunks(
+            self, location: str) -> None:
+        store = Store(open_backend(location))
+        try:
+            store.create("s", {}, [u("keep this"), u("only in version one")])
+            store.rewind("s", 1, [u("replacement")])
+            assert found(store, "version", versions="all") == [("s", 1, 1)]
+            gc(store, keep_last=1, grace=0)  # prunes version 1, sweeps its lone chunk
+            assert store.backend.missing([object_id(
+                Kind.CHUNK, canonical_json(u("only in version one")))]) != set()
+            assert found(store, "version", versions="all") == []
+            assert found(store, "keep") == [("s", 0, 2)]
+            assert store.backend.search_check() == []
+            assert store.fsck().ok
+            # The swept chunk comes back with new bytes: indexed again.
+            store.append("s", [u("only in version one")])
+            assert found(store, "version") == [("s", 2, 3)]
+            store.backend.search_reset()
+            with pytest.raises(StorageError):
+                store.search("keep")
+            reindex(store)
+            assert found(store, "version") == [("s", 2, 3)]
+            assert store.backend.search_check() == []
+        finally:
+            store.close()
+
+    def test_commit_moves_the_index_with_the_pointer(self, opener: Callable[[], Backend]
+                                                     ) -> None:
+        backend, other = opener(), opener()
+        m1, m2, m3 = (obj(canonical_json(u(t)).decode()) for t in ("one fish", "two fish",
+                                                                   "red fish"))
+        backend.commit(change("s", 0, [m1, m2], index=IndexUpdate(0, (m1.oid, m2.oid))))
+        assert other.search_spans("s") == [(0, m1.oid), (1, m2.oid)]
+        # A lost compare-and-swap moves nothing in the index.
+        with pytest.raises(Conflict):
+            other.commit(change("s", 0, [m3], index=IndexUpdate(0, (m3.oid,))))
+        assert other.search_spans("s") == [(0, m1.oid), (1, m2.oid)]
+        # old[:keep] + add, the reused chunk named without its bytes.
+        backend.commit(change("s", 1, [m3, known(m1)], index=IndexUpdate(1, (m3.oid, m1.oid))))
+        assert other.search_spans("s") == [(0, m1.oid), (1, m3.oid), (2, m1.oid)]
+        hits = other.search([SearchTerm(("fish",))], limit=10)
+        assert sorted((h.sid, h.index, h.seq) for h in hits) == [("s", 0, 2), ("s", 1, 2),
+                                                                  ("s", 2, 2)]
+        hits = other.search([SearchTerm(("two",))], limit=10, all_versions=True)
+        assert [(h.sid, h.index, h.seq) for h in hits] == [("s", 1, 1)]
+        backend.commit(change("s", 2, [], op="delete", index=IndexUpdate(0)))
+        assert other.search_spans("s") == []
+        assert other.search([SearchTerm(("fish",))], limit=10) == []
+        assert other.search_check() == []
+
     # --- leases ------------------------------------------------------------------------------
 
     def test_leases(self, opener: Callable[[], Backend]) -> None:
@@ -482,6 +609,26 @@ class TestBackendContract:
             assert store.load("s").messages[: seen[-1]] == [{"i": i} for i in range(seen[-1])]
         finally:
             store.close()
+
+
+def u(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def a(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def marked(snippet: str) -> list[str]:
+    """Return the words of a snippet between hit marks (adjacent ones may share a mark)."""
+    spans = re.findall(f"{HIT_START}(.*?){HIT_END}", snippet)
+    return [w for span in spans for w in span.split()]
+
+
+def found(store: Store, query: str, versions: str = "head") -> list[tuple[str, int, int]]:
+    """Return (session, index, seq) of every hit, best first."""
+    return [(h.session_id, h.index, h.seq)
+            for h in store.search(query, limit=100, versions=versions).hits]
 
 
 def _write_forever(location: str, acks: mp.Queue) -> None:  # type: ignore[type-arg]
