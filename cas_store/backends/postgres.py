@@ -334,6 +334,13 @@ class PostgresBackend(Backend):
     """Version log, heads and object index in PostgreSQL; bytes there or in a blob store."""
 
     name = "postgresql"
+    #: The log entry's insert, its cursor from the feed's counter row (one statement).
+    _append_version = (
+        "WITH c AS (UPDATE feed SET cursor = cursor + 1 RETURNING cursor)"
+        f" INSERT INTO versions ({_VERSION_COLS})"
+        " SELECT %s,%s,%s,%s,%s,%s,%s,%s, c.cursor FROM c"
+        " ON CONFLICT (sid, seq) DO NOTHING"
+    )
 
     def __init__(self, url: str, *, objects: BlobStore | str | None = None,
                  min_size: int = 1, max_size: int = 16, timeout: float = 10.0) -> None:
@@ -776,10 +783,7 @@ class PostgresBackend(Backend):
                     # orders the commits' tails, so cursors increase in commit order and
                     # a reader that sees cursor N sees every cursor below it.
                     version = conn.execute(
-                        "WITH c AS (UPDATE feed SET cursor = cursor + 1 RETURNING cursor)"
-                        f" INSERT INTO versions ({_VERSION_COLS})"
-                        " SELECT %s,%s,%s,%s,%s,%s,%s,%s, c.cursor FROM c"
-                        " ON CONFLICT (sid, seq) DO NOTHING",
+                        self._append_version,
                         (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
                          entry.message_count, entry.nbytes, flags))
                     pipe.sync()
