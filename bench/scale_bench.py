@@ -273,11 +273,14 @@ def report(cells: list[Cell], loads: dict[str, tuple[float, float]],
                       and c.clients == 16 and not c.shared), None)
         if one is None or two16 is None:
             continue
+        rate_ok = two16.rate >= base[(16, False)].rate
+        ratio = one.p50 / base[(1, False)].p50
         lines.append(
             f"Targets, {name}: 16 clients across 2 servers {two16.rate:.0f}/s against SQLite's"
-            f" {base[(16, False)].rate:.0f}/s on one server; single-client p50"
-            f" {one.p50:.1f} ms against SQLite's {base[(1, False)].p50:.1f} ms"
-            f" ({one.p50 / base[(1, False)].p50:.2f}x).")
+            f" {base[(16, False)].rate:.0f}/s on one server ({'met' if rate_ok else 'not met'});"
+            f" single-client p50 {one.p50:.1f} ms against SQLite's"
+            f" {base[(1, False)].p50:.1f} ms ({ratio:.2f}x: {'met' if ratio <= 2 else 'not met'}).")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

