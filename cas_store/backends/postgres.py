@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -1014,7 +1014,7 @@ class PostgresBackend(Backend):
 
     def watch(self) -> CommitWatch:
         """Return a watch that LISTENs on the store's channel on a connection of its own."""
-        return _NotifyWatch(self.url, self._channel, self.timeout, self._translate)
+        return _NotifyWatch(self.url, self._channel, self.timeout)
 
     # --- search index ------------------------------------------------------------------------
 
@@ -1184,31 +1184,31 @@ class PostgresBackend(Backend):
 class _NotifyWatch(CommitWatch):
     """LISTENs on the store's channel: every commit NOTIFYs it, delivered when it commits.
 
-    A connection of its own (autocommit, outside the pool). A lost connection is opened
-    again on the next wait, which then says a commit may have landed (one may have been
-    missed meanwhile).
+    A connection of its own (autocommit, outside the pool). A lost connection (or a
+    server away) is opened again on a later wait, which then says a commit may have
+    landed: one may have been missed meanwhile, and the caller reads the feed anyway.
     """
 
-    def __init__(self, url: str, channel: str, timeout: float,
-                 translate: Callable[[Exception], Exception]) -> None:
+    def __init__(self, url: str, channel: str, timeout: float) -> None:
         self.url, self.channel, self.timeout = url, channel, timeout
-        self._translate = translate
         self.conn: Connection[Any] | None = None
         self._connect()
 
-    def _connect(self) -> None:
+    def _connect(self) -> bool:
         try:
             self.conn = psycopg.connect(self.url, autocommit=True,
                                         connect_timeout=max(1, int(self.timeout)))
             self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        except psycopg.Error as exc:
+        except psycopg.Error:
             self.close()
-            raise self._translate(exc) from None
+            return False
+        return True
 
     def wait(self, timeout: float) -> bool:
         """Wait up to timeout seconds for a notification; drain any others queued."""
         if self.conn is None or self.conn.closed:
-            self._connect()
+            if not self._connect():
+                time.sleep(min(max(0.0, timeout), 1.0))  # the server is away: no busy loop
             return True
         try:
             got = any(True for _ in self.conn.notifies(timeout=max(0.0, timeout),
@@ -1219,6 +1219,7 @@ class _NotifyWatch(CommitWatch):
             return got
         except psycopg.Error:
             self.close()
+            self._connect()  # at once, so the next wait listens again
             return True
 
     def close(self) -> None:
