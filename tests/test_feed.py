@@ -66,7 +66,8 @@ def test_migration_numbers_existing_entries_by_time_and_marks_search_stale(
     rows = con.execute("SELECT sid, seq, manifest, created_at, op, message_count, nbytes,"
                        " flags FROM versions").fetchall()
     objects = con.execute("SELECT oid, kind, size, data, wtime FROM objects").fetchall()
-    heads = con.execute("SELECT * FROM sessions").fetchall()
+    heads = con.execute("SELECT sid, seq, manifest, message_count, nbytes, title, created_at,"
+                        " updated_at, deleted, suspect_pending FROM sessions").fetchall()
     con.close()
     store_path.unlink()
     con = sqlite3.connect(store_path)
