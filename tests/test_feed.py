@@ -20,6 +20,7 @@ def m(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
 
 
+@pytest.mark.all_backends
 def test_cursors_increase_across_sessions_and_changes_resumes_exactly(store: Store) -> None:
     store.create("a", {}, [m("1")])
     store.create("b", {}, [])
@@ -39,6 +40,7 @@ def test_cursors_increase_across_sessions_and_changes_resumes_exactly(store: Sto
         store.changes(after=-1)
 
 
+@pytest.mark.all_backends
 def test_a_cursor_is_never_reused_when_gc_drops_the_newest_entries(store: Store) -> None:
     store.create("a", {}, [])
     v = store.delete("a")
@@ -88,6 +90,7 @@ def test_migration_numbers_existing_entries_by_time_and_marks_search_stale(
         assert s.fsck().ok
 
 
+@pytest.mark.all_backends
 def test_follow_yields_the_backlog_then_live_changes(store: Store) -> None:
     store.create("a", {}, [])
     got: list[Change] = []
@@ -101,6 +104,7 @@ def test_follow_yields_the_backlog_then_live_changes(store: Store) -> None:
                                                    ("b", "create")]
 
 
+@pytest.mark.all_backends
 def test_follow_from_now_and_one_session_only(store: Store) -> None:
     store.create("a", {}, [])
     store.create("b", {}, [])
@@ -124,6 +128,7 @@ with open_store(sys.argv[1]) as s:
 """
 
 
+@pytest.mark.all_backends
 def test_another_processs_commits_arrive_through_the_one_watcher(store: Store,
                                                                   store_path: Path) -> None:
     store.create("a", {}, [])
@@ -157,6 +162,7 @@ def test_another_processs_commits_arrive_through_the_one_watcher(store: Store,
     assert store.feed.subscribers <= 1  # the cancelled followers unsubscribed
 
 
+@pytest.mark.all_backends
 def test_close_stops_the_watcher(store_path: Path) -> None:
     s = open_store(store_path)
     s.create("a", {}, [])

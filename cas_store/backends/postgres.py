@@ -17,18 +17,43 @@ around each batch of deletions (so no writer relies on a blob being deleted).
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pgerr
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import Conflict, InvalidArgument, StorageError, StoreLocked, VersionNotFound
-from ..objects import Kind, Oid
-from .base import Backend, Commit, HeadRow, LogEntry, ObjectInfo, Retry
+from ..errors import (
+    Conflict,
+    CorruptObject,
+    InvalidArgument,
+    StorageError,
+    StoreLocked,
+    VersionNotFound,
+)
+from ..objects import Kind, Oid, decompress
+from ..search import message_fields
+from .base import (
+    HIT_END,
+    HIT_START,
+    Backend,
+    Commit,
+    CommitWatch,
+    HeadRow,
+    IndexUpdate,
+    LogEntry,
+    ObjectInfo,
+    Retry,
+    SearchHit,
+    SearchTerm,
+)
 from .blobs import BlobStore, open_blob_store
 
 if TYPE_CHECKING:
@@ -96,33 +121,197 @@ _MIGRATIONS: list[list[str]] = [
             until double precision NOT NULL
         )""",
     ],
+    # 2: the head's summary metadata values (a JSON object) for session lists and filters.
+    ["ALTER TABLE sessions ADD COLUMN summary jsonb NOT NULL DEFAULT '{}'"],
+    # 3: the change feed: a store-wide cursor on every log entry, increasing in commit order,
+    # taken from a counter row the commit updates last (docs/design.md, "Change feed on
+    # PostgreSQL"); never reused, even when GC drops the newest entries. Existing entries
+    # are numbered by creation time. The cursor index is not unique: the counter makes it
+    # so, and a sharded database allows a unique index only with the distribution key.
+    [
+        "ALTER TABLE versions ADD COLUMN cursor bigint",
+        "UPDATE versions SET cursor = n.n FROM (SELECT sid, seq, row_number() OVER"
+        " (ORDER BY created_at, sid, seq) AS n FROM versions) AS n"
+        " WHERE n.sid = versions.sid AND n.seq = versions.seq",
+        "CREATE INDEX versions_by_cursor ON versions (cursor)",
+        "CREATE TABLE feed (one boolean PRIMARY KEY DEFAULT true CHECK (one),"
+        " cursor bigint NOT NULL)",
+        "INSERT INTO feed SELECT true, coalesce(max(cursor), 0) FROM versions",
+    ],
+    # 4: full-text search: one row per distinct chunk (its role, its text for snippets,
+    # and its words as a tsvector under a GIN index); spans say at which index of which
+    # session a chunk sits from which version until which (to_seq NULL: in the head).
+    # A store with sessions already needs `cas-store reindex` (marked stale).
+    [
+        "CREATE TABLE search_docs (oid bytea PRIMARY KEY, role text NOT NULL,"
+        " body text NOT NULL, words tsvector NOT NULL)",
+        "CREATE INDEX search_docs_words ON search_docs USING gin (words)",
+        "CREATE TABLE search_spans (sid text NOT NULL, idx bigint NOT NULL,"
+        " from_seq bigint NOT NULL, to_seq bigint, oid bytea NOT NULL,"
+        " PRIMARY KEY (sid, idx, from_seq))",
+        "CREATE INDEX search_spans_by_oid ON search_spans (oid)",
+        "INSERT INTO store_info SELECT 'search', CASE WHEN EXISTS (SELECT 1 FROM sessions)"
+        " THEN 'stale' ELSE 'ready' END ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _HEAD_COLS = (
     "sid, seq, manifest, message_count, nbytes, title, created_at, updated_at, deleted,"
-    " suspect_pending"
+    " suspect_pending, summary"
 )
-_VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags"
+_VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags, cursor"
 _NOW = "extract(epoch from clock_timestamp())::double precision"
+_OPEN = 2**62  # to_seq of a span still in the head, for range comparisons
+# A tsvector holds at most 1 MB, a lexeme 2 KB, positions up to 16,383: words past those
+# limits are left out of the index (docs/design.md, "Search on PostgreSQL").
+_MAX_VECTOR = 900_000
+_MAX_LEXEME = 500
+_MAX_POS = 16383
+_WORD = re.compile(r"[^\W_]+")
+_SNIPPET_TOKENS = 24
 
 
 def _entry(row: Sequence[Any]) -> LogEntry:
-    sid, seq, manifest, created_at, op, count, nbytes, flags = row
+    sid, seq, manifest, created_at, op, count, nbytes, flags, cursor = row
     return LogEntry(
         sid=sid, seq=seq, manifest=Oid(bytes(manifest)), created_at=created_at, op=op,
         message_count=count, nbytes=nbytes, intentional_shrink=bool(flags & _INTENTIONAL),
-        suspect_shrink=bool(flags & _SUSPECT),
+        suspect_shrink=bool(flags & _SUSPECT), cursor=cursor or 0,
     )
 
 
 def _head(row: Sequence[Any]) -> HeadRow:
-    sid, seq, manifest, count, nbytes, title, created, updated, deleted, suspect = row
+    sid, seq, manifest, count, nbytes, title, created, updated, deleted, suspect, summary = row
     return HeadRow(
         sid=sid, seq=seq, manifest=Oid(bytes(manifest)), message_count=count, nbytes=nbytes,
         title=title, created_at=created, updated_at=updated, deleted=deleted,
-        suspect_pending=suspect,
+        suspect_pending=suspect, summary=summary or {},
     )
+
+
+# jsonb values Python's bool() calls false: summary_matches' rule for ``key=false``.
+_FALSY = "ARRAY['null', 'false', '0', '\"\"', '[]', '{}']::jsonb[]"
+
+
+def _where(where: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    """Return SQL conditions (and parameters) on the summary column by summary_matches."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, want in where.items():
+        value = "coalesce(summary -> %s::text, 'null'::jsonb)"
+        if isinstance(want, bool):
+            falsy = f"{value} = ANY({_FALSY})"
+            clauses.append(f"NOT {falsy}" if want else falsy)
+            params.append(key)
+        elif want is None:
+            clauses.append(f"{value} = 'null'::jsonb")
+            params.append(key)
+        else:
+            # jsonb compares numbers by value (1 = 1.0) and never a number with a boolean.
+            clauses.append(f"{value} = %s::jsonb")
+            params += [key, _json(want)]
+    return clauses, params
+
+
+def _fold(text: str) -> str:
+    """Return text as the index compares it: diacritics removed, case folded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def _lexemes(token: str) -> list[str]:
+    return [w for w in _WORD.findall(_fold(token)) if len(w.encode()) <= _MAX_LEXEME]
+
+
+def _quote(lexeme: str) -> str:
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _vector(text: str) -> str:
+    """Return the tsvector literal of a text: each folded word with its positions.
+
+    Built here, not by to_tsvector: the words are the ones the query side splits
+    (search.py), whatever the database's locale, and diacritics are folded as SQLite's
+    index folds them.
+    """
+    positions: dict[str, list[int]] = {}
+    pos = 0
+    for m in _WORD.finditer(text):
+        for lex in _lexemes(m.group()):
+            pos += 1
+            got = positions.setdefault(lex, [])
+            if len(got) < 256 and pos <= _MAX_POS:  # tsvector's own limits
+                got.append(pos)
+    out: list[str] = []
+    size = 0
+    for lex, where in positions.items():
+        item = _quote(lex) + (":" + ",".join(map(str, where)) if where else "")
+        size += len(item.encode()) + 1
+        if size > _MAX_VECTOR:
+            break
+        out.append(item)
+    return " ".join(out)
+
+
+def _tsquery(terms: Sequence[SearchTerm]) -> str:
+    """Return the tsquery literal of the terms: phrases by <->, a prefix by :*, all by &.
+
+    Every word is a quoted lexeme, so nothing a user typed is tsquery syntax.
+    """
+    parts = []
+    for t in terms:
+        words = [lex for w in t.words for lex in _lexemes(w)] or ["\ue000"]
+        lexemes = [_quote(w) for w in words]
+        if t.prefix:
+            lexemes[-1] += ":*"
+        parts.append("(" + " <-> ".join(lexemes) + ")")
+    return " & ".join(parts)
+
+
+def _snippet(text: str, terms: Sequence[SearchTerm]) -> str:
+    """Return the text around the first match, each matched word between the hit marks."""
+    exact = {lex for t in terms for w in t.words for lex in _lexemes(w)}
+    prefixes = tuple(_lexemes(t.words[-1])[-1] for t in terms
+                     if t.prefix and _lexemes(t.words[-1]))
+    tokens = list(_WORD.finditer(text))
+    hits = [i for i, m in enumerate(tokens)
+            if any(lex in exact or lex.startswith(prefixes) for lex in _lexemes(m.group()))]
+    if not tokens:
+        return text[:200]
+    first = hits[0] if hits else 0
+    start = max(0, min(first - _SNIPPET_TOKENS // 4, len(tokens) - _SNIPPET_TOKENS))
+    end = min(len(tokens), start + _SNIPPET_TOKENS)
+    marked = set(hits)
+    pieces = ["…" if start > 0 else text[: tokens[0].start()]]
+    for i in range(start, end):
+        m = tokens[i]
+        if i > start:
+            pieces.append(text[tokens[i - 1].end() : m.start()])
+        # Adjacent matched words share one mark (a phrase reads as one hit, as in FTS5).
+        opens = i in marked and (i == start or i - 1 not in marked)
+        closes = i in marked and (i == end - 1 or i + 1 not in marked)
+        pieces.append((HIT_START if opens else "") + m.group() + (HIT_END if closes else ""))
+    pieces.append("…" if end < len(tokens) else text[tokens[-1].end() :])
+    return "".join(pieces)
+
+
+def _doc(frame: bytes) -> tuple[str, str]:
+    """Return (role, text) of a chunk's frame; a damaged one gives no words (fsck says so)."""
+    try:
+        role, text = message_fields(decompress(b"", frame, verify=False))
+    except CorruptObject:
+        return "", ""
+    return role, text.replace("\x00", " ")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# The entry and head of the pseudo-commit whose docs a reindex looks up (never written).
+_NO_ENTRY = LogEntry("", 0, Oid(b""), 0.0, "", 0, 0)
+_NO_HEAD = HeadRow("", 0, Oid(b""), 0, 0, "", 0.0, 0.0)
 
 
 def _chunks(seq: Sequence[Any], n: int = _BATCH) -> Iterator[list[Any]]:
@@ -145,6 +334,13 @@ class PostgresBackend(Backend):
     """Version log, heads and object index in PostgreSQL; bytes there or in a blob store."""
 
     name = "postgresql"
+    #: The log entry's insert, its cursor from the feed's counter row (one statement).
+    _append_version = (
+        "WITH c AS (UPDATE feed SET cursor = cursor + 1 RETURNING cursor)"
+        f" INSERT INTO versions ({_VERSION_COLS})"
+        " SELECT %s,%s,%s,%s,%s,%s,%s,%s, c.cursor FROM c"
+        " ON CONFLICT (sid, seq) DO NOTHING"
+    )
 
     def __init__(self, url: str, *, objects: BlobStore | str | None = None,
                  min_size: int = 1, max_size: int = 16, timeout: float = 10.0) -> None:
@@ -158,6 +354,7 @@ class PostgresBackend(Backend):
         self.location = _redact(url)
         self.timeout = timeout
         self._space = 0  # the advisory-lock class of this store's schema (set on open)
+        self._channel = ""  # the NOTIFY channel of this store's commits (set on open)
         self._local = threading.local()
         self.blobs: BlobStore | None = None
         given = objects if isinstance(objects, str) or objects is None else objects.location
@@ -255,6 +452,7 @@ class PostgresBackend(Backend):
             if row is None or row[0] is None:
                 raise StorageError(f"{self.location}: no schema on the search_path")
             self._space = int(row[1])
+            self._channel = f"cas_commits_{self._space & 0xFFFFFFFF:08x}"
             if row[0] != "public":  # several stores in one database: tell them apart
                 self.location += f"?schema={row[0]}"
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._space, _MIGRATE))
@@ -416,8 +614,12 @@ class PostgresBackend(Backend):
     def _delete_part(self, part: list[Oid], written_before: float) -> tuple[int, int]:
         # The WHERE is re-evaluated on each row after waiting for its lock, so an object
         # a commit refreshed (or re-inserted) meanwhile keeps its row.
-        sql = ("DELETE FROM objects WHERE oid = ANY(%s) AND wtime < %s"
-               " RETURNING oid, stored")
+        # A swept chunk leaves the search index in the same statement (docs and spans).
+        sql = ("WITH gone AS (DELETE FROM objects WHERE oid = ANY(%s) AND wtime < %s"
+               " RETURNING oid, stored),"
+               " s AS (DELETE FROM search_spans WHERE oid IN (SELECT oid FROM gone)),"
+               " d AS (DELETE FROM search_docs WHERE oid IN (SELECT oid FROM gone))"
+               " SELECT oid, stored FROM gone")
         if self.blobs is None:
             with self._write() as conn:
                 rows = conn.execute(sql, (part, written_before)).fetchall()
@@ -534,6 +736,7 @@ class PostgresBackend(Backend):
         rows = new + touch
         flags = (_INTENTIONAL if entry.intentional_shrink else 0) | (
             _SUSPECT if entry.suspect_shrink else 0)
+        docs = self._docs(change) if change.index is not None else []
         with self._conn() as conn:
             try:
                 with conn.pipeline() as pipe, conn.transaction():
@@ -573,10 +776,17 @@ class PostgresBackend(Backend):
                             ([o.oid for o in rows], [int(o.kind) for o in rows],
                              [o.size for o in rows], [len(o.frame or b"") for o in rows],
                              data), binary=True)
-                    # The unique (sid, seq) key backs the head's compare-and-swap.
+                    if change.index is not None:
+                        self._queue_index(conn, entry.sid, entry.seq, change, docs)
+                    # Delivered at commit (and folded into one per transaction): wakes
+                    # every watch() of the store at once.
+                    conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
+                    # The unique (sid, seq) key backs the head's compare-and-swap. The
+                    # feed's counter row moves last: its lock, held to the commit's end,
+                    # orders the commits' tails, so cursors increase in commit order and
+                    # a reader that sees cursor N sees every cursor below it.
                     version = conn.execute(
-                        f"INSERT INTO versions ({_VERSION_COLS})"
-                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sid, seq) DO NOTHING",
+                        self._append_version,
                         (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
                          entry.message_count, entry.nbytes, flags))
                     pipe.sync()
@@ -597,19 +807,82 @@ class PostgresBackend(Backend):
             except psycopg.Error as exc:
                 raise self._translate(exc) from None
 
+    def _docs(self, change: Commit) -> list[tuple[Oid, str, str, str]]:
+        """Return (chunk, role, text, tsvector) of the added chunks the index may lack.
+
+        New chunks come with their frames; a reused one is looked up, and only if it has
+        no row (a store indexed before it was stored) are its bytes read, from PostgreSQL
+        or the blob store.
+        """
+        assert change.index is not None
+        add = list(dict.fromkeys(change.index.add))
+        if not add:
+            return []
+        frames = {o.oid: o.frame for o in change.objects if o.frame is not None}
+        rest = [o for o in add if o not in frames]
+        if rest:
+            indexed: set[bytes] = set()
+            for part in _chunks(rest):
+                indexed.update(bytes(r[0]) for r in self._read(
+                    "SELECT oid FROM search_docs WHERE oid = ANY(%s)", (part,), binary=True))
+            lacking = [o for o in rest if o not in indexed]
+            if lacking:
+                got = self.get_frames(lacking)
+                if len(got) != len(lacking):
+                    raise StorageError("a message to index is not stored")
+                frames.update((o, frame) for o, (_, frame) in got.items())
+            add = [o for o in add if o in frames]
+        out = []
+        for o in add:
+            role, text = _doc(frames[o])
+            out.append((o, role, text, _vector(text)))
+        return out
+
+    def _queue_index(self, conn: Connection[Any], sid: str, seq: int, change: Commit,
+                     docs: Sequence[tuple[Oid, str, str, str]]) -> None:
+        """Send the index's move with the commit: close the spans cut, open those added."""
+        update = change.index
+        assert update is not None
+        conn.execute("UPDATE search_spans SET to_seq = %s WHERE sid = %s AND to_seq IS NULL"
+                     " AND idx >= %s", (seq, sid, update.keep))
+        self._queue_docs(conn, docs)
+        if update.add:
+            conn.execute(
+                "INSERT INTO search_spans (sid, idx, from_seq, to_seq, oid)"
+                " SELECT %s, %s + u.i - 1, %s, NULL, u.oid"
+                " FROM unnest(%s::bytea[]) WITH ORDINALITY AS u(oid, i)"
+                # A commit that lost the compare-and-swap meets the winner's rows here;
+                # it is rolled back as a Conflict once its head's move is read back.
+                " ON CONFLICT DO NOTHING",
+                (sid, update.keep, seq, list(update.add)))
+
+    @staticmethod
+    def _queue_docs(conn: Connection[Any], docs: Sequence[tuple[Oid, str, str, str]]) -> None:
+        if docs:
+            # Rows in id order: two commits indexing the same new chunks wait, never
+            # deadlock; the second finds the row and keeps it (each chunk indexed once).
+            conn.execute(
+                "INSERT INTO search_docs (oid, role, body, words)"
+                " SELECT u.oid, u.role, u.body, u.words::tsvector FROM unnest(%s::bytea[],"
+                " %s::text[], %s::text[], %s::text[]) AS u(oid, role, body, words)"
+                " ORDER BY u.oid ON CONFLICT (oid) DO NOTHING",
+                ([d[0] for d in docs], [d[1] for d in docs], [d[2] for d in docs],
+                 [d[3] for d in docs]))
+
     def _queue_head(self, conn: Connection[Any], change: Commit) -> psycopg.Cursor[Any]:
         """Send the compare-and-swap of the head row (its rowcount tells if it moved)."""
         h = change.head
         values = (h.seq, h.manifest, h.message_count, h.nbytes, h.title, h.created_at,
-                  h.updated_at, h.deleted, h.suspect_pending)
+                  h.updated_at, h.deleted, h.suspect_pending, _json(dict(h.summary)))
         if change.expected_seq == 0:
             return conn.execute(
-                f"INSERT INTO sessions ({_HEAD_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                f"INSERT INTO sessions ({_HEAD_COLS})"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb)"
                 " ON CONFLICT (sid) DO NOTHING", (h.sid, *values))
         return conn.execute(
             "UPDATE sessions SET seq = %s, manifest = %s, message_count = %s,"
             " nbytes = %s, title = %s, created_at = %s, updated_at = %s, deleted = %s,"
-            " suspect_pending = %s WHERE sid = %s AND seq = %s",
+            " suspect_pending = %s, summary = %s::jsonb WHERE sid = %s AND seq = %s",
             (*values, h.sid, change.expected_seq))
 
     def _check(self, conn: Connection[Any], change: Commit, head: psycopg.Cursor[Any],
@@ -644,27 +917,30 @@ class PostgresBackend(Backend):
         return [_entry(r) for r in rows]
 
     def list_heads(self, *, limit: int, after: tuple[float, str] | None = None,
-                   query: str | None = None, include_deleted: bool = False) -> list[HeadRow]:
-        """Return head rows newest update first from the (updated_at DESC, sid) index."""
-        where: list[str] = []
-        params: list[Any] = []
+                   query: str | None = None, include_deleted: bool = False,
+                   where: Mapping[str, Any] | None = None) -> list[HeadRow]:
+        """Return head rows newest update first from the (updated_at DESC, sid) index.
+
+        ``where`` filters on the summary column in SQL, by ``summary_matches``' rule.
+        """
+        conds, params = _where(where or {})
         if not include_deleted:
-            where.append("NOT deleted")
+            conds.append("NOT deleted")
         if query:
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("(title ILIKE %s OR sid ILIKE %s)")
+            conds.append("(title ILIKE %s OR sid ILIKE %s)")
             params += [f"%{escaped}%", f"%{escaped}%"]
         order = " ORDER BY updated_at DESC, sid LIMIT %s"
         if after is None:
             sql = f"SELECT {_HEAD_COLS} FROM sessions"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
+            if conds:
+                sql += " WHERE " + " AND ".join(conds)
             return [_head(r) for r in self._read(sql + order, (*params, limit))]
         # After a cursor: two index range scans, rows tied on updated_at with a greater sid,
         # then older rows. One OR of the two is no index condition: PostgreSQL walked the
         # index from its start (EXPLAIN ANALYZE: 170 ms for a cursor halfway through
         # 200,000 sessions); the two ranges read only the page.
-        extra = "".join(f" AND {w}" for w in where)
+        extra = "".join(f" AND {w}" for w in conds)
         sql = (f"SELECT * FROM ((SELECT {_HEAD_COLS} FROM sessions"
                f" WHERE updated_at = %s AND sid > %s{extra} ORDER BY sid LIMIT %s)"
                f" UNION ALL (SELECT {_HEAD_COLS} FROM sessions WHERE updated_at < %s{extra}"
@@ -712,7 +988,169 @@ class PostgresBackend(Backend):
             if cur.rowcount != 1:
                 return False
             conn.execute("DELETE FROM versions WHERE sid = %s", (sid,))
+            conn.execute("DELETE FROM search_spans WHERE sid = %s", (sid,))
         return True
+
+    # --- change feed -------------------------------------------------------------------------
+
+    def changes(self, after: int, *, sid: str | None = None,
+                limit: int = 1000) -> list[LogEntry]:
+        """Return log entries with cursor > after, oldest first.
+
+        By the cursor index, or a session's (sid, seq) key: its seq order is commit order.
+        """
+        if sid is None:
+            rows = self._read(f"SELECT {_VERSION_COLS} FROM versions WHERE cursor > %s"
+                              " ORDER BY cursor LIMIT %s", (after, limit))
+        else:
+            rows = self._read(f"SELECT {_VERSION_COLS} FROM versions WHERE sid = %s AND"
+                              " cursor > %s ORDER BY seq LIMIT %s", (sid, after, limit))
+        return [_entry(r) for r in rows]
+
+    def last_cursor(self) -> int:
+        """Return the feed's counter: the newest cursor a committed commit took."""
+        rows = self._read("SELECT cursor FROM feed")
+        return int(rows[0][0]) if rows else 0
+
+    def watch(self) -> CommitWatch:
+        """Return a watch that LISTENs on the store's channel on a connection of its own."""
+        return _NotifyWatch(self.url, self._channel, self.timeout)
+
+    # --- search index ------------------------------------------------------------------------
+
+    supports_search = True
+
+    def search(self, terms: Sequence[SearchTerm], *, limit: int, offset: int = 0,
+               all_versions: bool = False) -> list[SearchHit]:
+        """Match chunks by the GIN index, rank them by ts_rank, join them to where they sit.
+
+        ``rank`` is the negated ts_rank, so lower is better as with SQLite's bm25.
+        """
+        query = _tsquery(terms)
+        if all_versions:
+            # A span names versions from_seq..to_seq-1; GC may have pruned some, so the
+            # hit names the newest one still kept (and none is a hit no more).
+            sql_ = (
+                "SELECT sid, idx, max(seq), role, rank, oid FROM (SELECT s.sid AS sid,"
+                " s.idx AS idx, d.role AS role, -ts_rank(d.words, q) AS rank, d.oid AS oid,"
+                " (SELECT max(v.seq) FROM versions v WHERE v.sid = s.sid"
+                f" AND v.seq >= s.from_seq AND v.seq < coalesce(s.to_seq, {_OPEN})) AS seq"
+                " FROM search_docs d JOIN search_spans s ON s.oid = d.oid,"
+                " CAST(%s AS tsquery) AS q WHERE d.words @@ q) AS found"
+                " WHERE seq IS NOT NULL GROUP BY sid, idx, oid, role, rank"
+                " ORDER BY rank, sid, idx LIMIT %s OFFSET %s"
+            )
+        else:
+            sql_ = (
+                "SELECT s.sid, s.idx, h.seq, d.role, -ts_rank(d.words, q) AS rank, d.oid"
+                " FROM search_docs d JOIN search_spans s ON s.oid = d.oid AND s.to_seq IS NULL"
+                " JOIN sessions h ON h.sid = s.sid, CAST(%s AS tsquery) AS q"
+                " WHERE d.words @@ q ORDER BY rank, s.sid, s.idx LIMIT %s OFFSET %s"
+            )
+        with self.snapshot():
+            if self.search_state() != "ready":
+                raise StorageError("the search index is not built (or is being rebuilt):"
+                                   " run `cas-store reindex`")
+            rows = self._read(sql_, (query, limit, offset))
+            oids = list(dict.fromkeys(bytes(r[5]) for r in rows))
+            bodies = {bytes(o): body for o, body in self._read(
+                "SELECT oid, body FROM search_docs WHERE oid = ANY(%s)", (oids,))} if oids else {}
+        snippets = {o: _snippet(body, terms) for o, body in bodies.items()}
+        return [SearchHit(sid, int(idx), int(seq), role, snippets.get(bytes(oid), ""),
+                          float(rank)) for sid, idx, seq, role, rank, oid in rows]
+
+    def search_state(self) -> str:
+        """Return "ready", "building" or "stale" (kept in store_info)."""
+        rows = self._read("SELECT value FROM store_info WHERE key = 'search'")
+        return str(rows[0][0]) if rows else "stale"
+
+    def _set_search_state(self, conn: Connection[Any], state: str) -> None:
+        conn.execute("INSERT INTO store_info VALUES ('search', %s) ON CONFLICT (key)"
+                     " DO UPDATE SET value = excluded.value", (state,))
+
+    def search_reset(self) -> None:
+        """Empty spans and docs in one transaction; mark "building"."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM search_spans")
+            conn.execute("DELETE FROM search_docs")
+            self._set_search_state(conn, "building")
+
+    def search_load(self, sid: str, head_seq: int,
+                    spans: Sequence[tuple[int, Oid, int, int | None]]) -> bool:
+        """Replace the session's spans if its head is still head_seq, in one transaction."""
+        chunks = list(dict.fromkeys(o for _, o, _, _ in spans))
+        docs = self._docs(Commit(0, (), _NO_ENTRY, _NO_HEAD, (), IndexUpdate(0, chunks)))
+        with self._write() as conn:
+            # FOR UPDATE: a commit moving this head waits until the spans are in.
+            row = conn.execute("SELECT seq FROM sessions WHERE sid = %s FOR UPDATE",
+                               (sid,)).fetchone()
+            if (row[0] if row else 0) != head_seq:
+                return False
+            conn.execute("DELETE FROM search_spans WHERE sid = %s", (sid,))
+            self._queue_docs(conn, docs)
+            if spans:
+                conn.execute(
+                    "INSERT INTO search_spans (sid, idx, from_seq, to_seq, oid)"
+                    " SELECT %s, u.idx, u.since, u.until, u.oid FROM unnest(%s::bigint[],"
+                    " %s::bytea[], %s::bigint[], %s::bigint[]) AS u(idx, oid, since, until)",
+                    (sid, [i for i, _, _, _ in spans], [o for _, o, _, _ in spans],
+                     [f for _, _, f, _ in spans], [t for _, _, _, t in spans]))
+        return True
+
+    def search_ready(self) -> None:
+        """Mark the index "ready"."""
+        with self._write() as conn:
+            self._set_search_state(conn, "ready")
+
+    def search_spans(self, sid: str) -> list[tuple[int, Oid]]:
+        """Return the head's (index, chunk) rows, by index."""
+        rows = self._read("SELECT idx, oid FROM search_spans WHERE sid = %s AND to_seq IS NULL"
+                          " ORDER BY idx", (sid,))
+        return [(int(i), Oid(bytes(o))) for i, o in rows]
+
+    def search_check(self, *, compare_text: bool = True) -> list[str]:
+        """Check spans and docs against objects; with compare_text, each doc's words."""
+        out = []
+        orphans = self._read("SELECT count(*) FROM search_spans s WHERE NOT EXISTS"
+                             " (SELECT 1 FROM search_docs d WHERE d.oid = s.oid)")[0][0]
+        if orphans:
+            out.append(f"{orphans} index rows name a message that is not indexed")
+        gone = self._read("SELECT count(*) FROM search_docs d LEFT JOIN objects o"
+                          " ON o.oid = d.oid WHERE o.oid IS NULL OR o.kind != %s",
+                          (int(Kind.CHUNK),))[0][0]
+        if gone:
+            out.append(f"{gone} indexed messages are not stored chunks")
+        if compare_text:
+            wrong = 0
+            last = b""
+            while True:
+                page = [bytes(r[0]) for r in self._read(
+                    "SELECT oid FROM search_docs WHERE oid > %s ORDER BY oid LIMIT 500",
+                    (last,), binary=True)]
+                if not page:
+                    break
+                last = page[-1]
+                frames = self.get_frames([Oid(o) for o in page])
+                want = [(o, *_doc(frames[Oid(o)][1])) for o in page if Oid(o) in frames]
+                wrong += int(self._read(
+                    "SELECT count(*) FROM unnest(%s::bytea[], %s::text[], %s::text[],"
+                    " %s::text[]) AS u(oid, role, body, words) JOIN search_docs d"
+                    " ON d.oid = u.oid WHERE d.role <> u.role OR d.body <> u.body"
+                    " OR d.words <> u.words::tsvector",
+                    ([w[0] for w in want], [w[1] for w in want], [w[2] for w in want],
+                     [_vector(w[2]) for w in want]))[0][0])
+            if wrong:
+                out.append(f"the full-text index does not match the messages' text"
+                           f" ({wrong} messages differ)")
+        return out
+
+    def search_bytes(self) -> int:
+        """Return the bytes of the index's tables and their indexes."""
+        rows = self._read(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"
+            " AND c.relname IN ('search_docs', 'search_spans')")
+        return int(rows[0][0])
 
     # --- figures -----------------------------------------------------------------------------
 
@@ -731,7 +1169,8 @@ class PostgresBackend(Backend):
         rows = self._read(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
             " WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"
-            " AND c.relname IN ('objects', 'versions', 'sessions', 'leases', 'cas_schema')")
+            " AND c.relname IN ('objects', 'versions', 'sessions', 'leases', 'cas_schema',"
+            " 'store_info', 'feed', 'search_docs', 'search_spans')")
         return int(rows[0][0])
 
     def close(self) -> None:
@@ -740,3 +1179,52 @@ class PostgresBackend(Backend):
         if self.blobs is not None:
             self.blobs.close()
 
+
+
+class _NotifyWatch(CommitWatch):
+    """LISTENs on the store's channel: every commit NOTIFYs it, delivered when it commits.
+
+    A connection of its own (autocommit, outside the pool). A lost connection (or a
+    server away) is opened again on a later wait, which then says a commit may have
+    landed: one may have been missed meanwhile, and the caller reads the feed anyway.
+    """
+
+    def __init__(self, url: str, channel: str, timeout: float) -> None:
+        self.url, self.channel, self.timeout = url, channel, timeout
+        self.conn: Connection[Any] | None = None
+        self._connect()
+
+    def _connect(self) -> bool:
+        try:
+            self.conn = psycopg.connect(self.url, autocommit=True,
+                                        connect_timeout=max(1, int(self.timeout)))
+            self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        except psycopg.Error:
+            self.close()
+            return False
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to timeout seconds for a notification; drain any others queued."""
+        if self.conn is None or self.conn.closed:
+            if not self._connect():
+                time.sleep(min(max(0.0, timeout), 1.0))  # the server is away: no busy loop
+            return True
+        try:
+            got = any(True for _ in self.conn.notifies(timeout=max(0.0, timeout),
+                                                      stop_after=1))
+            if got:  # several commits since the last call are one wake-up
+                for _ in self.conn.notifies(timeout=0):
+                    pass
+            return got
+        except psycopg.Error:
+            self.close()
+            self._connect()  # at once, so the next wait listens again
+            return True
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None

@@ -7,13 +7,19 @@ import pytest
 from api_helpers import make_app
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from servers import fresh_location
 
 from cas_store import Store, open_store
 
 
 @pytest.fixture
-def api_store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(tmp_path / "api.db", synchronous="NORMAL")
+def api_store(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest
+              ) -> Iterator[Store]:
+    """The app's store: SQLite, or each backend in turn for a test marked all_backends."""
+    if backend_kind == "sqlite":
+        s = open_store(tmp_path / "api.db", synchronous="NORMAL")
+    else:
+        s = open_store(fresh_location(backend_kind, tmp_path, request))
     yield s
     s.close()
 

@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 
 from cas_store import Store
 
+pytestmark = pytest.mark.all_backends
+
 
 @pytest.fixture
 def seeded(api_store: Store) -> Store:

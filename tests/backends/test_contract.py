@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from cas_store import Conflict, Store, VersionNotFound, gc
-from cas_store.backends import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry, open_backend
+from cas_store import Conflict, StorageError, Store, VersionNotFound, gc
+from cas_store.backends import (
+    Backend,
+    Commit,
+    HeadRow,
+    IndexUpdate,
+    LogEntry,
+    ObjectWrite,
+    Retry,
+    SearchTerm,
+    open_backend,
+    summary_matches,
+)
+from cas_store.backends.base import HIT_END, HIT_START
 from cas_store.objects import Kind, Oid, canonical_json, compress, object_id
+from cas_store.search import reindex
 
 
 def obj(text: str, kind: Kind = Kind.CHUNK) -> ObjectWrite:
@@ -28,12 +43,15 @@ def known(o: ObjectWrite) -> ObjectWrite:
 
 def change(sid: str, expected: int, objects: list[ObjectWrite], *, at: float = 1000.0,
            title: str = "", deleted: bool = False, suspect: bool = False,
-           requires: tuple[tuple[str, int, Oid], ...] = ()) -> Commit:
+           requires: tuple[tuple[str, int, Oid], ...] = (),
+           summary: dict[str, Any] | None = None, index: IndexUpdate | None = None,
+           op: str = "append") -> Commit:
     manifest = objects[0].oid if objects else object_id(Kind.MANIFEST, f"{sid}{expected}".encode())
     seq = expected + 1
-    entry = LogEntry(sid, seq, manifest, at, "append", seq, 10 * seq, suspect_shrink=suspect)
-    head = HeadRow(sid, seq, manifest, seq, 10 * seq, title, at, at, deleted, suspect)
-    return Commit(expected, objects, entry, head, requires)
+    entry = LogEntry(sid, seq, manifest, at, op, seq, 10 * seq, suspect_shrink=suspect)
+    head = HeadRow(sid, seq, manifest, seq, 10 * seq, title, at, at, deleted, suspect,
+                   summary or {})
+    return Commit(expected, objects, entry, head, requires, index)
 
 
 class TestBackendContract:
@@ -178,6 +196,52 @@ class TestBackendContract:
         assert backend.list_heads(limit=10, query="%") == []
         assert sorted(h.sid for h in backend.iter_heads()) == ["a", "b", "c", "d"]
 
+    # --- summary beside the head -----------------------------------------------------------
+
+    SUMMARIES: dict[str, dict[str, Any]] = {
+        "a": {"pinned": True, "project_id": "p1", "input_tokens": 10, "model": "m-ü"},
+        "b": {"archived": True, "project_id": "p1", "input_tokens": 10.0},
+        "c": {"archived": False, "project_id": "p2", "pinned": 1},
+        "d": {},
+        "e": {"archived": 0, "pinned": "", "project_id": None, "input_tokens": True},
+        "f": {"archived": "yes", "pinned": False, "input_tokens": 0},
+    }
+
+    def test_summary_is_kept_beside_the_head(self, backend: Backend) -> None:
+        for i, (sid, summary) in enumerate(self.SUMMARIES.items()):
+            backend.commit(change(sid, 0, [obj(sid)], at=float(i), summary=summary))
+        for sid, summary in self.SUMMARIES.items():
+            assert dict(backend.head(sid).summary) == summary  # type: ignore[union-attr]
+        listed = {h.sid: dict(h.summary) for h in backend.list_heads(limit=10)}
+        assert listed == self.SUMMARIES
+        assert {h.sid: dict(h.summary) for h in backend.iter_heads()} == self.SUMMARIES
+        # The next commit replaces the summary whole.
+        backend.commit(change("a", 1, [obj("a2")], at=9.0, summary={"archived": True}))
+        assert dict(backend.head("a").summary) == {"archived": True}  # type: ignore[union-attr]
+
+    @pytest.mark.parametrize("where", [
+        {"archived": False}, {"archived": True}, {"pinned": True}, {"pinned": False},
+        {"project_id": "p1"}, {"project_id": None}, {"input_tokens": 10},
+        {"input_tokens": 0}, {"input_tokens": True}, {"input_tokens": 1},
+        {"project_id": "p1", "archived": False}, {"model": "m-ü"}, {"model": "m"},
+        {"archived": "yes"}, {"absent": None}, {"absent": True},
+    ])
+    def test_where_filters_follow_summary_matches(self, backend: Backend,
+                                                  where: dict[str, Any]) -> None:
+        for i, (sid, summary) in enumerate(self.SUMMARIES.items()):
+            backend.commit(change(sid, 0, [obj(sid)], at=float(i), summary=summary))
+        want = [sid for sid in reversed(self.SUMMARIES)
+                if summary_matches(self.SUMMARIES[sid], where)]
+        assert [h.sid for h in backend.list_heads(limit=10, where=where)] == want
+        # The same filter a page at a time, after a cursor.
+        page = backend.list_heads(limit=1, where=where)
+        seen = [h.sid for h in page]
+        while page:
+            page = backend.list_heads(limit=1, where=where,
+                                      after=(page[-1].updated_at, page[-1].sid))
+            seen += [h.sid for h in page]
+        assert seen == want
+
     def test_drop_session_checks_the_head(self, backend: Backend) -> None:
         backend.commit(change("s", 0, [obj("x")]))
         backend.commit(change("s", 1, [obj("y")]))
@@ -210,6 +274,227 @@ class TestBackendContract:
             assert reader.head("s") == before
             assert [e.seq for e in reader.versions("s")] == [1]
         assert reader.head("s").seq == 2  # type: ignore[union-attr]
+
+    # --- change feed ---------------------------------------------------------------------------
+
+    def test_feed_cursors_follow_commit_order_under_concurrent_writers(
+            self, opener: Callable[[], Backend]) -> None:
+        writers, rounds = 4, 15
+        reader = opener()
+        backends = [opener() for _ in range(writers)]
+        errors: list[BaseException] = []
+        done = threading.Event()
+        seen: list[int] = []
+
+        def write(k: int) -> None:
+            try:
+                for i in range(rounds):
+                    backends[k].commit(change(f"w{k}", i, [obj(f"w{k} {i}")]))
+                    if k == 0:  # and a loser of a race, whose cursor must not leave a gap
+                        with pytest.raises(Conflict):
+                            backends[k].commit(change(f"w{k}", i, [obj(f"lost {i}")]))
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        def read() -> None:
+            # A reader that sees cursor N must see every cursor below it: what it reads
+            # after its last cursor always continues the sequence without a hole.
+            try:
+                while not done.is_set() or reader.last_cursor() > (seen[-1] if seen else 0):
+                    for e in reader.changes(seen[-1] if seen else 0, limit=7):
+                        assert e.cursor == (seen[-1] if seen else 0) + 1, (e.cursor, seen[-3:])
+                        seen.append(e.cursor)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+        watcher = threading.Thread(target=read)
+        watcher.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        watcher.join()
+        assert errors == []
+        total = writers * rounds
+        assert seen == list(range(1, total + 1))
+        assert reader.last_cursor() == total
+        feed = reader.changes(0, limit=total + 10)
+        assert [e.cursor for e in feed] == list(range(1, total + 1))
+        for k in range(writers):
+            mine = [e for e in feed if e.sid == f"w{k}"]
+            assert [e.seq for e in mine] == list(range(1, rounds + 1))
+            assert [e.cursor for e in reader.versions(f"w{k}", ascending=True)] == [
+                e.cursor for e in mine]
+
+    def test_changes_after_a_cursor_per_session_and_pruned(self, backend: Backend) -> None:
+        assert backend.last_cursor() == 0 and backend.changes(0) == []
+        for i in range(3):
+            for sid in ("a", "b"):
+                backend.commit(change(sid, i, [obj(f"{sid}{i}")]))
+        assert backend.last_cursor() == 6
+        every = backend.changes(0)
+        assert [(e.sid, e.seq) for e in every] == [
+            ("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("b", 3)]
+        assert [e.cursor for e in every] == [1, 2, 3, 4, 5, 6]
+        assert [e.cursor for e in backend.changes(2, limit=3)] == [3, 4, 5]
+        assert [(e.seq, e.cursor) for e in backend.changes(1, sid="b")] == [
+            (1, 2), (2, 4), (3, 6)]
+        assert [e.seq for e in backend.changes(4, sid="b")] == [3]
+        assert backend.changes(6) == []
+        assert backend.version("a", 2).cursor == 3  # type: ignore[union-attr]
+        # Pruned and dropped entries leave the feed; the counter never goes back.
+        assert backend.prune_versions("a", [1, 2]) == 2
+        assert backend.drop_session("b", 3)
+        assert [(e.sid, e.seq) for e in backend.changes(0)] == [("a", 3)]
+        backend.commit(change("b", 0, [obj("b again")]))
+        assert [e.cursor for e in backend.changes(5)] == [7]
+        assert backend.last_cursor() == 7
+
+    def test_watch_wakes_on_another_connections_commit(
+            self, opener: Callable[[], Backend]) -> None:
+        watching, writer = opener(), opener()
+        watch = watching.watch()
+        try:
+            assert not watch.wait(0.2)  # nothing committed yet
+            timer = threading.Timer(0.3, lambda: writer.commit(change("s", 0, [obj("x")])))
+            timer.start()
+            try:
+                assert watch.wait(30)
+            finally:
+                timer.join()
+            for i in range(1, 4):  # several commits before the next wait: one wake-up
+                writer.commit(change("s", i, [obj(f"y{i}")]))
+            assert watch.wait(30)
+            watch.wait(0.3)  # a watch may wake once more for commits already seen
+            assert not watch.wait(0.3)
+            assert watching.changes(0)[-1].seq == 4
+        finally:
+            watch.close()
+
+    # --- search index --------------------------------------------------------------------------
+
+    def test_search_hits_phrases_prefixes_unicode_and_snippets(self, location: str) -> None:
+        store = Store(open_backend(location))
+        try:
+            assert store.backend.supports_search
+            store.create("s", {}, [u("how do I deploy the app"), a("use blue green deploys"),
+                                   u("Привет, мир"), u("café crème"), u("Ελληνικά γράμματα"),
+                                   u("the green and blue idea"), u("kafka kafka kafka")])
+            store.create("t", {}, [u("kafka once"), a("use blue green deploys")])
+            assert sorted(found(store, "green")) == [("s", 1, 1), ("s", 5, 1), ("t", 1, 1)]
+            assert sorted(found(store, '"blue green"')) == [("s", 1, 1), ("t", 1, 1)]
+            assert sorted(found(store, "deploy")) == [("s", 0, 1)]  # whole words
+            assert sorted(found(store, "deplo*")) == [("s", 0, 1), ("s", 1, 1), ("t", 1, 1)]
+            assert sorted(found(store, '"green deplo"*')) == [("s", 1, 1), ("t", 1, 1)]
+            assert found(store, "мир") == [("s", 2, 1)]
+            assert found(store, "CAFE") == [("s", 3, 1)]  # case and diacritics folded
+            assert found(store, "ΓΡΆΜΜΑΤΑ") == [("s", 4, 1)]
+            assert found(store, "blue idea") == [("s", 5, 1)]  # every term must match
+            assert found(store, "kafka")[0] == ("s", 6, 1)  # the denser match first
+            assert found(store, "nowhere") == []
+            [hit] = store.search('"green and"').hits
+            assert hit.role == "user"
+            assert hit.snippet_text == "the green and blue idea"
+            assert marked(hit.snippet) == ["green", "and"]
+            long = " ".join(f"w{i}" for i in range(200)) + " needle " + " ".join(
+                f"x{i}" for i in range(200))
+            store.append("t", [u(long)])
+            [hit] = store.search("needle").hits
+            assert f"{HIT_START}needle{HIT_END}" in hit.snippet
+            assert hit.snippet.startswith("…") and hit.snippet.endswith("…")
+            assert len(hit.snippet_text) < len(long) // 4
+            pages = [store.search("green", limit=2), store.search("green", limit=2, cursor=(
+                store.search("green", limit=2).next_cursor))]
+            assert sorted((h.session_id, h.index) for p in pages for h in p.hits) == [
+                ("s", 1), ("s", 5), ("t", 1)]
+        finally:
+            store.close()
+
+    def test_search_follows_every_write(self, location: str) -> None:
+        store = Store(open_backend(location))
+        try:
+            store.create("s", {}, [u("alpha"), u("beta")])
+            store.append("s", [u("gamma")])
+            assert found(store, "gamma") == [("s", 2, 2)]
+            store.save("s", [u("alpha"), u("zeta")], {})
+            assert found(store, "gamma") == [] and found(store, "zeta") == [("s", 1, 3)]
+            store.rewind("s", 1, [u("epsilon")])
+            assert found(store, "epsilon") == [("s", 1, 4)] and found(store, "zeta") == []
+            store.restore("s", 2)
+            assert found(store, "gamma") == [("s", 2, 5)] and found(store, "epsilon") == []
+            store.fork("s", "f", seq=3)
+            assert found(store, "zeta") == [("f", 1, 1)]
+            assert sorted(found(store, "alpha")) == [("f", 0, 1), ("s", 0, 5)]
+            store.delete("s")
+            assert found(store, "alpha") == [("f", 0, 1)]
+            store.restore("s", 5)
+            assert found(store, "gamma") == [("s", 2, 7)]
+            # all_versions: the newest kept version that held the message there.
+            assert found(store, "epsilon", versions="all") == [("s", 1, 4)]
+            assert sorted(found(store, "zeta", versions="all")) == [("f", 1, 1), ("s", 1, 3)]
+            assert store.fsck().ok
+            before = {q: sorted(found(store, q, versions=v)) for q in ("alpha", "zeta", "gamma")
+                      for v in ("head", "all")}
+            report = reindex(store)
+            assert report.sessions == 2
+            assert store.backend.search_state() == "ready"
+            assert {q: sorted(found(store, q, versions=v)) for q in ("alpha", "zeta", "gamma")
+                    for v in ("head", "all")} == before
+            assert store.fsck().ok
+        finally:
+            store.close()
+
+    def test_search_refuses_while_rebuilding_and_gc_sweeps_indexed_chunks(
+            self, location: str) -> None:
+        store = Store(open_backend(location))
+        try:
+            store.create("s", {}, [u("keep this"), u("only in version one")])
+            store.rewind("s", 1, [u("replacement")])
+            assert found(store, "version", versions="all") == [("s", 1, 1)]
+            gc(store, keep_last=1, grace=0)  # prunes version 1, sweeps its lone chunk
+            assert store.backend.missing([object_id(
+                Kind.CHUNK, canonical_json(u("only in version one")))]) != set()
+            assert found(store, "version", versions="all") == []
+            assert found(store, "keep") == [("s", 0, 2)]
+            assert store.backend.search_check() == []
+            assert store.fsck().ok
+            # The swept chunk comes back with new bytes: indexed again.
+            store.append("s", [u("only in version one")])
+            assert found(store, "version") == [("s", 2, 3)]
+            store.backend.search_reset()
+            with pytest.raises(StorageError):
+                store.search("keep")
+            reindex(store)
+            assert found(store, "version") == [("s", 2, 3)]
+            assert store.backend.search_check() == []
+        finally:
+            store.close()
+
+    def test_commit_moves_the_index_with_the_pointer(self, opener: Callable[[], Backend]
+                                                     ) -> None:
+        backend, other = opener(), opener()
+        m1, m2, m3 = (obj(canonical_json(u(t)).decode()) for t in ("one fish", "two fish",
+                                                                   "red fish"))
+        backend.commit(change("s", 0, [m1, m2], index=IndexUpdate(0, (m1.oid, m2.oid))))
+        assert other.search_spans("s") == [(0, m1.oid), (1, m2.oid)]
+        # A lost compare-and-swap moves nothing in the index.
+        with pytest.raises(Conflict):
+            other.commit(change("s", 0, [m3], index=IndexUpdate(0, (m3.oid,))))
+        assert other.search_spans("s") == [(0, m1.oid), (1, m2.oid)]
+        # old[:keep] + add, the reused chunk named without its bytes.
+        backend.commit(change("s", 1, [m3, known(m1)], index=IndexUpdate(1, (m3.oid, m1.oid))))
+        assert other.search_spans("s") == [(0, m1.oid), (1, m3.oid), (2, m1.oid)]
+        hits = other.search([SearchTerm(("fish",))], limit=10)
+        assert sorted((h.sid, h.index, h.seq) for h in hits) == [("s", 0, 2), ("s", 1, 2),
+                                                                  ("s", 2, 2)]
+        hits = other.search([SearchTerm(("two",))], limit=10, all_versions=True)
+        assert [(h.sid, h.index, h.seq) for h in hits] == [("s", 1, 1)]
+        backend.commit(change("s", 2, [], op="delete", index=IndexUpdate(0)))
+        assert other.search_spans("s") == []
+        assert other.search([SearchTerm(("fish",))], limit=10) == []
+        assert other.search_check() == []
 
     # --- leases ------------------------------------------------------------------------------
 
@@ -324,6 +609,26 @@ class TestBackendContract:
             assert store.load("s").messages[: seen[-1]] == [{"i": i} for i in range(seen[-1])]
         finally:
             store.close()
+
+
+def u(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def a(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def marked(snippet: str) -> list[str]:
+    """Return the words of a snippet between hit marks (adjacent ones may share a mark)."""
+    spans = re.findall(f"{HIT_START}(.*?){HIT_END}", snippet)
+    return [w for span in spans for w in span.split()]
+
+
+def found(store: Store, query: str, versions: str = "head") -> list[tuple[str, int, int]]:
+    """Return (session, index, seq) of every hit, best first."""
+    return [(h.session_id, h.index, h.seq)
+            for h in store.search(query, limit=100, versions=versions).hits]
 
 
 def _write_forever(location: str, acks: mp.Queue) -> None:  # type: ignore[type-arg]
