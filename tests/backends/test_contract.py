@@ -45,11 +45,12 @@ def change(sid: str, expected: int, objects: list[ObjectWrite], *, at: float = 1
            title: str = "", deleted: bool = False, suspect: bool = False,
            requires: tuple[tuple[str, int, Oid], ...] = (),
            summary: dict[str, Any] | None = None, index: IndexUpdate | None = None,
-           op: str = "append") -> Commit:
+           op: str = "append", count: int | None = None) -> Commit:
     manifest = objects[0].oid if objects else object_id(Kind.MANIFEST, f"{sid}{expected}".encode())
     seq = expected + 1
-    entry = LogEntry(sid, seq, manifest, at, op, seq, 10 * seq, suspect_shrink=suspect)
-    head = HeadRow(sid, seq, manifest, seq, 10 * seq, title, at, at, deleted, suspect,
+    count = seq if count is None else count  # the head's message count
+    entry = LogEntry(sid, seq, manifest, at, op, count, 10 * seq, suspect_shrink=suspect)
+    head = HeadRow(sid, seq, manifest, count, 10 * seq, title, at, at, deleted, suspect,
                    summary or {})
     return Commit(expected, objects, entry, head, requires, index)
 
@@ -477,21 +478,26 @@ class TestBackendContract:
         backend, other = opener(), opener()
         m1, m2, m3 = (obj(canonical_json(u(t)).decode()) for t in ("one fish", "two fish",
                                                                    "red fish"))
-        backend.commit(change("s", 0, [m1, m2], index=IndexUpdate(0, (m1.oid, m2.oid))))
+        # Each head's message count matches its list, as the store's commits do (a backend
+        # may use it to see that an append cuts nothing).
+        backend.commit(change("s", 0, [m1, m2], index=IndexUpdate(0, (m1.oid, m2.oid)),
+                              count=2))
         assert other.search_spans("s") == [(0, m1.oid), (1, m2.oid)]
         # A lost compare-and-swap moves nothing in the index.
         with pytest.raises(Conflict):
             other.commit(change("s", 0, [m3], index=IndexUpdate(0, (m3.oid,))))
         assert other.search_spans("s") == [(0, m1.oid), (1, m2.oid)]
         # old[:keep] + add, the reused chunk named without its bytes.
-        backend.commit(change("s", 1, [m3, known(m1)], index=IndexUpdate(1, (m3.oid, m1.oid))))
+        backend.commit(change("s", 1, [m3, known(m1)], index=IndexUpdate(1, (m3.oid, m1.oid)),
+                              count=3))
         assert other.search_spans("s") == [(0, m1.oid), (1, m3.oid), (2, m1.oid)]
         hits = other.search([SearchTerm(("fish",))], limit=10)
         assert sorted((h.sid, h.index, h.seq) for h in hits) == [("s", 0, 2), ("s", 1, 2),
                                                                   ("s", 2, 2)]
         hits = other.search([SearchTerm(("two",))], limit=10, all_versions=True)
         assert [(h.sid, h.index, h.seq) for h in hits] == [("s", 1, 1)]
-        backend.commit(change("s", 2, [], op="delete", index=IndexUpdate(0)))
+        backend.commit(change("s", 2, [], op="delete", index=IndexUpdate(0), count=3,
+                              deleted=True))
         assert other.search_spans("s") == []
         assert other.search([SearchTerm(("fish",))], limit=10) == []
         assert other.search_check() == []

@@ -71,8 +71,10 @@ class Server:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def start(self) -> Server:
+        # No start-up recovery: the pages must show the seeded suspect shrink (recovery
+        # would resolve it however old it is) and offer Recover for it themselves.
         cmd = [cas_store_exe(), "--store", str(self.store), "serve", "--host", "127.0.0.1",
-               "--port", str(self.port)]
+               "--port", str(self.port), "--no-recover"]
         if self.token:
             cmd += ["--token", self.token]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_STORE")}

@@ -1,7 +1,7 @@
 """A store with histories worth browsing, written through the engine.
 
-Every version is dated more than a week ago (``at=``), outside the recovery window, so
-the server's start-up recovery leaves the suspect shrink in place for the page to show.
+Every version is dated more than a week ago (``at=``); the test server runs without
+start-up recovery, so the suspect shrink stays in place for the pages to show.
 """
 
 from __future__ import annotations
