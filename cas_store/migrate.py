@@ -128,15 +128,19 @@ def migrate(src: Backend, dst: Backend, *, progress: Progress | None = None,
             writer.close()
         raise
     writer.close()
-    if counts.versions_copied and dst.supports_search:
+    if dst.supports_search:
         # Versions arrive through Backend.commit as history, without the message-list
-        # changes a write path gives the search index: rebuild it from the copied log.
-        from .search import reindex
+        # changes a write path gives the search index: rebuild it from the copied log,
+        # also when an earlier run was stopped after copying but before this step.
+        from .search import check, reindex
         from .store import Store
 
-        if progress:
-            progress("indexing", 0, total)
-        reindex(Store(dst), (lambda n: progress("indexing", n, total)) if progress else None)
+        copy = Store(dst)
+        if (counts.versions_copied or dst.search_state() != "ready"
+                or check(copy, compare_text=False)):
+            if progress:
+                progress("indexing", 0, total)
+            reindex(copy, (lambda n: progress("indexing", n, total)) if progress else None)
     problems: list[str] = []
     checked_versions = checked_objects = changed = 0
     if verify:
@@ -179,9 +183,16 @@ class _Writer:
         self._ctx: AbstractContextManager[None] | None = None
         self._commits = 0
         self._bytes = 0
+        self._started = False
 
     def commit(self, change: Commit, nbytes: int) -> None:
         """Commit one version inside the open batch (opening one if needed)."""
+        if not self._started:
+            self._started = True
+            if self.dst.supports_search and self.dst.search_state() == "ready":
+                # Copied history bypasses the index: say so before the first copy lands,
+                # so a run stopped before its reindex leaves a stale index, not a wrong one.
+                self.dst.search_reset()
         if self._ctx is None:
             self._ctx = self.dst.batch()
             self._ctx.__enter__()
