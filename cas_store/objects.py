@@ -116,13 +116,20 @@ def canonical_json(value: Any) -> bytes:
     return _encode(value)[0]
 
 
+_ORJSON_BUFFER = 4096
+
+
 def _encode(value: Any) -> tuple[bytes, bool]:
     # (canonical bytes, whether orjson wrote them: then every key is a str already).
     try:
         if _plain(value):
             # orjson refuses ints beyond 64 bits, lone surrogates and nesting past 255:
             # those fall through to the standard library, which decides as it always did.
-            return orjson.dumps(value, option=_ORJSON_OPTS), True
+            out = orjson.dumps(value, option=_ORJSON_OPTS)
+            # orjson's bytes keep the whole buffer it wrote into (4 KiB at least) however
+            # short the result: a store holding 100,000 small messages' bytes at once (a
+            # big save, an import) held 390 MiB instead of 30. A copy is exactly its size.
+            return (bytes(memoryview(out)) if len(out) < _ORJSON_BUFFER else out), True
     except (orjson.JSONEncodeError, RecursionError):
         pass
     return _stdlib_canonical(value), False
