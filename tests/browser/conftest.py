@@ -12,15 +12,15 @@ from browser_harness import CHROMIUM_ARGS, WIDE, OpenPage, Recorder, Server, chr
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 
-# Package scope, not session: the sync API keeps an event loop running in the main thread
+# Module scope, not session: the sync API keeps an event loop running in the main thread
 # while it is open, and later tests in the same worker call asyncio.run().
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     b = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
     yield b

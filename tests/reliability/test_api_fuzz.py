@@ -101,8 +101,11 @@ def run_chains(app: FastAPI, examples: int, counts: Counter[str]) -> None:
                                    excluded_checks=[positive_data_acceptance],
                                    transport_kwargs=kwargs)
 
+    # No example database: two tests run these chains on stores in different states, and
+    # a chain saved by one replays inconsistently on the other (hypothesis then reports
+    # its strategy flaky). derandomize already makes every run the same.
     Counted.run(settings=settings(max_examples=examples, stateful_step_count=8,
-                                  deadline=None, derandomize=True,
+                                  deadline=None, derandomize=True, database=None,
                                   suppress_health_check=list(HealthCheck)))
 
 

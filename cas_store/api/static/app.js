@@ -36,6 +36,9 @@ export const sessionHref = (sid) => `#/s/${encodeURIComponent(sid)}`;
 export const versionHref = (sid, seq) => `${sessionHref(sid)}/v/${seq}`;
 
 let flash = null; // a message to show on the next page (e.g. after a restore)
+// Versions this page made itself ("sid@seq"): their live events redraw, but the page has
+// said what it did already, so they are not announced over that.
+const ownVersions = new Set();
 
 async function render({ live = false } = {}) {
   const mine = ++renderToken;
@@ -384,6 +387,7 @@ function shrinkWarning(sid, shrink, before, session) {
       btn.disabled = true;
       try {
         const done = await api.recover(sid);
+        if (done && done.new_seq) ownVersions.add(`${sid}@${done.new_seq}`);
         flash = { text: done && done.action === "recovered"
           ? `Recovered: version ${done.new_seq} has ${plural(done.to_count, "message")}.`
           : "Nothing was recovered: the session changed meanwhile. Look again.", kind: done ? "ok" : "warn" };
@@ -425,15 +429,19 @@ async function versionPage(route, current) {
       v.seq === head.seq ? `the head (v${v.seq})` : `v${v.seq} · ${v.op.replace("_", " ")} · ${plural(v.message_count, "message")}`));
   }
   const diffBox = h("div", { id: "diff", "aria-live": "polite" });
+  let diffAsked = 0; // a slow answer for an earlier choice must not replace a later one
   const showDiff = async () => {
+    const mine = ++diffAsked;
     const other = Number(compareSel.value);
     diffBox.setAttribute("aria-busy", "true");
+    let view;
     try {
-      const d = await api.getDiff(sid, other, seq);
-      diffBox.replaceChildren(diffView(d, seq, other, other === head.seq));
+      view = diffView(await api.getDiff(sid, other, seq), seq, other, other === head.seq);
     } catch (err) {
-      diffBox.replaceChildren(errorPanel(err));
+      view = errorPanel(err);
     }
+    if (mine !== diffAsked) return;
+    diffBox.replaceChildren(view);
     diffBox.removeAttribute("aria-busy");
   };
   compareSel.addEventListener("change", showDiff);
@@ -559,6 +567,7 @@ async function confirmRestore(sid, seq, version, headSeq, box) {
     btn.disabled = true;
     try {
       const v = await api.restore(sid, seq, headSeq);
+      ownVersions.add(`${sid}@${v.seq}`);
       flash = { text: `Restored version ${seq} as version ${v.seq} (${plural(v.message_count, "message")}).`, kind: "ok" };
       // From the session page itself the hash does not change, so draw it again here.
       if (location.hash === sessionHref(sid)) render();
@@ -632,7 +641,7 @@ function onChange(change) {
   const shown = route.page === "sessions" ? !route.params.get("cursor")
     : route.sid === change.session_id;
   if (!shown) return;
-  if (route.page !== "sessions") {
+  if (route.page !== "sessions" && !ownVersions.has(`${change.session_id}@${change.seq}`)) {
     announce(change.deleted ? `This session was deleted (version ${change.seq}).`
       : `Session updated: version ${change.seq} (${plural(change.message_count, "message")}).`, "info");
   }
