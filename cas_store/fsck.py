@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import packs
 from .errors import CasError
 from .model import FsckProblem, FsckReport
-from .objects import Oid, decompress, object_id
+from .objects import Kind, Oid, decode_page_full, decompress, object_id
 from .walk import Damage
 
 if TYPE_CHECKING:
@@ -39,6 +40,23 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
     # index in one transaction never has such objects).
     lost: set[Oid] = set()
 
+    def _check_pack(oid: Oid, payload: bytes) -> str:
+        why = packs.check(oid, payload)
+        if why:
+            return why
+        page = packs.Pack(payload).page
+        got = backend.get_frames([page]).get(page)
+        if got is None or got[0] != Kind.PAGE:
+            return ""  # the page is gone; the members still named are checked as chunks
+        try:
+            raw = decompress(page, got[1], verify=False)
+            if object_id(Kind.PAGE, raw) != page:
+                return ""  # the page's own damage is reported as the page's
+            kids = decode_page_full(raw)
+        except (CasError, ValueError):
+            return ""
+        return packs.check(oid, payload, kids)
+
     def verify(ids: list[Oid]) -> None:
         nonlocal checked
         got = backend.get_frames(ids)
@@ -50,7 +68,11 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
             except CasError as exc:
                 bad[oid] = str(exc)
                 continue
-            if object_id(kind, payload) != oid:
+            if kind == Kind.PACK:
+                why = _check_pack(oid, payload)
+                if why:
+                    bad[oid] = why
+            elif object_id(kind, payload) != oid:
                 bad[oid] = f"{kind.name.lower()} does not hash to its id"
         if progress:
             progress("objects", checked)
@@ -62,6 +84,16 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
             batch = []
     if batch:
         verify(batch)
+
+    # A chunk kept in a damaged pack is damaged through it: say which pack, and name the
+    # pack with the sessions of the chunks it held.
+    holder = backend.packed_in(list(bad)) if bad else {}
+    stored = set(backend.sizes(list(set(holder.values())))) if holder else set()
+    for chunk, pack in holder.items():
+        if pack in bad:
+            bad[chunk] = f"chunk is kept in pack {pack.hex()}, which is damaged"
+        elif pack not in stored:
+            bad[chunk] = f"chunk is kept in pack {pack.hex()}, which is not stored"
 
     # Pass 2: walk each version (cas_store/walk.py, shared with gc), memoised per object.
     damage = Damage(backend, bad, lost=lost)
@@ -84,6 +116,10 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
         if progress:
             progress("versions", versions)
 
+    for chunk, pack in holder.items():
+        if pack in damage.bad:
+            held = affects.setdefault(pack, [])
+            held.extend(a for a in affects.get(chunk, []) if a not in held)
     problems = [
         FsckProblem("corrupt", oid.hex(), why, affects.get(oid, []))
         for oid, why in sorted(damage.bad.items())

@@ -31,6 +31,7 @@ from . import recovery
 from .backends import Backend, HeadRow, LogEntry
 from .errors import CasError, InvalidArgument, StoreDamaged, StoreLocked
 from .objects import Kind, Oid, decompress
+from .packs import pack_id
 from .walk import Damage, Refs, children
 
 if TYPE_CHECKING:
@@ -233,7 +234,7 @@ class Marker:
             self.progress("mark", self.marked.count, None)
         return out
 
-    def _refs(self, oids: Sequence[Oid], kind: Kind) -> list[Refs]:
+    def _refs(self, oids: Sequence[Oid], kind: Kind) -> list[tuple[Oid, Refs]]:
         """Return what each readable object points at; record the others as damaged."""
         frames = self.backend.get_frames(oids)
         out = []
@@ -243,7 +244,7 @@ class Marker:
                 self.damaged[oid] = "missing" if got is None else "of the wrong kind"
                 continue
             try:
-                out.append(children(kind, decompress(oid, got[1], verify=False)))
+                out.append((oid, children(kind, decompress(oid, got[1], verify=False))))
             except (CasError, ValueError, IndexError) as exc:
                 self.damaged[oid] = str(exc) or "malformed"
         return out
@@ -268,7 +269,7 @@ class Marker:
             del pending[-_BATCH:]
             leaves: list[Oid] = []
             roots: list[Oid] = []
-            for bases, chunks, trees in self._refs(self._fresh(batch), Kind.MANIFEST):
+            for _, (bases, chunks, trees) in self._refs(self._fresh(batch), Kind.MANIFEST):
                 if bases:
                     self._note(bases, self.bases)
                 pending.extend(bases)  # a delta's base must survive with it
@@ -289,10 +290,18 @@ class Marker:
             batch = stack[-_BATCH:]
             del stack[-_BATCH:]
             leaves: list[Oid] = []
-            for _, chunks, pages in self._refs(self._fresh(batch), Kind.PAGE):
+            packed: list[Oid] = []
+            for oid, (_, chunks, pages) in self._refs(self._fresh(batch), Kind.PAGE):
                 leaves.extend(chunks)
                 stack.extend(pages)
+                if chunks:
+                    packed.append(oid)
             self._leaves(leaves)
+            if packed and self.backend.packs:
+                # A live leaf page keeps its pack (a load reads the page's messages from
+                # it), also when every member is kept in another pack too.
+                for n in self.backend.ordinals([pack_id(p) for p in packed]).values():
+                    self.marked.add(n)
 
 
 def _duration(value: float | None, name: str) -> float | None:

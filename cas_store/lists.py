@@ -250,6 +250,32 @@ def read_ids(ref: ListRef, io: PageIO, start: int = 0, stop: int | None = None) 
     return out
 
 
+def leaves(ref: ListRef, io: PageIO) -> list[tuple[Oid, int]]:
+    """Return the frozen tree's leaf pages with their item counts, in order.
+
+    Reads only internal pages (one batched read a level): a reader that keeps leaves'
+    items elsewhere (packs) never reads the leaves themselves.
+    """
+    if ref.tree is None:
+        return []
+    out: list[tuple[Oid, int]] = []
+    nodes = [ref.tree]
+    while nodes:
+        pages = io.pages(nodes)
+        nxt: list[Oid] = []
+        for n in nodes:
+            page = pages[n]
+            if page.height == 0:  # a root that is a leaf
+                out.append((n, len(page)))
+            elif page.height == 1:
+                counts = page.counts or [FANOUT] * len(page)  # fixed-fanout leaves are full
+                out.extend(zip(page, counts, strict=True))
+            else:
+                nxt.extend(page)
+        nodes = nxt
+    return out
+
+
 def _read_counted(root: Oid, io: PageIO, start: int, stop: int) -> list[Oid]:
     # Level by level, so each level is one batched read however wide the range.
     nodes: list[tuple[Oid, int]] = [(root, 0)]

@@ -29,6 +29,7 @@ class Kind(enum.IntEnum):
     PAGE = 2  # height byte + concatenated child ids
     META = 3  # session metadata, canonical JSON object
     MANIFEST = 4  # canonical JSON naming the meta object and the list roots
+    PACK = 5  # the messages of one leaf page, stored together (packs.py); id from the page
 
     @property
     def tag(self) -> bytes:

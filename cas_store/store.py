@@ -374,8 +374,50 @@ class _IO:
             out.extend(json.loads(joined))
         return out
 
+    def list_items(self, ref: L.ListRef) -> list[JSON]:
+        """Return every item of a list, frozen pages read from their packs where kept so."""
+        if (not self.backend.packs or self.store.limits.verify_reads or self.staged
+                or ref.frozen < 2 * L.MAX_PAGE):
+            return self.items(L.read_ids(ref, self))
+        leaves = L.leaves(ref, self)
+        step = max(1, LOAD_BATCH // L.FANOUT)
+        batches = [leaves[i : i + step] for i in range(0, len(leaves), step)]
+        out: list[JSON] = []
+        # As in items(): workers read and decompress the next batches of packs while this
+        # thread parses the one before (one parse per batch of about a thousand items).
+        joined = map(self._fetch_leaves, batches) if len(batches) == 1 else _pool().map(
+            self._fetch_leaves, batches)
+        for part in joined:
+            out.extend(json.loads(part))
+        if ref.tail:
+            out.extend(self.items(list(ref.tail)))
+        return out
+
+    def _fetch_leaves(self, batch: Sequence[tuple[Oid, int]]) -> bytes:
+        """Return the items under these leaf pages, in order, as one JSON array."""
+        bodies = self.backend.page_bodies([leaf for leaf, _ in batch])
+        lacking = [leaf for leaf, n in batch if bodies.get(leaf, (-1,))[0] != n]
+        if lacking:
+            # Pages written before packs, or whose pack is damaged: read by their chunks.
+            pages = self.pages(lacking)
+            ids = [c for leaf in lacking for c in pages[leaf]]
+            segments = iter(self._segments(ids))
+            for leaf in lacking:
+                bodies[leaf] = (len(pages[leaf]),
+                                b",".join(next(segments) for _ in pages[leaf]))
+        parts: list[bytes] = [b"["]
+        for leaf, _ in batch:
+            parts.append(bodies[leaf][1])
+            parts.append(b",")
+        parts[-1] = b"]"
+        return b"".join(parts)
+
     def _fetch_joined(self, part: Sequence[Oid]) -> bytes:
         """Return the chunks of part, in order, as one JSON array (for a worker thread)."""
+        return _json_array(self._segments(part))
+
+    def _segments(self, part: Sequence[Oid]) -> list[bytes]:
+        """Return the payloads of the chunks of part, in order, decompressed in one batch."""
         unique = list(dict.fromkeys(part))
         frames = self.backend.get_frames(unique)
         self.store.reads["chunk"] += len(unique)
@@ -396,7 +438,7 @@ class _IO:
         if len(unique) != len(part):
             by_id = dict(zip(unique, segments, strict=True))
             segments = [by_id[o] for o in part]
-        return _json_array(segments)
+        return segments
 
     # writing ------------------------------------------------------------------------------
 
@@ -1224,9 +1266,8 @@ class Store:
             head, entry = self._state(sid, seq)
             io = _IO(self)
             meta, man = self._meta(io, head, entry)
-            messages = io.items(L.read_ids(man.messages, io))
-            extra = {n: io.items(L.read_ids(r, io)) for n, r in man.lists.items()
-                     if n != MESSAGES}
+            messages = io.list_items(man.messages)
+            extra = {n: io.list_items(r) for n, r in man.lists.items() if n != MESSAGES}
             return Session(meta, messages, extra)
 
     def load_version(self, sid: str, seq: int) -> Session:

@@ -11,6 +11,13 @@ from cas_store import CorruptObject, Limits, ObjectNotFound, Store, open_store
 from cas_store.objects import Kind
 
 
+@pytest.fixture
+def unpacked(store: Store) -> Store:
+    """The store writing every chunk as a frame of its own (the form these tests damage)."""
+    store.backend.packs = False  # type: ignore[misc]
+    return store
+
+
 def _chunk_of(store: Store, sid: str, index: int) -> bytes:
     from cas_store import lists as L
 
@@ -30,7 +37,7 @@ def test_clean_store_is_ok(store: Store) -> None:
     assert report.objects_checked == sum(store.stats().objects.values())
 
 
-def test_flipped_byte_is_named_with_the_versions_it_affects(store: Store,
+def test_flipped_byte_is_named_with_the_versions_it_affects(unpacked: Store, store: Store,
                                                              store_path: Path) -> None:
     store.create("a", {}, msgs(0, 100))
     store.append("a", msgs(100, 101))
@@ -84,7 +91,8 @@ def test_wrong_kind_is_corrupt(store: Store, store_path: Path) -> None:
         store.load("a")
 
 
-def test_corruption_is_named_on_the_threaded_load_path(store: Store, store_path: Path) -> None:
+def test_corruption_is_named_on_the_threaded_load_path(unpacked: Store, store: Store,
+                                                       store_path: Path) -> None:
     many = [{"i": i, "pad": "x" * 50} for i in range(3000)]  # long enough for worker threads
     store.create("a", {}, many)
     victim = _chunk_of(store, "a", 2500)
@@ -106,7 +114,7 @@ def _swap(store_path: Path, victim: bytes, donor: bytes) -> None:
         con.execute("UPDATE objects SET data = ? WHERE oid = ?", (data, victim))
 
 
-def test_a_swapped_object_fails_a_verified_load_and_fsck(store: Store,
+def test_a_swapped_object_fails_a_verified_load_and_fsck(unpacked: Store, store: Store,
                                                          store_path: Path) -> None:
     store.create("a", {}, msgs(0, 20))
     store.append("a", msgs(20, 21))
@@ -189,7 +197,8 @@ def _flip(store_path: Path, victim: bytes) -> None:
         con.execute("UPDATE objects SET data = ? WHERE oid = ?", (bytes(broken), victim))
 
 
-def test_every_bad_object_of_a_batch_is_named_with_why(store: Store, store_path: Path) -> None:
+def test_every_bad_object_of_a_batch_is_named_with_why(unpacked: Store, store: Store,
+                                                       store_path: Path) -> None:
     store.create("a", {}, msgs(0, 30))
     victims = sorted({_chunk_of(store, "a", 3), _chunk_of(store, "a", 20)})
     for v in victims:

@@ -229,6 +229,17 @@ class Backend(abc.ABC):
     def get_frames(self, oids: Sequence[Oid]) -> dict[Oid, tuple[Kind, bytes]]:
         """Return the stored (kind, frame) of each id that exists; missing ids are left out."""
 
+    #: Whether this backend keeps leaf pages' messages in packs (cas_store/packs.py).
+    packs = False
+
+    def page_bodies(self, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, bytes]]:
+        """Return (count, members joined by commas) per leaf page kept as a pack (none here)."""
+        return {}
+
+    def packed_in(self, oids: Sequence[Oid]) -> dict[Oid, Oid]:
+        """Return the pack holding each of these chunks that is stored packed (none here)."""
+        return {}
+
     @abc.abstractmethod
     def missing(self, oids: Iterable[Oid]) -> set[Oid]:
         """Return the ids of those given that are not stored."""

@@ -30,7 +30,9 @@ from ..errors import (
     VersionNotFound,
 )
 from ..objects import Kind, Oid, decompress
+from ..packs import parse_ref
 from ..search import message_fields
+from . import sqlite_packs as SP
 from .base import (
     HIT_END,
     HIT_START,
@@ -126,6 +128,17 @@ _MIGRATIONS: list[list[str]] = [
         "INSERT OR REPLACE INTO store_info SELECT 'search', CASE WHEN EXISTS"
         " (SELECT 1 FROM sessions) THEN 'stale' ELSE 'ready' END",
     ],
+    # 5: packs (sqlite_packs.py): a chunk row of kind PACKED names its pack in the first 32
+    # bytes of its data; GC asks "does any row still name this pack" through this index.
+    # The search view reads a packed chunk's text from its pack.
+    [
+        f"CREATE INDEX objects_by_pack ON objects (substr(data, 1, 32)) WHERE kind = {SP.PACKED}",
+        "DROP VIEW search_text",
+        "CREATE VIEW search_text AS SELECT o.rowid AS doc, cas_message_text(o.kind, o.data,"
+        " p.data) AS body FROM search_docs d JOIN objects o ON o.rowid = d.doc"
+        f" LEFT JOIN objects p ON o.kind = {SP.PACKED} AND p.oid = substr(o.data, 1, 32)"
+        " WHERE d.pending = 0",
+    ],
 ]
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
@@ -151,6 +164,20 @@ def _fields(frame: bytes) -> tuple[str, str]:
 
 def _message_text(data: bytes | None) -> str:
     return _fields(data)[1] if isinstance(data, bytes) else ""
+
+
+def _packed_text(kind: int, data: bytes | None, pack: bytes | None) -> str:
+    # The search view's text of a chunk row of either form (pack: its pack's frame).
+    if not isinstance(data, bytes):
+        return ""
+    if kind != SP.PACKED:
+        return _message_text(data)
+    try:
+        pack_oid, i = parse_ref(data)
+        got = SP.decoded(pack_oid, pack) if isinstance(pack, bytes) else None
+    except ValueError:
+        return ""
+    return message_fields(got.member(i))[1] if got is not None and i < len(got) else ""
 
 
 def _fts_query(terms: Sequence[SearchTerm]) -> str:
@@ -223,6 +250,9 @@ class SQLiteBackend(Backend):
     name = "sqlite"
 
     supports_search = True
+    #: Leaf pages are packed as they are written (sqlite_packs.py); False writes none
+    #: (a store written so still reads and loads, by its chunks).
+    packs = True
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
                  busy_timeout: float = 30.0, index_search: bool = True) -> None:
@@ -237,6 +267,7 @@ class SQLiteBackend(Backend):
         # (marked stale, so search refuses and fsck says so until a reindex).
         self.index_search = index_search
         self._local = threading.local()
+        self._packs = SP.PackCache()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._wal_path = str(self.path) + "-wal"
@@ -334,6 +365,7 @@ class SQLiteBackend(Backend):
             # The search index's content is a view over this function (the text of a
             # chunk's frame); the view is in our own schema, so it may call it.
             con.create_function("cas_message_text", 1, _message_text, deterministic=True)
+            con.create_function("cas_message_text", 3, _packed_text, deterministic=True)
             con.execute("PRAGMA trusted_schema = ON")
         except sqlite3.Error as exc:
             error = self._translate(exc, f"store {self.path}")
@@ -565,7 +597,24 @@ class SQLiteBackend(Backend):
             # lookup is several times cheaper than constructing the enum per row.
             rows = self._read(f"SELECT oid, kind, data FROM objects WHERE oid IN ({marks})",
                               part)
-            out.update((oid, (kinds[kind], data)) for oid, kind, data in rows)
+            if any(kind == SP.PACKED for _, kind, _ in rows):
+                out.update(SP.resolve(self._read, self._packs, rows))
+            else:
+                out.update((oid, (kinds[kind], data)) for oid, kind, data in rows)
+        return out
+
+    def page_bodies(self, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, bytes]]:
+        """Return (count, members joined by commas) of each leaf page kept as a sound pack."""
+        return SP.bodies(self._read, leaves)
+
+    def packed_in(self, oids: Sequence[Oid]) -> dict[Oid, Oid]:
+        """Return the pack holding each of these chunks that is stored packed."""
+        out: dict[Oid, Oid] = {}
+        for part in _chunks(list(dict.fromkeys(oids))):
+            marks = ",".join("?" * len(part))
+            for oid, data in self._read(f"SELECT oid, data FROM objects WHERE oid IN ({marks})"
+                                        f" AND kind = {SP.PACKED}", part):
+                out[Oid(bytes(oid))] = Oid(bytes(data[:32]))
         return out
 
     def missing(self, oids: Iterable[Oid]) -> set[Oid]:
@@ -606,7 +655,8 @@ class SQLiteBackend(Backend):
             if not rows:
                 return
             for rowid, oid, kind, size, stored, wtime in rows:
-                yield ObjectInfo(Oid(bytes(oid)), Kind(kind), size, stored, wtime)
+                yield ObjectInfo(Oid(bytes(oid)), Kind.CHUNK if kind == SP.PACKED else Kind(kind),
+                                 size, stored, wtime)
                 last = rowid
 
     def delete_objects(self, oids: Sequence[Oid], written_before: float) -> tuple[int, int]:
@@ -619,6 +669,15 @@ class SQLiteBackend(Backend):
                 self._unindex(con, part, written_before)
                 rows = con.execute(
                     f"DELETE FROM objects WHERE oid IN ({marks}) AND wtime < ?"
+                    f" AND kind != {int(Kind.PACK)} RETURNING length(data)",
+                    (*part, written_before),
+                ).fetchall()
+                # A pack goes only once no chunk row names it: a live member keeps its
+                # pack whole (its dead members' bytes with it) however its page fared.
+                rows += con.execute(
+                    f"DELETE FROM objects WHERE oid IN ({marks}) AND wtime < ?"
+                    f" AND kind = {int(Kind.PACK)} AND NOT EXISTS (SELECT 1 FROM objects c"
+                    f" WHERE c.kind = {SP.PACKED} AND substr(c.data, 1, 32) = objects.oid)"
                     " RETURNING length(data)",
                     (*part, written_before),
                 ).fetchall()
@@ -727,13 +786,24 @@ class SQLiteBackend(Backend):
                 cur = con.executemany("UPDATE objects SET wtime = ? WHERE oid = ?", touch)
                 if cur.rowcount != len(touch):
                     raise Retry("an object this commit reuses vanished before the commit")
+            rows = [(o.oid, int(o.kind), o.size, o.frame)
+                    for o in change.objects if o.frame is not None]
+            repoint: list[tuple[bytes, Oid]] = []
+            if self.packs:
+                rows, repoint = SP.pack_commit(con, self._packs, rows)
             # One executemany: a save of many messages is one statement, not one per chunk.
             con.executemany(
                 "INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (oid) DO UPDATE SET wtime = excluded.wtime",
-                [(o.oid, int(o.kind), o.size, o.frame, now)
-                 for o in change.objects if o.frame is not None],
+                [(*r, now) for r in rows],
             )
+            if repoint:
+                # Same payload, kept in the new pack: the row keeps its rowid (and so its
+                # search-index entry); only plain rows move (one packed elsewhere stays).
+                con.executemany(
+                    f"UPDATE objects SET kind = {SP.PACKED}, data = ?, wtime = ?"
+                    f" WHERE oid = ? AND kind = {int(Kind.CHUNK)}",
+                    [(ref, now, oid) for ref, oid in repoint])
             flags = (_INTENTIONAL if entry.intentional_shrink else 0) | (
                 _SUSPECT if entry.suspect_shrink else 0
             )
@@ -896,17 +966,19 @@ class SQLiteBackend(Backend):
         out: dict[Oid, int] = {}
         # For a new doc: its frame, or (deferred) an empty blob, as "new" needs no bytes.
         fetch = "x''" if defer else "o.data"
+        query = self._on(con)
         for part in _chunks(list(dict.fromkeys(oids)), 100):
             # A hundred at a time: a big import's text is never all in memory at once.
             marks = ",".join("?" * len(part))
             new: list[tuple[int, bytes]] = []
-            for oid, rowid, data in con.execute(
-                f"SELECT o.oid, o.rowid, CASE WHEN d.doc IS NULL THEN {fetch} END FROM objects o"
-                f" LEFT JOIN search_docs d ON d.doc = o.rowid WHERE o.oid IN ({marks})", part
+            for oid, rowid, kind, data in con.execute(
+                f"SELECT o.oid, o.rowid, o.kind, CASE WHEN d.doc IS NULL THEN {fetch} END"
+                " FROM objects o LEFT JOIN search_docs d ON d.doc = o.rowid"
+                f" WHERE o.oid IN ({marks})", part
             ):
                 out[Oid(bytes(oid))] = rowid
                 if data is not None:
-                    new.append((rowid, data))
+                    new.append((rowid, data if defer else self._text_frame(query, kind, data)))
             if new and defer:
                 con.executemany("INSERT INTO search_docs (doc, role, pending) VALUES (?, '', 1)",
                                 [(d,) for d, _ in new])
@@ -928,15 +1000,28 @@ class SQLiteBackend(Backend):
         while True:
             with self._write(con):
                 rows = con.execute(
-                    "SELECT d.doc, o.data FROM search_docs d JOIN objects o ON o.rowid = d.doc"
-                    " WHERE d.pending = 1 LIMIT 500").fetchall()
-                fields = [(d, *_fields(data)) for d, data in rows]
+                    "SELECT d.doc, o.kind, o.data FROM search_docs d JOIN objects o"
+                    " ON o.rowid = d.doc WHERE d.pending = 1 LIMIT 500").fetchall()
+                query = self._on(con)
+                fields = [(d, *_fields(self._text_frame(query, kind, data)))
+                          for d, kind, data in rows]
                 con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
                                 [(d, text) for d, _, text in fields])
                 con.executemany("UPDATE search_docs SET role = ?, pending = 0 WHERE doc = ?",
                                 [(role, d) for d, role, _ in fields])
             if len(rows) < 500:
                 return
+
+    @staticmethod
+    def _on(con: sqlite3.Connection) -> SP.Query:
+        return lambda sql, params: con.execute(sql, params).fetchall()
+
+    def _text_frame(self, query: SP.Query, kind: int, data: bytes) -> bytes:
+        """Return a chunk row's frame for the index, a packed one read out of its pack."""
+        if kind != SP.PACKED:
+            return data
+        got = SP.resolve(query, self._packs, [(b"", kind, data)])
+        return got[Oid(b"")][1] if got else b""
 
     def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit,
                held: int) -> None:
@@ -956,10 +1041,12 @@ class SQLiteBackend(Backend):
     def _unindex(self, con: sqlite3.Connection, oids: Sequence[Oid], before: float) -> None:
         """Take chunks about to be swept out of the index (their rowids may be reused)."""
         marks = ",".join("?" * len(oids))
-        rows = con.execute(
-            "SELECT o.rowid, o.data, d.pending FROM objects o JOIN search_docs d"
-            f" ON d.doc = o.rowid WHERE o.oid IN ({marks}) AND o.wtime < ?",
-            (*oids, before)).fetchall()
+        query = self._on(con)
+        rows = [(r, self._text_frame(query, kind, data), pending) for r, kind, data, pending
+                in con.execute(
+                    "SELECT o.rowid, o.kind, o.data, d.pending FROM objects o JOIN search_docs d"
+                    f" ON d.doc = o.rowid WHERE o.oid IN ({marks}) AND o.wtime < ?",
+                    (*oids, before)).fetchall()]
         if rows:
             # An external-content delete must be given the text that was indexed: the
             # chunk is immutable, so its text now is the text then. A pending doc has
@@ -1077,8 +1164,8 @@ class SQLiteBackend(Backend):
         if orphans:
             out.append(f"{orphans} index rows name a message that is not indexed")
         gone = self._read("SELECT count(*) FROM search_docs d LEFT JOIN objects o"
-                          " ON o.rowid = d.doc WHERE o.rowid IS NULL OR o.kind != ?",
-                          (int(Kind.CHUNK),))[0][0]
+                          " ON o.rowid = d.doc WHERE o.rowid IS NULL OR o.kind NOT IN (?, ?)",
+                          (int(Kind.CHUNK), SP.PACKED))[0][0]
         if gone:
             out.append(f"{gone} indexed messages are not stored chunks")
         return out
@@ -1096,7 +1183,12 @@ class SQLiteBackend(Backend):
         """Return, per kind, (objects, payload bytes, stored bytes) in one aggregate query."""
         rows = self._read("SELECT kind, count(*), sum(size), sum(length(data)) FROM objects"
                           " GROUP BY kind")
-        return {Kind(k): (n, s or 0, d or 0) for k, n, s, d in rows}
+        out: dict[Kind, tuple[int, int, int]] = {}
+        for k, n, s, d in rows:
+            kind = Kind.CHUNK if k == SP.PACKED else Kind(k)  # a packed chunk is a chunk
+            was = out.get(kind, (0, 0, 0))
+            out[kind] = (was[0] + n, was[1] + (s or 0), was[2] + (d or 0))
+        return out
 
     def count_versions(self) -> int:
         """Return the number of log entries."""

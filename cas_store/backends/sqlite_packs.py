@@ -1,0 +1,236 @@
+"""How the SQLite backend keeps packs (cas_store/packs.py) in its objects table.
+
+A pack is an object row of kind PACK (its frame holds the page's messages). A chunk whose
+bytes live in a pack keeps its own row, so it is still found by its id, but of stored kind
+PACKED with ``data`` the reference ``packs.ref(pack, position)`` instead of a frame. Readers
+never see that form: ``resolve`` turns such rows back into (CHUNK, frame), the frame
+compressed again from the pack member (fast level), so fsck, migrate, GC and windowed
+reads work on any stored form unchanged.
+
+Packing happens inside ``SQLiteBackend.commit``, under its write lock: every new leaf page
+of the commit gets its pack in the same transaction, and its members' rows become
+references (new ones are inserted so; older plain ones are rewritten in place, keeping
+their rowid and so their search-index entry). A chunk already packed elsewhere keeps its
+reference; the new pack holds a copy, so a load of either page is one read. Nothing is
+ever deleted here: GC's sweep removes a pack only when no reference names it
+(``SQLiteBackend.delete_objects``).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import zstandard
+
+from .. import packs
+from ..errors import CasError
+from ..objects import Kind, Oid, compress, decode_page_full, decompress
+
+#: Stored kind of a chunk kept in a pack (never an id's kind: the id stays a CHUNK's).
+PACKED = 6
+
+#: A pack's members, when the page it packs is in a commit: fewer are not worth a row.
+MIN_MEMBERS = 2
+
+Query = Callable[[str, Sequence[Any]], list[Any]]
+
+_local = threading.local()
+
+
+def _fast_frame(payload: bytes) -> bytes:
+    # A member handed out as a frame of its own: level 1 costs a few microseconds, and
+    # the frame lives only as long as the read.
+    c = getattr(_local, "fast", None)
+    if c is None:
+        c = _local.fast = zstandard.ZstdCompressor(level=1, write_checksum=True)
+    return c.compress(payload)
+
+
+class PackCache:
+    """A small thread-safe LRU of decoded packs (None: the pack is damaged)."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._items: OrderedDict[Oid, packs.Pack | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, query: Query, oids: Sequence[Oid]) -> dict[Oid, packs.Pack | None]:
+        """Return each stored pack decoded (None if it does not decode); missing left out."""
+        out: dict[Oid, packs.Pack | None] = {}
+        need = []
+        with self._lock:
+            for o in dict.fromkeys(oids):
+                if o in self._items:
+                    self._items.move_to_end(o)
+                    out[o] = self._items[o]
+                else:
+                    need.append(o)
+        for i in range(0, len(need), 500):
+            part = need[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for oid, kind, data in query(
+                    f"SELECT oid, kind, data FROM objects WHERE oid IN ({marks})", part):
+                o = Oid(bytes(oid))
+                out[o] = _decode(o, data) if kind == Kind.PACK else None
+        with self._lock:
+            for o in need:
+                if o in out:
+                    self._items[o] = out[o]
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+        return out
+
+
+@functools.lru_cache(maxsize=64)
+def decoded(oid: bytes, frame: bytes) -> packs.Pack | None:
+    """Return a pack decoded from its stored frame, or None if it is damaged (memoised)."""
+    return _decode(Oid(oid), frame)
+
+
+def _decode(oid: Oid, frame: bytes) -> packs.Pack | None:
+    try:
+        pack = packs.Pack(decompress(oid, frame, verify=False))
+    except (CasError, ValueError):
+        return None
+    return pack if packs.pack_id(pack.page) == oid else None
+
+
+def resolve(query: Query, cache: PackCache,
+            rows: Sequence[tuple[Any, int, bytes]]) -> dict[Oid, tuple[Kind, bytes]]:
+    """Return (kind, frame) per row (oid, stored kind, data), packed chunks as frames.
+
+    A chunk whose pack is gone or damaged, or whose reference is malformed, comes back
+    with an empty frame, which no reader decompresses: its row is there, its bytes are
+    not, so whoever reads it reports it corrupt (fsck says which pack).
+    """
+    out: dict[Oid, tuple[Kind, bytes]] = {}
+    refs: list[tuple[Oid, Oid, int]] = []
+    for oid, kind, data in rows:
+        o = Oid(bytes(oid))
+        if kind == PACKED:
+            try:
+                pack_oid, i = packs.parse_ref(data)
+            except ValueError:
+                out[o] = (Kind.CHUNK, b"")
+                continue
+            refs.append((o, pack_oid, i))
+        else:
+            out[o] = (Kind(kind), data)
+    if refs:
+        got = cache.get(query, [p for _, p, _ in refs])
+        for o, p, i in refs:
+            pack = got.get(p)
+            out[o] = (Kind.CHUNK, _fast_frame(pack.member(i))
+                      if pack is not None and i < len(pack) else b"")
+    return out
+
+
+def payload(query: Query, cache: PackCache, kind: int, data: bytes) -> bytes | None:
+    """Return a chunk row's payload, packed or not; None if it cannot be read."""
+    try:
+        if kind != PACKED:
+            return decompress(b"", data, verify=False)
+        pack_oid, i = packs.parse_ref(data)
+    except (CasError, ValueError):
+        return None
+    pack = cache.get(query, [pack_oid]).get(pack_oid)
+    return pack.member(i) if pack is not None and i < len(pack) else None
+
+
+def bodies(query: Query, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, bytes]]:
+    """Return (member count, members joined by commas) for each leaf page with a sound pack."""
+    ids = {packs.pack_id(leaf): leaf for leaf in leaves}
+    out: dict[Oid, tuple[int, bytes]] = {}
+    keys = list(ids)
+    for i in range(0, len(keys), 500):
+        part = keys[i : i + 500]
+        marks = ",".join("?" * len(part))
+        for oid, data in query(f"SELECT oid, data FROM objects WHERE oid IN ({marks})"
+                               f" AND kind = {int(Kind.PACK)}", part):
+            o = Oid(bytes(oid))
+            pack = _decode(o, data)
+            if pack is not None and pack.page == ids[o]:
+                # A damaged pack is left out: the reader takes the page's chunks instead.
+                out[ids[o]] = (len(pack), pack.body.tobytes())
+    return out
+
+
+Row = tuple[Oid, int, int, bytes]  # (oid, stored kind, payload size, data) to insert
+
+
+def pack_commit(con: sqlite3.Connection, cache: PackCache,
+                rows: Sequence[Row]) -> tuple[list[Row], list[tuple[bytes, Oid]]]:
+    """Return the commit's rows with a pack per new leaf page, and the rows to repoint.
+
+    New members are inserted as references; the packs come last, so their rowids follow
+    their members' (GC's sweep, by rowid, meets a dead pack after the members that named
+    it). Repoints are (reference, chunk id) for plain chunk rows stored before.
+    """
+    def query(sql: str, params: Sequence[Any]) -> list[Any]:
+        return con.execute(sql, params).fetchall()
+
+    leaves: list[tuple[Oid, list[Oid]]] = []
+    for oid, kind, _, data in rows:
+        if kind == Kind.PAGE:
+            try:
+                decoded_page = decode_page_full(decompress(oid, data, verify=False))
+            except (CasError, ValueError):
+                continue
+            if decoded_page.height == 0 and len(decoded_page) >= MIN_MEMBERS:
+                leaves.append((oid, list(decoded_page)))
+    if leaves:
+        marks = ",".join("?" * len(leaves))
+        have = {bytes(r[0]) for r in query(f"SELECT oid FROM objects WHERE oid IN ({marks})",
+                                           [packs.pack_id(p) for p, _ in leaves])}
+        leaves = [(p, kids) for p, kids in leaves if packs.pack_id(p) not in have]
+    if not leaves:
+        return list(rows), []
+    out = {r[0]: r for r in rows}
+    new = {r[0]: r for r in rows if r[1] == Kind.CHUNK}
+    payloads: dict[Oid, bytes] = {}
+    stored_kind: dict[Oid, int] = {}
+    # Members written by earlier commits: their payloads, from rows of either form.
+    older = list({c for _, kids in leaves for c in kids if c not in new})
+    for i in range(0, len(older), 500):
+        part = older[i : i + 500]
+        qm = ",".join("?" * len(part))
+        for oid, kind, data in query(
+                f"SELECT oid, kind, data FROM objects WHERE oid IN ({qm})", part):
+            o = Oid(bytes(oid))
+            got = payload(query, cache, kind, data)
+            if got is not None:
+                payloads[o] = got
+                stored_kind[o] = kind
+    made: list[Row] = []
+    repoint: list[tuple[bytes, Oid]] = []
+    claimed: set[Oid] = set()
+    for page, kids in leaves:
+        members: list[bytes] = []
+        for c in kids:
+            if c not in payloads and c in new:
+                try:
+                    payloads[c] = decompress(c, new[c][3], verify=False)
+                except CasError:
+                    break
+            if c not in payloads:
+                break  # a member not readable here: this page stays unpacked
+            members.append(payloads[c])
+        else:
+            pack_oid = packs.pack_id(page)
+            body = packs.encode(page, members)
+            made.append((pack_oid, int(Kind.PACK), len(body), compress(body)))
+            for i, c in enumerate(kids):
+                if c in claimed:
+                    continue
+                if c in new:
+                    claimed.add(c)
+                    out[c] = (c, PACKED, new[c][2], packs.ref(pack_oid, i))
+                elif stored_kind.get(c) == Kind.CHUNK:
+                    claimed.add(c)
+                    repoint.append((packs.ref(pack_oid, i), c))
+    return [*out.values(), *made], repoint

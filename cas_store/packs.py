@@ -1,0 +1,136 @@
+"""Packs: the messages of one frozen leaf page, stored together as one compressed object.
+
+A leaf page never changes once written (lists.py), so its messages can be kept
+physically together, as git keeps objects in packs: one zstd frame of the members'
+canonical JSON joined by commas, in page order. A full load then reads one row and
+runs one decompression per ~16 messages, and joins the packs' bodies straight into
+the JSON array it parses; compressing similar messages together also takes fewer
+bytes than compressing each alone (docs/design.md, "Packs").
+
+A pack is addressed by the page it packs: its id is ``object_id(PACK, page id)``, so a
+reader finds it from the tree alone, and its content is checked against the page (every
+member hashes to the page's id at its position). Each member stays addressable by its
+own chunk id: a backend that keeps packs stores a chunk packed as a reference to its
+pack and position (see ``backends/sqlite_packs.py``), and returns it from
+``get_frames`` like any other object, so dedup, GC, fsck and windowed reads work per
+chunk as before.
+
+Payload layout: a format byte (1), the page id (32 bytes), the member count and each
+member's length (unsigned LEB128), then the members joined by ``,``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .objects import OID_SIZE, Kind, Oid, object_id
+
+FORMAT = 1
+
+
+def pack_id(page: Oid) -> Oid:
+    """Return the id of the pack of a leaf page (derived from the page's id alone)."""
+    return object_id(Kind.PACK, page)
+
+
+def _leb(n: int, out: bytearray) -> None:
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _read_leb(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    end = len(buf)
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError("pack header is truncated")
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, pos
+
+
+def encode(page: Oid, members: Sequence[bytes]) -> bytes:
+    """Return the payload of the pack of page, whose members are given in page order."""
+    head = bytearray((FORMAT,))
+    head += page
+    _leb(len(members), head)
+    for m in members:
+        _leb(len(m), head)
+    return bytes(head) + b",".join(members)
+
+
+class Pack:
+    """A decoded pack: its page, its members' offsets and the joined body."""
+
+    __slots__ = ("body", "offsets", "page")
+
+    def __init__(self, payload: bytes) -> None:
+        """Parse a pack payload; raise ValueError if it is malformed."""
+        if len(payload) < 2 + OID_SIZE or payload[0] != FORMAT:
+            raise ValueError("not a pack (bad format byte or too short)")
+        self.page = Oid(bytes(payload[1 : 1 + OID_SIZE]))
+        count, pos = _read_leb(payload, 1 + OID_SIZE)
+        if count == 0 or count > len(payload):
+            raise ValueError("pack member count is out of range")
+        offsets = [0]
+        for _ in range(count):
+            n, pos = _read_leb(payload, pos)
+            offsets.append(offsets[-1] + n + 1)  # the comma after each member
+        if offsets[-1] - 1 != len(payload) - pos:
+            raise ValueError("pack body length does not match its header")
+        self.offsets = offsets
+        self.body = memoryview(payload)[pos:]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def member(self, i: int) -> bytes:
+        """Return member i's canonical bytes."""
+        return bytes(self.body[self.offsets[i] : self.offsets[i + 1] - 1])
+
+    def members(self) -> list[bytes]:
+        """Return every member's bytes, in page order."""
+        return [self.member(i) for i in range(len(self))]
+
+
+def check(oid: Oid, payload: bytes, page: Sequence[Oid] | None = None) -> str:
+    """Return why a stored pack is unsound ("" if it is): header, id, and with page, members.
+
+    Every member must hash to the page's chunk id at its position when the page is given
+    (a pack outlives its page while a member is still referenced elsewhere).
+    """
+    try:
+        pack = Pack(payload)
+    except ValueError as exc:
+        return str(exc)
+    if pack_id(pack.page) != oid:
+        return "pack does not belong to the page it names"
+    if page is not None:
+        if len(page) != len(pack):
+            return f"pack holds {len(pack)} messages, its page {len(page)}"
+        for i, cid in enumerate(page):
+            if object_id(Kind.CHUNK, pack.member(i)) != cid:
+                return f"pack member {i} does not hash to its chunk id"
+    return ""
+
+
+def ref(pack: Oid, index: int) -> bytes:
+    """Return the stored reference of a packed chunk: its pack's id and position."""
+    out = bytearray(pack)
+    _leb(index, out)
+    return bytes(out)
+
+
+def parse_ref(data: bytes) -> tuple[Oid, int]:
+    """Return (pack id, position) of a packed chunk's reference; ValueError if malformed."""
+    if len(data) <= OID_SIZE:
+        raise ValueError("packed chunk reference is truncated")
+    index, end = _read_leb(data, OID_SIZE)
+    if end != len(data):
+        raise ValueError("packed chunk reference has trailing bytes")
+    return Oid(bytes(data[:OID_SIZE])), index
