@@ -325,6 +325,8 @@ _THREADS = min(4, os.cpu_count() or 1)
 
 def decompress_many(frames: Sequence[bytes], threads: int = _THREADS) -> list[bytes]:
     """Return the payloads of many frames (in parallel when threads > 1); checksums verified."""
+    if not frames:
+        return []  # zstandard's batch call divides by the frame count
     try:
         result = _codecs()[1].multi_decompress_to_buffer(list(frames), threads=threads)
     except (zstandard.ZstdError, ValueError) as exc:

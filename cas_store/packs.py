@@ -15,7 +15,10 @@ pack and position (see ``backends/sqlite_packs.py``), and returns it from
 ``get_frames`` like any other object, so dedup, GC, fsck and windowed reads work per
 chunk as before.
 
-Payload layout: a format byte (1), the page id (32 bytes), the member count and each
+Payload layout: a format byte (1), a flags byte (EXACT: no digit run long enough for an
+integer orjson would read as a float, so a reader may parse the body with orjson), the
+page id (32 bytes), the header's length (4 bytes,
+little-endian: a reader after the body alone skips the rest), the member count and each
 member's length (unsigned LEB128), then the members joined by ``,``.
 """
 
@@ -26,6 +29,18 @@ from collections.abc import Sequence
 from .objects import OID_SIZE, Kind, Oid, object_id
 
 FORMAT = 1
+FIXED = 2 + OID_SIZE + 4  # format and flags bytes, page id, header length
+EXACT = 1
+
+# orjson reads an integer outside [-2**63, 2**64) as a float; every such integer has at
+# least 19 digits. Mapping digits to "0" and the rest to " " finds a run in two C passes.
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_RUN = b"0" * 19
+
+
+def exact(data: bytes | memoryview) -> bool:
+    """Return True if orjson parses this canonical JSON exactly as json.loads does."""
+    return _RUN not in bytes(data).translate(_DIGITS)
 
 
 def pack_id(page: Oid) -> Oid:
@@ -56,32 +71,48 @@ def _read_leb(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
 
 def encode(page: Oid, members: Sequence[bytes]) -> bytes:
     """Return the payload of the pack of page, whose members are given in page order."""
-    head = bytearray((FORMAT,))
-    head += page
+    head = bytearray()
     _leb(len(members), head)
     for m in members:
         _leb(len(m), head)
-    return bytes(head) + b",".join(members)
+    size = FIXED + len(head)
+    joined = b",".join(members)
+    flags = EXACT if exact(joined) else 0
+    return b"".join((bytes((FORMAT, flags)), page, size.to_bytes(4, "little"), head, joined))
+
+
+def body(payload: bytes | memoryview, page: Oid) -> memoryview | None:
+    """Return the members joined by commas if payload is a pack of page, else None.
+
+    Reads only the fixed header: the fast path of a full load (``Pack`` checks the rest).
+    """
+    view = memoryview(payload)
+    if len(view) < FIXED or view[0] != FORMAT or bytes(view[2 : 2 + OID_SIZE]) != page:
+        return None
+    start = int.from_bytes(view[2 + OID_SIZE : FIXED], "little")
+    return view[start:] if FIXED < start <= len(view) else None
 
 
 class Pack:
     """A decoded pack: its page, its members' offsets and the joined body."""
 
-    __slots__ = ("body", "offsets", "page")
+    __slots__ = ("body", "exact", "offsets", "page")
 
     def __init__(self, payload: bytes) -> None:
         """Parse a pack payload; raise ValueError if it is malformed."""
-        if len(payload) < 2 + OID_SIZE or payload[0] != FORMAT:
+        if len(payload) < FIXED + 1 or payload[0] != FORMAT:
             raise ValueError("not a pack (bad format byte or too short)")
-        self.page = Oid(bytes(payload[1 : 1 + OID_SIZE]))
-        count, pos = _read_leb(payload, 1 + OID_SIZE)
+        self.page = Oid(bytes(payload[2 : 2 + OID_SIZE]))
+        self.exact = bool(payload[1] & EXACT)
+        start = int.from_bytes(payload[2 + OID_SIZE : FIXED], "little")
+        count, pos = _read_leb(payload, FIXED)
         if count == 0 or count > len(payload):
             raise ValueError("pack member count is out of range")
         offsets = [0]
         for _ in range(count):
             n, pos = _read_leb(payload, pos)
             offsets.append(offsets[-1] + n + 1)  # the comma after each member
-        if offsets[-1] - 1 != len(payload) - pos:
+        if pos != start or offsets[-1] - 1 != len(payload) - pos:
             raise ValueError("pack body length does not match its header")
         self.offsets = offsets
         self.body = memoryview(payload)[pos:]
@@ -110,6 +141,8 @@ def check(oid: Oid, payload: bytes, page: Sequence[Oid] | None = None) -> str:
         return str(exc)
     if pack_id(pack.page) != oid:
         return "pack does not belong to the page it names"
+    if pack.exact and not exact(pack.body):
+        return "pack is flagged exact for orjson but holds a long digit run"
     if page is not None:
         if len(page) != len(pack):
             return f"pack holds {len(pack)} messages, its page {len(page)}"

@@ -232,8 +232,11 @@ class Backend(abc.ABC):
     #: Whether this backend keeps leaf pages' messages in packs (cas_store/packs.py).
     packs = False
 
-    def page_bodies(self, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, bytes]]:
-        """Return (count, members joined by commas) per leaf page kept as a pack (none here)."""
+    def page_bodies(self, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, memoryview, bool]]:
+        """Return (count, members joined by commas, orjson-exact) per leaf kept as a pack.
+
+        None here: a backend without packs has the reader take every page by its chunks.
+        """
         return {}
 
     def packed_in(self, oids: Sequence[Oid]) -> dict[Oid, Oid]:

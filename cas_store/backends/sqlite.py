@@ -603,8 +603,8 @@ class SQLiteBackend(Backend):
                 out.update((oid, (kinds[kind], data)) for oid, kind, data in rows)
         return out
 
-    def page_bodies(self, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, bytes]]:
-        """Return (count, members joined by commas) of each leaf page kept as a sound pack."""
+    def page_bodies(self, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, memoryview, bool]]:
+        """Return (count, members joined by commas, exact) of each leaf kept as a sound pack."""
         return SP.bodies(self._read, leaves)
 
     def packed_in(self, oids: Sequence[Oid]) -> dict[Oid, Oid]:

@@ -1,0 +1,161 @@
+"""Packs (cas_store/packs.py, backends/sqlite_packs.py): a leaf page's messages kept together.
+
+Each test builds its store through the public API and checks what a user sees (loads,
+windows, fsck, GC) together with the stored form that is the point of packs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from support import msgs
+
+from cas_store import CorruptObject, Store, gc, open_store, packs
+from cas_store import lists as L
+from cas_store.objects import Kind, object_id
+
+PACKED = 6  # the stored kind of a chunk kept in a pack
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "packs.db"
+
+
+def _rows(path: Path, kind: int) -> int:
+    with sqlite3.connect(path) as con:
+        return int(con.execute("SELECT count(*) FROM objects WHERE kind = ?", (kind,))
+                   .fetchone()[0])
+
+
+def _leaves(store: Store, sid: str) -> list[tuple[bytes, int]]:
+    io = store.io()
+    man = io.manifest(bytes.fromhex(store.load_meta(sid).manifest))  # type: ignore[arg-type]
+    return L.leaves(man.messages, io)  # type: ignore[return-value]
+
+
+def test_every_leaf_page_is_packed_and_reads_back_whole_and_by_window(path: Path) -> None:
+    grown, saved = msgs(0, 400), msgs(1000, 4000)
+    with open_store(path) as store:
+        store.create("grown")
+        for m in grown:  # one append at a time: pages freeze one by one
+            store.append("grown", [m])
+        store.create("saved", {}, saved)  # one commit: every page at once
+        for sid, want in (("grown", grown), ("saved", saved)):
+            leaves = _leaves(store, sid)
+            bodies = store.backend.page_bodies([leaf for leaf, _ in leaves])  # type: ignore[arg-type]
+            assert set(bodies) == {leaf for leaf, _ in leaves}
+            assert [bodies[leaf][0] for leaf, _ in leaves] == [n for _, n in leaves]
+            assert store.load(sid).messages == want
+            for offset in (0, 1, 15, 16, 17, 200, len(want) - 3):
+                assert store.messages(sid, offset, 40) == want[offset : offset + 40]
+        assert store.stats().objects["pack"] == _rows(path, int(Kind.PACK)) > 0
+        assert store.fsck().ok
+    # Packed members keep their rows (found by id), without a frame of their own.
+    assert _rows(path, PACKED) >= 3000
+
+
+def test_integers_beyond_64_bits_load_exactly_from_a_pack(path: Path) -> None:
+    big = [{"role": "tool", "n": 2**70 + i, "m": -(2**63) - i} for i in range(300)]
+    with open_store(path) as store:
+        store.create("a", {}, big)
+        assert store.load("a").messages == big
+        assert all(type(m["n"]) is int for m in store.load("a").messages)
+
+
+def test_a_store_written_without_packs_opens_loads_and_packs_from_then_on(path: Path) -> None:
+    with open_store(path) as store:
+        store.backend.packs = False  # type: ignore[misc]
+        store.create("old", {}, msgs(0, 500))
+        assert store.stats().objects["pack"] == 0
+    with open_store(path) as store:
+        assert store.load("old").messages == msgs(0, 500)
+        store.append("old", msgs(500, 800))
+        assert store.stats().objects["pack"] > 0  # the new pages only
+        assert store.load("old").messages == msgs(0, 800)
+        assert store.messages("old", 490, 20) == msgs(490, 510)
+        assert store.fsck().ok
+
+
+def _flip(path: Path, oid: bytes) -> None:
+    with sqlite3.connect(path) as con:
+        (data,) = con.execute("SELECT data FROM objects WHERE oid = ?", (oid,)).fetchone()
+        broken = bytearray(data)
+        broken[len(broken) // 2] ^= 0xFF
+        con.execute("UPDATE objects SET data = ? WHERE oid = ?", (bytes(broken), oid))
+
+
+def test_a_corrupted_pack_is_named_by_fsck_with_the_sessions_it_affects(path: Path) -> None:
+    with open_store(path) as store:
+        store.create("a", {}, msgs(0, 300))
+        store.create("other", {}, msgs(1000, 1300))
+        leaf, _ = _leaves(store, "a")[3]
+    victim = packs.pack_id(leaf)  # type: ignore[arg-type]
+    _flip(path, victim)
+    with open_store(path) as store:
+        report = store.fsck()
+        assert not report.ok
+        by_id = {p.object_id: p for p in report.problems}
+        assert by_id[victim.hex()].kind == "corrupt"
+        assert by_id[victim.hex()].affects == [("a", 1)]
+        members = [p for p in report.problems if p.object_id != victim.hex()]
+        assert members and all(victim.hex() in p.detail and p.affects == [("a", 1)]
+                               for p in members)
+        # A load needs those messages: it fails naming one, never returns others.
+        with pytest.raises(CorruptObject):
+            store.load("a")
+        assert store.load("other").messages == msgs(1000, 1300)
+        assert store.messages("a", 0, 10) == msgs(0, 10)  # pages before the damage
+
+
+def test_gc_keeps_a_partly_dead_pack_whole_and_sweeps_dead_ones(path: Path) -> None:
+    with open_store(path) as store:
+        store.create("a", {}, msgs(0, 300))
+        kept = msgs(0, 300)[100]
+        store.create("b", {}, [kept])  # shares one chunk, stored packed in a's pack
+        held = store.backend.packed_in([object_id(Kind.CHUNK, _canonical(kept))])
+        [(_, pack)] = held.items()
+        packs_before = store.stats().objects["pack"]
+        store.delete("a")
+        report = gc(store, deleted_retention=0, grace=0)
+        assert report.sessions_dropped == 1 and report.objects_swept > 0
+        # The one pack a live chunk still names stays; every other pack of a went.
+        with sqlite3.connect(path) as con:
+            left = {bytes(r[0]) for r in con.execute(
+                "SELECT oid FROM objects WHERE kind = ?", (int(Kind.PACK),))}
+        assert left == {pack} and packs_before > 1
+        assert store.load("b").messages == [kept]
+        assert store.messages("b", 0, 1) == [kept]
+        assert store.fsck().ok
+        # Once nothing names it, the next run sweeps it too.
+        store.delete("b")
+        gc(store, deleted_retention=0, grace=0)
+        assert store.stats().objects["pack"] == 0
+        assert store.fsck().ok
+
+
+def _canonical(m: object) -> bytes:
+    from cas_store.objects import canonical_json
+
+    return canonical_json(m)
+
+
+def test_pack_check_names_each_kind_of_damage() -> None:
+    members = [_canonical(m) for m in msgs(0, 5)]
+    page = [object_id(Kind.CHUNK, m) for m in members]
+    leaf = object_id(Kind.PAGE, bytes((0,)) + b"".join(page))
+    payload = packs.encode(leaf, members)  # type: ignore[arg-type]
+    oid = packs.pack_id(leaf)  # type: ignore[arg-type]
+    assert packs.check(oid, payload, page) == ""  # type: ignore[arg-type]
+    assert [packs.Pack(payload).member(i) for i in range(5)] == members
+    assert "does not belong" in packs.check(packs.pack_id(page[0]), payload)  # type: ignore[arg-type]
+    assert "does not hash" in packs.check(oid, packs.encode(leaf, [members[1], *members[1:]]),  # type: ignore[arg-type]
+                                          page)  # type: ignore[arg-type]
+    assert "holds 4" in packs.check(oid, packs.encode(leaf, members[:4]), page)  # type: ignore[arg-type]
+    assert packs.check(oid, payload[:-3]) != ""
+    assert packs.check(oid, b"\x07" + payload[1:]) != ""
+    assert packs.parse_ref(packs.ref(oid, 300)) == (oid, 300)
+    with pytest.raises(ValueError):
+        packs.parse_ref(oid)
