@@ -21,6 +21,24 @@ from .runner import Caps, run_all
 HERE = Path(__file__).resolve().parent
 
 
+def _with_other_sections(text: str, old: Path) -> str:
+    """Return text followed by the sections of old it does not write itself.
+
+    The other benchmarks (integrations, scale-out, feed and search) append their own
+    sections to RESULTS.md; a rerun of this one must not drop them.
+    """
+    if not old.exists():
+        return text
+    mine = {line for line in text.splitlines() if line.startswith("## ")}
+    kept, keep = [], False
+    for line in old.read_text().splitlines():
+        if line.startswith("## "):
+            keep = line not in mine
+        if keep:
+            kept.append(line)
+    return text.rstrip("\n") + ("\n\n" + "\n".join(kept) + "\n" if kept else "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison, print the tables, write the report and the plot."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
@@ -71,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     res = Results(rows, adapters, sizes)
     info = machine(workdir.parent if args.workdir is None else workdir)
-    (out / "RESULTS.md").write_text(markdown(res, caps, elapsed, trial, info))
+    target = out / "RESULTS.md"
+    target.write_text(_with_other_sections(markdown(res, caps, elapsed, trial, info), target))
     plot(res, out / "results.png",
          f"cas-store beside its baselines — {time.strftime('%Y-%m-%d')}, {info['cpu']}")
     if not trial:

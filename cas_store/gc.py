@@ -280,7 +280,13 @@ class Marker:
 
     def _leaves(self, oids: Sequence[Oid]) -> None:
         for i in range(0, len(oids), _BATCH):
-            self._fresh(oids[i : i + _BATCH])
+            fresh = self._fresh(oids[i : i + _BATCH])
+            if fresh and self.backend.packs:
+                # A live chunk kept in a pack keeps that pack (its page may be dead): the
+                # sweep would refuse it anyway, and a dry run must count what a run does.
+                packed = set(self.backend.packed_in(fresh).values())
+                for n in self.backend.ordinals(list(packed)).values():
+                    self.marked.add(n)
 
     def _pages(self, roots: list[Oid]) -> None:
         # Depth-first by batches: the pending list stays about tree height x batch x

@@ -159,3 +159,20 @@ def test_pack_check_names_each_kind_of_damage() -> None:
     assert packs.parse_ref(packs.ref(oid, 300)) == (oid, 300)
     with pytest.raises(ValueError):
         packs.parse_ref(oid)
+
+
+def test_a_damaged_packed_chunk_row_is_named_and_its_window_read_fails(path: Path) -> None:
+    with open_store(path) as store:
+        store.create("a", {}, msgs(0, 300))
+        store.append("a", msgs(300, 301))
+        victim = object_id(Kind.CHUNK, _canonical(msgs(0, 300)[40]))
+        assert store.backend.packed_in([victim])
+    _flip(path, victim)  # the row's reference now names no stored pack
+    with open_store(path) as store:
+        [problem] = store.fsck().problems
+        assert (problem.kind, problem.object_id) == ("corrupt", victim.hex())
+        assert "not stored" in problem.detail and sorted(problem.affects) == [("a", 1), ("a", 2)]
+        with pytest.raises(CorruptObject):
+            store.messages("a", 40, 1)
+        # The full load reads the page's pack, which still holds the message.
+        assert store.load("a").messages == msgs(0, 301)

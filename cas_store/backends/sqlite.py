@@ -789,14 +789,16 @@ class SQLiteBackend(Backend):
             rows = [(o.oid, int(o.kind), o.size, o.frame)
                     for o in change.objects if o.frame is not None]
             repoint: list[tuple[bytes, Oid]] = []
+            made: Iterator[SP.Row] = iter(())
             if self.packs:
-                rows, repoint = SP.pack_commit(con, self._packs, rows)
+                rows, made, repoint = SP.pack_commit(con, self._packs, rows)
             # One executemany: a save of many messages is one statement, not one per chunk.
-            con.executemany(
-                "INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)"
-                " ON CONFLICT (oid) DO UPDATE SET wtime = excluded.wtime",
-                [(*r, now) for r in rows],
-            )
+            for batch in (rows, made):
+                con.executemany(
+                    "INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT (oid) DO UPDATE SET wtime = excluded.wtime",
+                    ((*r, now) for r in batch),
+                )
             if repoint:
                 # Same payload, kept in the new pack: the row keeps its rowid (and so its
                 # search-index entry); only plain rows move (one packed elsewhere stays).

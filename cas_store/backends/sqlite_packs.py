@@ -22,7 +22,7 @@ import functools
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import zstandard
@@ -171,6 +171,14 @@ def bodies(query: Query, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, memoryvi
     return out
 
 
+def _readable(oid: Oid, frame: bytes) -> bool:
+    try:
+        decompress(oid, frame, verify=False)
+    except CasError:
+        return False
+    return True
+
+
 def _payload_or_empty(frame: bytes) -> bytes:
     try:
         return decompress(b"", frame, verify=False)
@@ -187,13 +195,14 @@ def _count(payload: bytes) -> int:
 Row = tuple[Oid, int, int, bytes]  # (oid, stored kind, payload size, data) to insert
 
 
-def pack_commit(con: sqlite3.Connection, cache: PackCache,
-                rows: Sequence[Row]) -> tuple[list[Row], list[tuple[bytes, Oid]]]:
-    """Return the commit's rows with a pack per new leaf page, and the rows to repoint.
+def pack_commit(con: sqlite3.Connection, cache: PackCache, rows: Sequence[Row]
+                ) -> tuple[list[Row], Iterator[Row], list[tuple[bytes, Oid]]]:
+    """Return the commit's rows, the packs of its new leaf pages, and the rows to repoint.
 
-    New members are inserted as references; the packs come last, so their rowids follow
-    their members' (GC's sweep, by rowid, meets a dead pack after the members that named
-    it). Repoints are (reference, chunk id) for plain chunk rows stored before.
+    New members come back as references. The packs are to be inserted after the rows, so
+    their rowids follow their members' (GC's sweep, by rowid, meets a dead pack after the
+    members that named it). Repoints are (reference, chunk id) for plain chunk rows
+    stored before.
     """
     def query(sql: str, params: Sequence[Any]) -> list[Any]:
         return con.execute(sql, params).fetchall()
@@ -213,7 +222,7 @@ def pack_commit(con: sqlite3.Connection, cache: PackCache,
                                            [packs.pack_id(p) for p, _ in leaves])}
         leaves = [(p, kids) for p, kids in leaves if packs.pack_id(p) not in have]
     if not leaves:
-        return list(rows), []
+        return list(rows), iter(()), []
     out = {r[0]: r for r in rows}
     new = {r[0]: r for r in rows if r[1] == Kind.CHUNK}
     payloads: dict[Oid, bytes] = {}
@@ -230,31 +239,31 @@ def pack_commit(con: sqlite3.Connection, cache: PackCache,
             if got is not None:
                 payloads[o] = got
                 stored_kind[o] = kind
-    made: list[Row] = []
+    chosen: list[tuple[Oid, list[Oid]]] = []
     repoint: list[tuple[bytes, Oid]] = []
     claimed: set[Oid] = set()
     for page, kids in leaves:
-        members: list[bytes] = []
-        for c in kids:
-            if c not in payloads and c in new:
-                try:
-                    payloads[c] = decompress(c, new[c][3], verify=False)
-                except CasError:
-                    break
-            if c not in payloads:
-                break  # a member not readable here: this page stays unpacked
-            members.append(payloads[c])
-        else:
-            pack_oid = packs.pack_id(page)
+        if not all(c in payloads or (c in new and _readable(c, new[c][3])) for c in kids):
+            continue  # a member not readable here: this page stays unpacked
+        chosen.append((page, kids))
+        pack_oid = packs.pack_id(page)
+        for i, c in enumerate(kids):
+            if c in claimed:
+                continue
+            if c in new:
+                claimed.add(c)
+                out[c] = (c, PACKED, new[c][2], packs.ref(pack_oid, i))
+            elif stored_kind.get(c) == Kind.CHUNK:
+                claimed.add(c)
+                repoint.append((packs.ref(pack_oid, i), c))
+
+    def made() -> Iterator[Row]:
+        # Built one at a time as the insert consumes them: a big import never holds
+        # every pack (or every payload) at once beside its frames.
+        for page, kids in chosen:
+            members = [payloads[c] if c in payloads else
+                       decompress(c, new[c][3], verify=False) for c in kids]
             body = packs.encode(page, members)
-            made.append((pack_oid, int(Kind.PACK), len(body), compress(body)))
-            for i, c in enumerate(kids):
-                if c in claimed:
-                    continue
-                if c in new:
-                    claimed.add(c)
-                    out[c] = (c, PACKED, new[c][2], packs.ref(pack_oid, i))
-                elif stored_kind.get(c) == Kind.CHUNK:
-                    claimed.add(c)
-                    repoint.append((packs.ref(pack_oid, i), c))
-    return [*out.values(), *made], repoint
+            yield packs.pack_id(page), int(Kind.PACK), len(body), compress(body)
+
+    return list(out.values()), made(), repoint

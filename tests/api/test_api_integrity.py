@@ -13,7 +13,9 @@ from cas_store import Store
 
 def _chunk_ids(store: Store) -> list[bytes]:
     with sqlite3.connect(store.backend.location) as con:
-        return [r[0] for r in con.execute("SELECT oid FROM objects WHERE kind = 1 ORDER BY oid")]
+        # Chunks plain (kind 1) or kept in a pack (6, their row a reference).
+        return [r[0] for r in con.execute("SELECT oid FROM objects WHERE kind IN (1, 6)"
+                                         " ORDER BY oid")]
 
 
 @pytest.mark.parametrize(("damage", "code"), [
