@@ -36,7 +36,7 @@ def _leaves(store: Store, sid: str) -> list[tuple[bytes, int]]:
     return L.leaves(man.messages, io)  # type: ignore[return-value]
 
 
-def test_pages_written_whole_are_packed_and_read_back_whole_and_by_window(path: Path) -> None:
+def test_every_leaf_page_is_packed_and_reads_back_whole_and_by_window(path: Path) -> None:
     grown, saved = msgs(0, 400), msgs(1000, 4000)
     with open_store(path) as store:
         store.create("grown")
@@ -46,21 +46,15 @@ def test_pages_written_whole_are_packed_and_read_back_whole_and_by_window(path: 
         for sid, want in (("grown", grown), ("saved", saved)):
             leaves = _leaves(store, sid)
             bodies = store.backend.page_bodies([leaf for leaf, _ in leaves])  # type: ignore[arg-type]
-            if sid == "saved":
-                assert set(bodies) == {leaf for leaf, _ in leaves}
-                assert [bodies[leaf][0] for leaf, _ in leaves] == [n for _, n in leaves]
-            else:
-                # A page frozen by appends holds chunks stored plain before: not packed
-                # (its rows are not rewritten, see sqlite_packs.pack_commit), unless its
-                # one message came with the append that froze it.
-                assert len(bodies) < len(leaves) and all(b[0] == 1 for b in bodies.values())
+            assert set(bodies) == {leaf for leaf, _ in leaves}
+            assert [bodies[leaf][0] for leaf, _ in leaves] == [n for _, n in leaves]
             assert store.load(sid).messages == want
             for offset in (0, 1, 15, 16, 17, 200, len(want) - 3):
                 assert store.messages(sid, offset, 40) == want[offset : offset + 40]
         assert store.stats().objects["pack"] == _rows(path, int(Kind.PACK)) > 0
         assert store.fsck().ok
     # Packed members keep their rows (found by id), without a frame of their own.
-    assert _rows(path, PACKED) >= 2900
+    assert _rows(path, PACKED) >= 3000
 
 
 def test_integers_beyond_64_bits_load_exactly_from_a_pack(path: Path) -> None:
@@ -182,3 +176,24 @@ def test_a_damaged_packed_chunk_row_is_named_and_its_window_read_fails(path: Pat
             store.messages("a", 40, 1)
         # The full load reads the page's pack, which still holds the message.
         assert store.load("a").messages == msgs(0, 301)
+
+
+def test_search_follows_chunks_into_their_packs(path: Path) -> None:
+    with open_store(path) as store:
+        store.create("a")
+        for i in range(200):
+            store.append("a", [{"role": "user", "content": f"word{i} common"}])
+            if i in (5, 50, 120):
+                # A search puts pending words into FTS5; the appends after it move
+                # those chunks into packs (new rowids), and their entries with them.
+                assert [h.index for h in store.search("word3").hits] == [3]
+        for i in (3, 7, 60, 150, 199):
+            assert [(h.session_id, h.index) for h in store.search(f"word{i}").hits] == [
+                ("a", i)]
+        assert len(store.search("common", limit=100).hits) == 100
+        assert store.backend.packed_in([object_id(Kind.CHUNK, _canonical(
+            {"role": "user", "content": "word7 common"}))])
+        assert store.fsck().ok  # includes FTS5's own integrity check
+        store.delete("a")
+        gc(store, deleted_retention=0, grace=0)
+        assert store.search("common").hits == [] and store.fsck().ok

@@ -788,24 +788,19 @@ class SQLiteBackend(Backend):
                     raise Retry("an object this commit reuses vanished before the commit")
             rows = [(o.oid, int(o.kind), o.size, o.frame)
                     for o in change.objects if o.frame is not None]
-            repoint: list[tuple[bytes, Oid]] = []
+            repoint: list[SP.Move] = []
             made: Iterator[SP.Row] = iter(())
             if self.packs:
                 rows, made, repoint = SP.pack_commit(con, self._packs, rows)
             # One executemany: a save of many messages is one statement, not one per chunk.
-            for batch in (rows, made):
-                con.executemany(
-                    "INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)"
-                    " ON CONFLICT (oid) DO UPDATE SET wtime = excluded.wtime",
-                    ((*r, now) for r in batch),
-                )
+            insert = ("INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)"
+                      " ON CONFLICT (oid) DO UPDATE SET wtime = excluded.wtime")
+            con.executemany(insert, ((*r, now) for r in rows))
             if repoint:
-                # Same payload, kept in the new pack: the row keeps its rowid (and so its
-                # search-index entry); only plain rows move (one packed elsewhere stays).
-                con.executemany(
-                    f"UPDATE objects SET kind = {SP.PACKED}, data = ?, wtime = ?"
-                    f" WHERE oid = ? AND kind = {int(Kind.CHUNK)}",
-                    [(ref, now, oid) for ref, oid in repoint])
+                # Members stored plain by earlier commits become references to the new
+                # pack (one packed elsewhere stays as it is), before the pack's own row.
+                self._move_docs(con, SP.move_rows(con, repoint, now))
+            con.executemany(insert, ((*r, now) for r in made))
             flags = (_INTENTIONAL if entry.intentional_shrink else 0) | (
                 _SUSPECT if entry.suspect_shrink else 0
             )
@@ -1024,6 +1019,30 @@ class SQLiteBackend(Backend):
             return data
         got = SP.resolve(query, self._packs, [(b"", kind, data)])
         return got[Oid(b"")][1] if got else b""
+
+    def _move_docs(self, con: sqlite3.Connection, moved: Sequence[tuple[int, int, bytes]]) -> None:
+        """Renumber the search entries of chunk rows that moved (the doc id is the rowid).
+
+        A doc whose words are in FTS5 already has them deleted under the old id (with
+        the text indexed, as external content requires) and is marked pending, so the
+        next search puts them back under the new one.
+        """
+        if not moved:
+            return
+        by_old = {old: (new, payload) for old, new, payload in moved}
+        olds = list(by_old)
+        for i in range(0, len(olds), 500):
+            part = olds[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = con.execute(f"SELECT doc, pending FROM search_docs WHERE doc IN ({marks})",
+                               part).fetchall()
+            con.executemany(
+                "INSERT INTO search_fts (search_fts, rowid, body) VALUES ('delete', ?, ?)",
+                [(d, message_fields(by_old[d][1])[1]) for d, pending in rows if not pending])
+            con.executemany("UPDATE search_docs SET doc = ?, pending = 1 WHERE doc = ?",
+                            [(by_old[d][0], d) for d, _ in rows])
+            con.executemany("UPDATE search_spans SET doc = ? WHERE doc = ?",
+                            [(by_old[d][0], d) for d, _ in rows])
 
     def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit,
                held: int) -> None:

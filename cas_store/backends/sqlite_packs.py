@@ -9,10 +9,11 @@ reads work on any stored form unchanged.
 
 Packing happens inside ``SQLiteBackend.commit``, under its write lock: every new leaf page
 of the commit gets its pack in the same transaction, and its members' rows become
-references (new ones are inserted so; older plain ones are rewritten in place, keeping
-their rowid and so their search-index entry). A chunk already packed elsewhere keeps its
+references: new ones are inserted so; older plain ones are deleted and inserted again as
+references (``move_rows``: an in-place rewrite leaves holes SQLite never refills), their
+search-index entries renumbered with them. A chunk already packed elsewhere keeps its
 reference; the new pack holds a copy, so a load of either page is one read. Nothing is
-ever deleted here: GC's sweep removes a pack only when no reference names it
+deleted for good here: GC's sweep removes a pack only when no reference names it
 (``SQLiteBackend.delete_objects``).
 """
 
@@ -193,16 +194,17 @@ def _count(payload: bytes) -> int:
 
 
 Row = tuple[Oid, int, int, bytes]  # (oid, stored kind, payload size, data) to insert
+Move = tuple[bytes, Oid, bytes]  # (reference, chunk id, payload) of a plain row to move
 
 
 def pack_commit(con: sqlite3.Connection, cache: PackCache, rows: Sequence[Row]
-                ) -> tuple[list[Row], Iterator[Row], list[tuple[bytes, Oid]]]:
+                ) -> tuple[list[Row], Iterator[Row], list[Move]]:
     """Return the commit's rows, the packs of its new leaf pages, and the rows to repoint.
 
     New members come back as references. The packs are to be inserted after the rows, so
     their rowids follow their members' (GC's sweep, by rowid, meets a dead pack after the
-    members that named it). Repoints are (reference, chunk id) for plain chunk rows
-    stored before.
+    members that named it). Moves are the plain chunk rows stored before, to be
+    re-inserted as references (``move_rows``), also before the packs.
     """
     def query(sql: str, params: Sequence[Any]) -> list[Any]:
         return con.execute(sql, params).fetchall()
@@ -240,17 +242,11 @@ def pack_commit(con: sqlite3.Connection, cache: PackCache, rows: Sequence[Row]
                 payloads[o] = got
                 stored_kind[o] = kind
     chosen: list[tuple[Oid, list[Oid]]] = []
-    repoint: list[tuple[bytes, Oid]] = []
+    repoint: list[Move] = []
     claimed: set[Oid] = set()
     for page, kids in leaves:
-        if not all((c in payloads and stored_kind[c] == PACKED)
-                   or (c in new and _readable(c, new[c][3])) for c in kids):
-            # A member stored plain by an earlier commit (a page frozen by appends), or
-            # not readable here: the page stays unpacked. Rewriting the old row as a
-            # reference would leave its frame's bytes as a hole in a b-tree page SQLite
-            # never refills (rows are in insertion order): measured, 1.37x the disk of
-            # an append-grown store (docs/design.md, "Packs").
-            continue
+        if not all(c in payloads or (c in new and _readable(c, new[c][3])) for c in kids):
+            continue  # a member not readable here: this page stays unpacked
         chosen.append((page, kids))
         pack_oid = packs.pack_id(page)
         for i, c in enumerate(kids):
@@ -261,7 +257,7 @@ def pack_commit(con: sqlite3.Connection, cache: PackCache, rows: Sequence[Row]
                 out[c] = (c, PACKED, new[c][2], packs.ref(pack_oid, i))
             elif stored_kind.get(c) == Kind.CHUNK:
                 claimed.add(c)
-                repoint.append((packs.ref(pack_oid, i), c))
+                repoint.append((packs.ref(pack_oid, i), c, payloads[c]))
 
     def made() -> Iterator[Row]:
         # Built one at a time as the insert consumes them: a big import never holds
@@ -273,3 +269,32 @@ def pack_commit(con: sqlite3.Connection, cache: PackCache, rows: Sequence[Row]
             yield packs.pack_id(page), int(Kind.PACK), len(body), compress(body)
 
     return list(out.values()), made(), repoint
+
+
+def move_rows(con: sqlite3.Connection, moves: Sequence[Move],
+              now: float) -> list[tuple[int, int, bytes]]:
+    """Re-insert plain chunk rows as references; return (old rowid, new rowid, payload).
+
+    Deleted and inserted anew rather than updated in place: a row shrunk in place leaves
+    its frame's bytes as a hole in a b-tree page SQLite never refills (rows lie in
+    insertion order, new ones go at the end): 1.37x the disk of an append-grown store,
+    measured. A delete lets SQLite merge the emptied pages and reuse them.
+    """
+    out: list[tuple[int, int, bytes]] = []
+    for i in range(0, len(moves), 500):
+        part = moves[i : i + 500]
+        marks = ",".join("?" * len(part))
+        old = {bytes(o): (r, size) for o, r, size in con.execute(
+            f"SELECT oid, rowid, size FROM objects WHERE oid IN ({marks})"
+            f" AND kind = {int(Kind.CHUNK)}", [c for _, c, _ in part])}
+        todo = [m for m in part if m[1] in old]
+        if not todo:
+            continue
+        con.executemany("DELETE FROM objects WHERE oid = ?", [(c,) for _, c, _ in todo])
+        con.executemany("INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)",
+                        [(c, PACKED, old[c][1], ref, now) for ref, c, _ in todo])
+        new = {bytes(o): r for o, r in con.execute(
+            f"SELECT oid, rowid FROM objects WHERE oid IN ({','.join('?' * len(todo))})",
+            [c for _, c, _ in todo])}
+        out.extend((old[c][0], new[c], payload) for _, c, payload in todo)
+    return out
