@@ -323,8 +323,13 @@ def decompress(oid: bytes, frame: bytes, *, verify: bool = True, kind: Kind | No
 _THREADS = min(4, os.cpu_count() or 1)
 
 
-def decompress_many(frames: Sequence[bytes], threads: int = _THREADS) -> list[bytes]:
-    """Return the payloads of many frames (in parallel when threads > 1); checksums verified."""
+def decompress_many(frames: Sequence[bytes], threads: int = _THREADS, *,
+                    copy: bool = True) -> list[bytes]:
+    """Return the payloads of many frames (in parallel when threads > 1); checksums verified.
+
+    With copy=False, buffer views into zstd's result instead of bytes (no copy; they
+    keep the whole result alive).
+    """
     if not frames:
         return []  # zstandard's batch call divides by the frame count
     try:
@@ -333,4 +338,6 @@ def decompress_many(frames: Sequence[bytes], threads: int = _THREADS) -> list[by
         # A flipped bit in a frame header can hide its content size, which this batch
         # call reports as ValueError rather than ZstdError: corrupt all the same.
         raise CorruptObject(f"a frame does not decompress: {exc}", object_id="") from None
+    if not copy:
+        return [result[i] for i in range(len(result))]  # type: ignore[misc]
     return [result[i].tobytes() for i in range(len(result))]

@@ -382,21 +382,27 @@ class _IO:
                 or ref.frozen < 2 * L.MAX_PAGE):
             return self.items(L.read_ids(ref, self))
         leaves = L.leaves(ref, self)
-        step = max(1, LOAD_BATCH // L.FANOUT)
+        step = PACK_BATCH
         out: list[JSON] = []
-        # A batch of about a thousand items at a time: one query, one decompression call
-        # over its packs, one buffer and one parse, so memory stays a batch above the
-        # result's (a load of 100,000 never holds all their bytes at once).
-        batches = [leaves[i : i + step] for i in range(0, len(leaves), step)]
-        for data, exact in (map(self._leaf_bytes, batches) if len(batches) == 1
-                            else _pool().map(self._leaf_bytes, batches)):
-            out.extend(_parse_array(data, exact))
+        # A batch of packs at a time (about 8,000 items): one query, one decompression
+        # call over its packs (on every core), one buffer and one parse, so memory stays
+        # a batch above the result's (a load of 100,000 never holds all their bytes at
+        # once). Smaller batches cost more than they save: zstd starts its threads per
+        # call (62 packs a call: 19 ms for 10,000 messages; 500 a call: 13 ms).
+        for i in range(0, len(leaves), step):
+            for data, exact in self._leaf_arrays(leaves[i : i + step]):
+                out.extend(_parse_array(data, exact))
         if ref.tail:
             out.extend(self.items(list(ref.tail)))
         return out
 
-    def _leaf_bytes(self, batch: Sequence[tuple[Oid, int]]) -> tuple[bytes, bool]:
-        """Return the items under these leaf pages as one JSON array, and if it is exact."""
+    def _leaf_arrays(self, batch: Sequence[tuple[Oid, int]]) -> Iterator[tuple[bytes, bool]]:
+        """Yield the items under these leaf pages as JSON arrays, and whether each is exact.
+
+        In order, about a thousand items an array (exact: orjson may parse it). One
+        array per thousand items: orjson parses 8.7 MB in 15 ms as ten arrays and
+        in 20 ms as one (measured).
+        """
         bodies: dict[Oid, tuple[int, memoryview | bytes, bool]] = dict(
             self.backend.page_bodies([leaf for leaf, _ in batch]))
         lacking = [leaf for leaf, n in batch if bodies.get(leaf, (-1,))[0] != n]
@@ -407,15 +413,17 @@ class _IO:
             for leaf in lacking:
                 joined = b",".join(next(segments) for _ in pages[leaf])
                 bodies[leaf] = (len(pages[leaf]), joined, packs.exact(joined))
-        parts: list[memoryview | bytes] = [b"["]
-        exact = True
-        for leaf, _ in batch:
-            _, body, flag = bodies[leaf]
-            parts.append(body)
-            parts.append(b",")
-            exact = exact and flag
-        parts[-1] = b"]"
-        return b"".join(parts), exact
+        step = max(1, LOAD_BATCH // L.FANOUT)
+        for i in range(0, len(batch), step):
+            parts: list[memoryview | bytes] = [b"["]
+            exact = True
+            for leaf, _ in batch[i : i + step]:
+                _, body, flag = bodies[leaf]
+                parts.append(body)
+                parts.append(b",")
+                exact = exact and flag
+            parts[-1] = b"]"
+            yield b"".join(parts), exact
 
     def _fetch_joined(self, part: Sequence[Oid]) -> bytes:
         """Return the chunks of part, in order, as one JSON array (for a worker thread)."""
@@ -1611,6 +1619,9 @@ def _reading(sid: str) -> Iterator[None]:
     except IntegrityError as exc:
         exc.about(sid)
         raise
+#: Leaf pages per batch of a full load read from packs (see _IO.list_items).
+PACK_BATCH = 500
+
 _POOL: ThreadPoolExecutor | None = None
 
 

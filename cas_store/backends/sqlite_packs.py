@@ -159,16 +159,17 @@ def bodies(query: Query, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, memoryvi
         rows = query(f"SELECT oid, data FROM objects WHERE oid IN ({marks})"
                      f" AND kind = {int(Kind.PACK)}", part)
         try:
-            got = decompress_many([data for _, data in rows], threads=1)
+            got = decompress_many([data for _, data in rows], copy=False)
         except CasError:
             # A damaged pack in the batch: take the sound ones one by one; the reader
             # takes a damaged one's page by its chunks instead.
             got = [_payload_or_empty(data) for _, data in rows]
-        for (oid, _), payload in zip(rows, got, strict=True):
+        for (oid, _), got_one in zip(rows, got, strict=True):
             leaf = ids[Oid(bytes(oid))]
-            members = packs.body(payload, leaf) if payload else None
+            view = memoryview(got_one)
+            members = packs.body(view, leaf) if len(view) else None
             if members is not None:
-                out[leaf] = (_count(payload), members, bool(payload[1] & packs.EXACT))
+                out[leaf] = (_count(view), members, bool(view[1] & packs.EXACT))
     return out
 
 
@@ -187,10 +188,10 @@ def _payload_or_empty(frame: bytes) -> bytes:
         return b""
 
 
-def _count(payload: bytes) -> int:
+def _count(payload: memoryview) -> int:
     # The member count: the first LEB128 after the fixed header (one byte below 128).
     first = payload[packs.FIXED]
-    return first if first < 0x80 else len(packs.Pack(payload))
+    return first if first < 0x80 else len(packs.Pack(bytes(payload)))
 
 
 Row = tuple[Oid, int, int, bytes]  # (oid, stored kind, payload size, data) to insert
