@@ -124,10 +124,6 @@ class Pack:
         """Return member i's canonical bytes."""
         return bytes(self.body[self.offsets[i] : self.offsets[i + 1] - 1])
 
-    def members(self) -> list[bytes]:
-        """Return every member's bytes, in page order."""
-        return [self.member(i) for i in range(len(self))]
-
 
 def check(oid: Oid, payload: bytes, page: Sequence[Oid] | None = None) -> str:
     """Return why a stored pack is unsound ("" if it is): header, id, and with page, members.

@@ -197,3 +197,69 @@ def test_search_follows_chunks_into_their_packs(path: Path) -> None:
         store.delete("a")
         gc(store, deleted_retention=0, grace=0)
         assert store.search("common").hits == [] and store.fsck().ok
+
+
+def _pack_of(members: list[bytes]) -> tuple[bytes, bytes, list[bytes]]:
+    """Return (pack id, payload, page ids) of a pack built over these members."""
+    page = [object_id(Kind.CHUNK, m) for m in members]
+    leaf = object_id(Kind.PAGE, bytes((0,)) + b"".join(page))
+    return packs.pack_id(leaf), packs.encode(leaf, members), page  # type: ignore[arg-type,return-value]
+
+
+def test_pack_layout_round_trips_lengths_across_every_leb128_width() -> None:
+    # Lengths at each LEB128 boundary (one byte below 128, two below 16,384, three above).
+    members = [b'"' + b"x" * (n - 2) + b'"'
+               for n in (2, 126, 127, 128, 129, 300, 16383, 16384, 70000)]
+    oid, payload, page = _pack_of(members)
+    pack = packs.Pack(payload)
+    assert len(pack) == len(members)
+    assert [pack.member(i) for i in range(len(pack))] == members
+    assert packs.check(oid, payload, page) == ""  # type: ignore[arg-type]
+    body = packs.body(payload, pack.page)
+    assert body is not None and bytes(body) == b",".join(members)
+    # A pack of many members: the count itself takes two bytes.
+    many = [b"%d" % i for i in range(200)]
+    _, payload, _ = _pack_of(many)
+    assert [packs.Pack(payload).member(i) for i in range(200)] == many
+    assert packs.parse_ref(packs.ref(oid, 200)) == (oid, 200)  # type: ignore[arg-type]
+
+
+def test_pack_exact_flag_follows_long_digit_runs() -> None:
+    _, plain, _ = _pack_of([b'{"n":123456789012345678}', b'"text"'])  # 18 digits
+    _, long_run, _ = _pack_of([b'{"n":1234567890123456789}'])  # 19 digits
+    assert packs.Pack(plain).exact and not packs.Pack(long_run).exact
+    assert packs.exact(b"[1,2]") and not packs.exact(b'"a 9999999999999999999 b"')
+    oid, payload, _ = _pack_of([b'{"n":1234567890123456789}'])
+    flagged = payload[:1] + bytes((packs.EXACT,)) + payload[2:]  # a lie about the digits
+    assert packs.check(oid, flagged) == (
+        "pack is flagged exact for orjson but holds a long digit run")
+
+
+def test_pack_headers_that_lie_are_refused_with_why() -> None:
+    oid, payload, page = _pack_of([b'"a"', b'"bb"'])
+    leaf = packs.Pack(payload).page
+    start = packs.FIXED
+    assert packs.check(oid, payload[: start - 1]) == "not a pack (bad format byte or too short)"
+    assert packs.check(oid, payload[:start]) == "not a pack (bad format byte or too short)"
+    assert packs.check(oid, b"\x02" + payload[1:]) == "not a pack (bad format byte or too short)"
+    # The member count's LEB128 never ends: truncated.
+    cut = payload[:start] + b"\x80\x80"
+    assert packs.check(oid, cut) == "pack header is truncated"
+    zero = payload[:start] + b"\x00" + payload[start + 3 :]
+    assert packs.check(oid, zero) == "pack member count is out of range"
+    assert packs.check(oid, payload + b"x") == "pack body length does not match its header"
+    assert packs.check(packs.pack_id(page[0]), payload) == (  # type: ignore[arg-type]
+        "pack does not belong to the page it names")
+    assert packs.check(oid, payload, page[:1]) == "pack holds 2 messages, its page 1"  # type: ignore[arg-type]
+    # body() reads the fixed header only: each of its checks refuses on its own.
+    assert packs.body(payload, leaf) is not None
+    assert packs.body(payload, page[0]) is None  # type: ignore[arg-type]
+    assert packs.body(b"\x02" + payload[1:], leaf) is None
+    assert packs.body(payload[: start - 1], leaf) is None
+    for bad_start in (start, len(payload) + 1, 0):
+        head = payload[: 2 + 32] + bad_start.to_bytes(4, "little") + payload[start:]
+        assert packs.body(head, leaf) is None, bad_start
+    with pytest.raises(ValueError, match="truncated"):
+        packs.parse_ref(oid + b"\x80")
+    with pytest.raises(ValueError, match="trailing"):
+        packs.parse_ref(packs.ref(oid, 3) + b"\x00")  # type: ignore[arg-type]
