@@ -259,7 +259,10 @@ def test_pack_headers_that_lie_are_refused_with_why() -> None:
     for bad_start in (start, len(payload) + 1, 0):
         head = payload[: 2 + 32] + bad_start.to_bytes(4, "little") + payload[start:]
         assert packs.body(head, leaf) is None, bad_start
-    with pytest.raises(ValueError, match="truncated"):
+    for short in (oid, oid[:5], b""):
+        with pytest.raises(ValueError, match=r"^packed chunk reference is truncated$"):
+            packs.parse_ref(short)
+    with pytest.raises(ValueError, match=r"^pack header is truncated$"):
         packs.parse_ref(oid + b"\x80")
-    with pytest.raises(ValueError, match="trailing"):
+    with pytest.raises(ValueError, match=r"^packed chunk reference has trailing bytes$"):
         packs.parse_ref(packs.ref(oid, 3) + b"\x00")  # type: ignore[arg-type]
