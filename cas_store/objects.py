@@ -220,6 +220,32 @@ class Page(list[Oid]):
         self.counts: list[int] | None = list(counts) if counts is not None else None
 
 
+def write_uleb(n: int, out: bytearray) -> None:
+    """Append n (>= 0) to out as an unsigned LEB128 (7 bits a byte, low bits first)."""
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def read_uleb(buf: bytes | memoryview, pos: int, what: str) -> tuple[int, int]:
+    """Return (value, next position) of the unsigned LEB128 at pos.
+
+    Raises ValueError("<what> is truncated") if buf ends inside it or it runs past 64 bits.
+    """
+    n = shift = 0
+    end = len(buf)
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError(f"{what} is truncated")
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, pos
+
+
 def encode_page(height: int, children: Sequence[bytes],
                 counts: Sequence[int] | None = None) -> bytes:
     """Return a page payload: a height byte, then the children's raw ids.
@@ -229,14 +255,11 @@ def encode_page(height: int, children: Sequence[bytes],
     """
     if counts is None:
         return bytes((height,)) + b"".join(children)
-    parts = [bytes((height | COUNTED,))]
+    out = bytearray((height | COUNTED,))
     for n, c in zip(counts, children, strict=True):
-        while n > 0x7F:
-            parts.append(bytes(((n & 0x7F) | 0x80,)))
-            n >>= 7
-        parts.append(bytes((n,)))
-        parts.append(c)
-    return b"".join(parts)
+        write_uleb(n, out)
+        out += c
+    return bytes(out)
 
 
 def decode_page_full(payload: bytes) -> Page:
@@ -257,16 +280,7 @@ def decode_page_full(payload: bytes) -> Page:
     counts: list[int] = []
     pos, end = 1, len(payload)
     while pos < end:
-        n = shift = 0
-        while True:
-            if pos >= end or shift > 63:
-                raise ValueError("page count is truncated")
-            b = payload[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
+        n, pos = read_uleb(payload, pos, "page count")
         if pos + OID_SIZE > end:
             raise ValueError("page id is truncated")
         ids.append(Oid(payload[pos : pos + OID_SIZE]))

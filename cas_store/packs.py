@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .objects import OID_SIZE, Kind, Oid, object_id
+from .objects import OID_SIZE, Kind, Oid, object_id, read_uleb, write_uleb
 
 FORMAT = 1
 FIXED = 2 + OID_SIZE + 4  # format and flags bytes, page id, header length
@@ -48,33 +48,12 @@ def pack_id(page: Oid) -> Oid:
     return object_id(Kind.PACK, page)
 
 
-def _leb(n: int, out: bytearray) -> None:
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def _read_leb(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    end = len(buf)
-    while True:
-        if pos >= end or shift > 63:
-            raise ValueError("pack header is truncated")
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, pos
-
-
 def encode(page: Oid, members: Sequence[bytes]) -> bytes:
     """Return the payload of the pack of page, whose members are given in page order."""
     head = bytearray()
-    _leb(len(members), head)
+    write_uleb(len(members), head)
     for m in members:
-        _leb(len(m), head)
+        write_uleb(len(m), head)
     size = FIXED + len(head)
     joined = b",".join(members)
     flags = EXACT if exact(joined) else 0
@@ -105,12 +84,12 @@ class Pack:
         self.page = Oid(bytes(payload[2 : 2 + OID_SIZE]))
         self.exact = bool(payload[1] & EXACT)
         start = int.from_bytes(payload[2 + OID_SIZE : FIXED], "little")
-        count, pos = _read_leb(payload, FIXED)
+        count, pos = read_uleb(payload, FIXED, "pack header")
         if count == 0 or count > len(payload):
             raise ValueError("pack member count is out of range")
         offsets = [0]
         for _ in range(count):
-            n, pos = _read_leb(payload, pos)
+            n, pos = read_uleb(payload, pos, "pack header")
             offsets.append(offsets[-1] + n + 1)  # the comma after each member
         if pos != start or offsets[-1] - 1 != len(payload) - pos:
             raise ValueError("pack body length does not match its header")
@@ -151,7 +130,7 @@ def check(oid: Oid, payload: bytes, page: Sequence[Oid] | None = None) -> str:
 def ref(pack: Oid, index: int) -> bytes:
     """Return the stored reference of a packed chunk: its pack's id and position."""
     out = bytearray(pack)
-    _leb(index, out)
+    write_uleb(index, out)
     return bytes(out)
 
 
@@ -159,7 +138,7 @@ def parse_ref(data: bytes) -> tuple[Oid, int]:
     """Return (pack id, position) of a packed chunk's reference; ValueError if malformed."""
     if len(data) <= OID_SIZE:
         raise ValueError("packed chunk reference is truncated")
-    index, end = _read_leb(data, OID_SIZE)
+    index, end = read_uleb(data, OID_SIZE, "pack header")
     if end != len(data):
         raise ValueError("packed chunk reference has trailing bytes")
     return Oid(bytes(data[:OID_SIZE])), index
