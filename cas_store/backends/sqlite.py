@@ -967,7 +967,7 @@ class SQLiteBackend(Backend):
         for part in _chunks(list(dict.fromkeys(oids)), 100):
             # A hundred at a time: a big import's text is never all in memory at once.
             marks = ",".join("?" * len(part))
-            new: list[tuple[int, bytes]] = []
+            new: list[tuple[int, int, bytes]] = []
             for oid, rowid, kind, data in con.execute(
                 f"SELECT o.oid, o.rowid, o.kind, CASE WHEN d.doc IS NULL THEN {fetch} END"
                 " FROM objects o LEFT JOIN search_docs d ON d.doc = o.rowid"
@@ -975,12 +975,12 @@ class SQLiteBackend(Backend):
             ):
                 out[Oid(bytes(oid))] = rowid
                 if data is not None:
-                    new.append((rowid, data if defer else self._text_frame(query, kind, data)))
+                    new.append((rowid, kind, data))
             if new and defer:
                 con.executemany("INSERT INTO search_docs (doc, role, pending) VALUES (?, '', 1)",
-                                [(d,) for d, _ in new])
+                                [(d,) for d, _, _ in new])
             elif new:
-                fields = [(d, *_fields(data)) for d, data in new]
+                fields = [(d, *self._row_fields(query, kind, data)) for d, kind, data in new]
                 con.executemany("INSERT INTO search_docs (doc, role) VALUES (?, ?)",
                                 [(d, role) for d, role, _ in fields])
                 con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
@@ -1000,8 +1000,7 @@ class SQLiteBackend(Backend):
                     "SELECT d.doc, o.kind, o.data FROM search_docs d JOIN objects o"
                     " ON o.rowid = d.doc WHERE d.pending = 1 LIMIT 500").fetchall()
                 query = self._on(con)
-                fields = [(d, *_fields(self._text_frame(query, kind, data)))
-                          for d, kind, data in rows]
+                fields = [(d, *self._row_fields(query, kind, data)) for d, kind, data in rows]
                 con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
                                 [(d, text) for d, _, text in fields])
                 con.executemany("UPDATE search_docs SET role = ?, pending = 0 WHERE doc = ?",
@@ -1013,12 +1012,14 @@ class SQLiteBackend(Backend):
     def _on(con: sqlite3.Connection) -> SP.Query:
         return lambda sql, params: con.execute(sql, params).fetchall()
 
-    def _text_frame(self, query: SP.Query, kind: int, data: bytes) -> bytes:
-        """Return a chunk row's frame for the index, a packed one read out of its pack."""
-        if kind != SP.PACKED:
-            return data
-        got = SP.resolve(query, self._packs, [(b"", kind, data)])
-        return got[Oid(b"")][1] if got else b""
+    def _row_fields(self, query: SP.Query, kind: int, data: bytes) -> tuple[str, str]:
+        """Return (role, text) of a chunk row of either form; ("", "") if it is unreadable.
+
+        A packed one is read out of its pack (no frame is made for it); fsck reports
+        an unreadable one, and the index just has no words for it.
+        """
+        payload = SP.payload(query, self._packs, kind, data)
+        return ("", "") if payload is None else message_fields(payload)
 
     def _move_docs(self, con: sqlite3.Connection, moved: Sequence[tuple[int, int, bytes]]) -> None:
         """Renumber the search entries of chunk rows that moved (the doc id is the rowid).
@@ -1063,7 +1064,8 @@ class SQLiteBackend(Backend):
         """Take chunks about to be swept out of the index (their rowids may be reused)."""
         marks = ",".join("?" * len(oids))
         query = self._on(con)
-        rows = [(r, self._text_frame(query, kind, data), pending) for r, kind, data, pending
+        rows = [(r, "" if pending else self._row_fields(query, kind, data)[1], pending)
+                for r, kind, data, pending
                 in con.execute(
                     "SELECT o.rowid, o.kind, o.data, d.pending FROM objects o JOIN search_docs d"
                     f" ON d.doc = o.rowid WHERE o.oid IN ({marks}) AND o.wtime < ?",
@@ -1074,7 +1076,7 @@ class SQLiteBackend(Backend):
             # nothing in FTS5 yet.
             con.executemany("INSERT INTO search_fts (search_fts, rowid, body)"
                             " VALUES ('delete', ?, ?)",
-                            [(r, _message_text(d)) for r, d, pending in rows if not pending])
+                            [(r, text) for r, text, pending in rows if not pending])
             con.executemany("DELETE FROM search_docs WHERE doc = ?", [(r,) for r, _, _ in rows])
             con.executemany("DELETE FROM search_spans WHERE doc = ?", [(r,) for r, _, _ in rows])
 
