@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from . import packs
 from .errors import CasError
 from .model import FsckProblem, FsckReport
-from .objects import Kind, Oid, decode_page_full, decompress, object_id
+from .objects import Kind, Oid, Page, decode_page_full, decompress, object_id
 from .walk import Damage
 
 if TYPE_CHECKING:
@@ -40,22 +40,30 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
     # index in one transaction never has such objects).
     lost: set[Oid] = set()
 
+    def _page(page: Oid) -> Page | None:
+        # A stored page that hashes to its id, decoded; None otherwise (its own damage
+        # is reported as the page's).
+        got = backend.get_frames([page]).get(page)
+        if got is None or got[0] != Kind.PAGE:
+            return None
+        try:
+            raw = decompress(page, got[1], verify=False)
+            return decode_page_full(raw) if object_id(Kind.PAGE, raw) == page else None
+        except (CasError, ValueError):
+            return None
+
     def _check_pack(oid: Oid, payload: bytes) -> str:
         why = packs.check(oid, payload)
         if why:
             return why
-        page = packs.Pack(payload).page
-        got = backend.get_frames([page]).get(page)
-        if got is None or got[0] != Kind.PAGE:
-            return ""  # the page is gone; the members still named are checked as chunks
-        try:
-            raw = decompress(page, got[1], verify=False)
-            if object_id(Kind.PAGE, raw) != page:
-                return ""  # the page's own damage is reported as the page's
-            kids = decode_page_full(raw)
-        except (CasError, ValueError):
-            return ""
-        return packs.check(oid, payload, kids)
+        kids = _page(packs.Pack(payload).page)
+        if kids is not None and kids.height == 1:
+            # A level-1 page's pack holds the items of all its leaves, in order.
+            leaves = [_page(leaf) for leaf in kids]
+            if any(leaf is None or leaf.height != 0 for leaf in leaves):
+                return ""  # the members still named are checked as chunks
+            kids = Page([c for leaf in leaves if leaf is not None for c in leaf], 0)
+        return "" if kids is None else packs.check(oid, payload, kids)
 
     def verify(ids: list[Oid]) -> None:
         nonlocal checked

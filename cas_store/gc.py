@@ -300,12 +300,12 @@ class Marker:
             for oid, (_, chunks, pages) in self._refs(self._fresh(batch), Kind.PAGE):
                 leaves.extend(chunks)
                 stack.extend(pages)
-                if chunks:
-                    packed.append(oid)
+                packed.append(oid)
             self._leaves(leaves)
             if packed and self.backend.packs:
-                # A live leaf page keeps its pack (a load reads the page's messages from
-                # it), also when every member is kept in another pack too.
+                # A live page keeps its pack, a leaf's or a level-1 page's (a load reads
+                # the page's messages from it), also when every member is kept in
+                # another pack too.
                 for n in self.backend.ordinals([pack_id(p) for p in packed]).values():
                     self.marked.add(n)
 

@@ -250,15 +250,21 @@ def read_ids(ref: ListRef, io: PageIO, start: int = 0, stop: int | None = None) 
     return out
 
 
-def leaves(ref: ListRef, io: PageIO) -> list[tuple[Oid, int]]:
-    """Return the frozen tree's leaf pages with their item counts, in order.
+def closed(page: Page) -> bool:
+    """Return True if an internal page ends at a boundary: appends never rewrite it."""
+    return len(page) >= MAX_PAGE or (len(page) > 0 and ends_page(page[-1]))
 
-    Reads only internal pages (one batched read a level): a reader that keeps leaves'
-    items elsewhere (packs) never reads the leaves themselves.
+
+def units(ref: ListRef, io: PageIO) -> list[tuple[Oid, int, list[tuple[Oid, int]]]]:
+    """Return the frozen tree's level-1 pages, each with its item count and its leaves.
+
+    A tree whose root is a leaf is one unit of that leaf. Reads only internal pages (one
+    batched read a level), like ``leaves``: a reader that finds a unit's items in a pack
+    of its own reads nothing else for it.
     """
     if ref.tree is None:
         return []
-    out: list[tuple[Oid, int]] = []
+    out: list[tuple[Oid, int, list[tuple[Oid, int]]]] = []
     nodes = [ref.tree]
     while nodes:
         pages = io.pages(nodes)
@@ -266,10 +272,10 @@ def leaves(ref: ListRef, io: PageIO) -> list[tuple[Oid, int]]:
         for n in nodes:
             page = pages[n]
             if page.height == 0:  # a root that is a leaf
-                out.append((n, len(page)))
+                out.append((n, len(page), [(n, len(page))]))
             elif page.height == 1:
                 counts = page.counts or [FANOUT] * len(page)  # fixed-fanout leaves are full
-                out.extend(zip(page, counts, strict=True))
+                out.append((n, sum(counts), list(zip(page, counts, strict=True))))
             else:
                 nxt.extend(page)
         nodes = nxt

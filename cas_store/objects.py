@@ -334,10 +334,10 @@ def decompress(oid: bytes, frame: bytes, *, verify: bool = True, kind: Kind | No
     return payload
 
 
-_THREADS = min(4, os.cpu_count() or 1)
+DECOMPRESS_THREADS = min(4, os.cpu_count() or 1)
 
 
-def decompress_many(frames: Sequence[bytes], threads: int = _THREADS, *,
+def decompress_many(frames: Sequence[bytes], threads: int = DECOMPRESS_THREADS, *,
                     copy: bool = True) -> list[bytes]:
     """Return the payloads of many frames (in parallel when threads > 1); checksums verified.
 

@@ -1,15 +1,16 @@
-"""Packs: the messages of one frozen leaf page, stored together as one compressed object.
+"""Packs: the messages under one frozen page, stored together as one compressed object.
 
-A leaf page never changes once written (lists.py), so its messages can be kept
+A page never changes once written (lists.py), so the messages under it can be kept
 physically together, as git keeps objects in packs: one zstd frame of the members'
-canonical JSON joined by commas, in page order. A full load then reads one row and
-runs one decompression per ~16 messages, and joins the packs' bodies straight into
-the JSON array it parses; compressing similar messages together also takes fewer
-bytes than compressing each alone (docs/design.md, "Packs").
+canonical JSON joined by commas, in list order. The page is a closed level-1 page
+(≈ 256 messages: appends never rewrite it), else a leaf (≈ 16). A full load then reads
+one row and runs one decompression per page, and joins the packs' bodies straight into
+the JSON array it parses; compressing similar messages together also takes fewer bytes
+than compressing each alone (docs/design.md, "Packs").
 
 A pack is addressed by the page it packs: its id is ``object_id(PACK, page id)``, so a
 reader finds it from the tree alone, and its content is checked against the page (every
-member hashes to the page's id at its position). Each member stays addressable by its
+member hashes to the id at its position among the page's items). Each member stays addressable by its
 own chunk id: a backend that keeps packs stores a chunk packed as a reference to its
 pack and position (see ``backends/sqlite_packs.py``), and returns it from
 ``get_frames`` like any other object, so dedup, GC, fsck and windowed reads work per
@@ -26,7 +27,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .objects import OID_SIZE, Kind, Oid, object_id, read_uleb, write_uleb
+from .errors import CasError
+from .objects import (
+    OID_SIZE,
+    Kind,
+    Oid,
+    decompress,
+    decompress_many,
+    object_id,
+    read_uleb,
+    write_uleb,
+)
 
 FORMAT = 1
 FIXED = 2 + OID_SIZE + 4  # format and flags bytes, page id, header length
@@ -44,7 +55,7 @@ def exact(data: bytes | memoryview) -> bool:
 
 
 def pack_id(page: Oid) -> Oid:
-    """Return the id of the pack of a leaf page (derived from the page's id alone)."""
+    """Return the id of the pack of a page (derived from the page's id alone)."""
     return object_id(Kind.PACK, page)
 
 
@@ -70,6 +81,39 @@ def body(payload: bytes | memoryview, page: Oid) -> memoryview | None:
         return None
     start = int.from_bytes(view[2 + OID_SIZE : FIXED], "little")
     return view[start:] if FIXED < start <= len(view) else None
+
+
+def bodies(frames: Sequence[tuple[Oid, bytes]], threads: int = 1
+           ) -> dict[Oid, tuple[int, memoryview, bool]]:
+    """Return (member count, members joined by commas, exact) per page with a sound pack.
+
+    frames are (page, stored frame of its pack). One batched decompression (outside the
+    GIL) and the fixed header only: the caller compares the count with the page's, a
+    pack that does not decompress or names another page is left out.
+    """
+    out: dict[Oid, tuple[int, memoryview, bool]] = {}
+    try:
+        got = decompress_many([f for _, f in frames], threads, copy=False)
+    except CasError:
+        # A damaged pack in the batch: take the sound ones one by one.
+        got = [_payload_or_empty(f) for _, f in frames]
+    for (page, _), payload in zip(frames, got, strict=True):
+        view = memoryview(payload)
+        members = body(view, page) if len(view) else None
+        if members is not None:
+            try:
+                count = read_uleb(view, FIXED, "pack header")[0]
+            except ValueError:
+                continue
+            out[page] = (count, members, bool(view[1] & EXACT))
+    return out
+
+
+def _payload_or_empty(frame: bytes) -> bytes:
+    try:
+        return decompress(b"", frame, verify=False)
+    except CasError:
+        return b""
 
 
 class Pack:

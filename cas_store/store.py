@@ -82,6 +82,7 @@ from .model import (
     Version,
 )
 from .objects import (
+    DECOMPRESS_THREADS,
     Kind,
     Oid,
     Page,
@@ -381,49 +382,56 @@ class _IO:
         if (not self.backend.packs or self.store.limits.verify_reads or self.staged
                 or ref.frozen < 2 * L.MAX_PAGE):
             return self.items(L.read_ids(ref, self))
-        leaves = L.leaves(ref, self)
-        step = PACK_BATCH
         out: list[JSON] = []
-        # A batch of packs at a time (about 8,000 items): one query, one decompression
-        # call over its packs (on every core), one buffer and one parse, so memory stays
-        # a batch above the result's (a load of 100,000 never holds all their bytes at
-        # once). Smaller batches cost more than they save: zstd starts its threads per
-        # call (62 packs a call: 19 ms for 10,000 messages; 500 a call: 13 ms).
-        for i in range(0, len(leaves), step):
-            for data, exact in self._leaf_arrays(leaves[i : i + step]):
-                out.extend(_parse_array(data, exact))
+        # About a thousand items at a time: one query for their packs, one decompression
+        # call (on every core), one buffer and one parse. Decompressing the next batch
+        # in a worker thread while this one parses measured no faster on two cores
+        # (docs/design.md, "Packs").
+        for batch in _batches(L.units(ref, self)):
+            frames = self.backend.pack_frames([unit for unit, _, _ in batch])
+            data, exact = self._unit_array(batch, packs.bodies(frames, DECOMPRESS_THREADS))
+            out.extend(_parse_array(data, exact))
         if ref.tail:
             out.extend(self.items(list(ref.tail)))
         return out
 
-    def _leaf_arrays(self, batch: Sequence[tuple[Oid, int]]) -> Iterator[tuple[bytes, bool]]:
-        """Yield the items under these leaf pages as JSON arrays, and whether each is exact.
+    def _unit_array(self, batch: Sequence[_U],
+                    bodies: Mapping[Oid, tuple[int, memoryview | bytes, bool]]
+                    ) -> tuple[bytes, bool]:
+        """Return the items under these level-1 pages as one JSON array, and if it is exact.
 
-        In order, about a thousand items an array (exact: orjson may parse it). One
-        array per thousand items: orjson parses 8.7 MB in 15 ms as ten arrays and
-        in 20 ms as one (measured).
+        Each level-1 page from its own pack (bodies); one without (not closed yet, or
+        damaged) leaf by leaf from theirs; a leaf without a sound pack (written before
+        packs, or damaged) by its chunks. Exact: orjson may parse it (``packs.exact``).
         """
-        bodies: dict[Oid, tuple[int, memoryview | bytes, bool]] = dict(
-            self.backend.page_bodies([leaf for leaf, _ in batch]))
-        lacking = [leaf for leaf, n in batch if bodies.get(leaf, (-1,))[0] != n]
-        if lacking:
-            # Pages written before packs, or whose pack is damaged: read by their chunks.
-            pages = self.pages(lacking)
-            segments = iter(self._segments([c for leaf in lacking for c in pages[leaf]]))
-            for leaf in lacking:
-                joined = b",".join(next(segments) for _ in pages[leaf])
-                bodies[leaf] = (len(pages[leaf]), joined, packs.exact(joined))
-        step = max(1, LOAD_BATCH // L.FANOUT)
-        for i in range(0, len(batch), step):
-            parts: list[memoryview | bytes] = [b"["]
-            exact = True
-            for leaf, _ in batch[i : i + step]:
-                _, body, flag = bodies[leaf]
-                parts.append(body)
-                parts.append(b",")
-                exact = exact and flag
-            parts[-1] = b"]"
-            yield b"".join(parts), exact
+        found = dict(bodies)
+        pieces: list[Oid] = []
+        leaves: list[tuple[Oid, int]] = []
+        for unit, n, kids in batch:
+            if found.get(unit, (-1,))[0] == n:
+                pieces.append(unit)
+            else:
+                pieces.extend(leaf for leaf, _ in kids)
+                leaves.extend(kids)
+        if leaves:
+            found.update(packs.bodies(self.backend.pack_frames([leaf for leaf, _ in leaves]),
+                                      DECOMPRESS_THREADS))
+            lacking = [leaf for leaf, n in leaves if found.get(leaf, (-1,))[0] != n]
+            if lacking:
+                pages = self.pages(lacking)
+                segments = iter(self._segments([c for leaf in lacking for c in pages[leaf]]))
+                for leaf in lacking:
+                    joined = b",".join(next(segments) for _ in pages[leaf])
+                    found[leaf] = (len(pages[leaf]), joined, packs.exact(joined))
+        parts: list[memoryview | bytes] = [b"["]
+        exact = True
+        for piece in pieces:
+            _, body, flag = found[piece]
+            parts.append(body)
+            parts.append(b",")
+            exact = exact and flag
+        parts[-1] = b"]"
+        return b"".join(parts), exact
 
     def _fetch_joined(self, part: Sequence[Oid]) -> bytes:
         """Return the chunks of part, in order, as one JSON array (for a worker thread)."""
@@ -1619,10 +1627,9 @@ def _reading(sid: str) -> Iterator[None]:
     except IntegrityError as exc:
         exc.about(sid)
         raise
-#: Leaf pages per batch of a full load read from packs (see _IO.list_items).
-PACK_BATCH = 500
 
 _POOL: ThreadPoolExecutor | None = None
+_U = tuple[Oid, int, list[tuple[Oid, int]]]  # a level-1 page, its count, its leaves
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -1631,6 +1638,26 @@ def _pool() -> ThreadPoolExecutor:
         _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
                                    thread_name_prefix="cas-load")
     return _POOL
+
+
+def _batches(units: Sequence[_U]) -> list[list[_U]]:
+    """Cut consecutive level-1 units into batches of about LOAD_BATCH items.
+
+    One parse per thousand items: orjson parses 8.7 MB in 15 ms as ten arrays and in
+    20 ms as one (measured).
+    """
+    out: list[list[_U]] = []
+    cur: list[_U] = []
+    n = 0
+    for u in units:
+        cur.append(u)
+        n += u[1]
+        if n >= LOAD_BATCH:
+            out.append(cur)
+            cur, n = [], 0
+    if cur:
+        out.append(cur)
+    return out
 
 
 def _parse_array(data: bytes, exact: bool) -> list[JSON]:

@@ -30,31 +30,56 @@ def _rows(path: Path, kind: int) -> int:
                    .fetchone()[0])
 
 
-def _leaves(store: Store, sid: str) -> list[tuple[bytes, int]]:
+def _units(store: Store, sid: str) -> list[tuple[bytes, int, list[tuple[bytes, int]]]]:
     io = store.io()
     man = io.manifest(bytes.fromhex(store.load_meta(sid).manifest))  # type: ignore[arg-type]
-    return L.leaves(man.messages, io)  # type: ignore[return-value]
+    return L.units(man.messages, io)  # type: ignore[return-value]
 
 
-def test_every_leaf_page_is_packed_and_reads_back_whole_and_by_window(path: Path) -> None:
-    grown, saved = msgs(0, 400), msgs(1000, 4000)
+def _packed(store: Store, pages: list[bytes]) -> dict[bytes, int]:
+    """Return the member count of each of these pages' packs that is stored and sound."""
+    got = packs.bodies(store.backend.pack_frames(pages))  # type: ignore[arg-type]
+    return {page: n for page, (n, _, _) in got.items()}
+
+
+def _closed(store: Store, page: bytes) -> bool:
+    return L.closed(store.io().pages([page])[page])  # type: ignore[list-item,index]
+
+
+def test_pages_are_packed_by_level_1_page_once_closed_and_read_back(path: Path) -> None:
+    grown, saved = msgs(0, 1200), msgs(2000, 6000)
     with open_store(path) as store:
         store.create("grown")
         for m in grown:  # one append at a time: pages freeze one by one
             store.append("grown", [m])
         store.create("saved", {}, saved)  # one commit: every page at once
+        open_units = 0
         for sid, want in (("grown", grown), ("saved", saved)):
-            leaves = _leaves(store, sid)
-            bodies = store.backend.page_bodies([leaf for leaf, _ in leaves])  # type: ignore[arg-type]
-            assert set(bodies) == {leaf for leaf, _ in leaves}
-            assert [bodies[leaf][0] for leaf, _ in leaves] == [n for _, n in leaves]
+            units = _units(store, sid)
+            closed = [u for u, _, _ in units if _closed(store, u)]
+            assert len(closed) >= 2
+            open_units += len(units) - len(closed)
+            whole = _packed(store, [u for u, _, _ in units])
+            assert set(whole) == set(closed)  # a closed level-1 page: one pack of it all
+            assert all(whole[u] == n for u, n, _ in units if u in whole)
+            for u, _, kids in units:
+                by_leaf = _packed(store, [leaf for leaf, _ in kids])
+                if u in whole:  # its leaves' own packs are gone (an append made them)
+                    assert by_leaf == {}
+                else:
+                    assert by_leaf == dict(kids)
             assert store.load(sid).messages == want
-            for offset in (0, 1, 15, 16, 17, 200, len(want) - 3):
+            for offset in (0, 1, 15, 16, 17, 200, 300, len(want) - 3):
                 assert store.messages(sid, offset, 40) == want[offset : offset + 40]
+        assert open_units > 0  # some leaves were checked to keep packs of their own
         assert store.stats().objects["pack"] == _rows(path, int(Kind.PACK)) > 0
         assert store.fsck().ok
     # Packed members keep their rows (found by id), without a frame of their own.
-    assert _rows(path, PACKED) >= 3000
+    assert _rows(path, PACKED) >= 5000
+
+
+def _leaves(store: Store, sid: str) -> list[tuple[bytes, int]]:
+    return [leaf for _, _, kids in _units(store, sid) for leaf in kids]
 
 
 def test_integers_beyond_64_bits_load_exactly_from_a_pack(path: Path) -> None:
@@ -87,12 +112,19 @@ def _flip(path: Path, oid: bytes) -> None:
         con.execute("UPDATE objects SET data = ? WHERE oid = ?", (bytes(broken), oid))
 
 
-def test_a_corrupted_pack_is_named_by_fsck_with_the_sessions_it_affects(path: Path) -> None:
+@pytest.mark.parametrize("which", ["level-1", "leaf"])
+def test_a_corrupted_pack_is_named_by_fsck_with_the_sessions_it_affects(
+        path: Path, which: str) -> None:
     with open_store(path) as store:
-        store.create("a", {}, msgs(0, 300))
-        store.create("other", {}, msgs(1000, 1300))
-        leaf, _ = _leaves(store, "a")[3]
-    victim = packs.pack_id(leaf)  # type: ignore[arg-type]
+        store.create("a", {}, msgs(0, 1000))  # three closed level-1 pages and an open one
+        store.create("other", {}, msgs(2000, 2300))
+        units = _units(store, "a")
+        if which == "level-1":
+            page = next(u for u, _, _ in units if _closed(store, u))
+        else:
+            page = next(kids[0][0] for u, _, kids in units if not _closed(store, u))
+        assert _packed(store, [page])
+    victim = packs.pack_id(page)  # type: ignore[arg-type]
     _flip(path, victim)
     with open_store(path) as store:
         report = store.fsck()
@@ -106,8 +138,7 @@ def test_a_corrupted_pack_is_named_by_fsck_with_the_sessions_it_affects(path: Pa
         # A load needs those messages: it fails naming one, never returns others.
         with pytest.raises(CorruptObject):
             store.load("a")
-        assert store.load("other").messages == msgs(1000, 1300)
-        assert store.messages("a", 0, 10) == msgs(0, 10)  # pages before the damage
+        assert store.load("other").messages == msgs(2000, 2300)
 
 
 def test_gc_keeps_a_partly_dead_pack_whole_and_sweeps_dead_ones(path: Path) -> None:
@@ -266,3 +297,45 @@ def test_pack_headers_that_lie_are_refused_with_why() -> None:
         packs.parse_ref(oid + b"\x80")
     with pytest.raises(ValueError, match=r"^packed chunk reference has trailing bytes$"):
         packs.parse_ref(packs.ref(oid, 3) + b"\x00")  # type: ignore[arg-type]
+
+
+def test_a_save_that_shares_leaves_of_a_packed_level_1_page_reads_them_by_chunk(
+        path: Path) -> None:
+    # Closing a level-1 page retires its leaves' own packs; a session holding some of
+    # those leaves under other level-1 pages reads them through the larger pack.
+    with open_store(path) as store:
+        store.create("a")
+        for m in msgs(0, 700):
+            store.append("a", [m])
+        cut = msgs(0, 300) + [{"role": "user", "content": "edited"}] + msgs(301, 700)
+        store.create("b", {}, cut)
+        for sid, want in (("a", msgs(0, 700)), ("b", cut)):
+            assert store.load(sid).messages == want
+            assert store.messages(sid, 290, 20) == want[290:310]
+        assert store.fsck().ok
+        store.delete("a")
+        gc(store, deleted_retention=0, grace=0)
+        assert store.load("b").messages == cut
+        assert store.fsck().ok
+
+
+def test_a_level_1_pack_with_members_out_of_order_is_named_by_fsck(path: Path) -> None:
+    # A sound frame and header, the right page, but two members swapped: only the
+    # check against every leaf's ids can tell.
+    from cas_store.objects import compress, decompress
+
+    with open_store(path) as store:
+        store.create("a", {}, msgs(0, 1000))
+        unit = next(u for u, _, _ in _units(store, "a") if _closed(store, u))
+    victim = packs.pack_id(unit)  # type: ignore[arg-type]
+    with sqlite3.connect(path) as con:
+        (data,) = con.execute("SELECT data FROM objects WHERE oid = ?", (victim,)).fetchone()
+        pack = packs.Pack(decompress(victim, data))
+        members = [pack.member(i) for i in range(len(pack))]
+        members[0], members[1] = members[1], members[0]
+        forged = compress(packs.encode(unit, members))  # type: ignore[arg-type]
+        con.execute("UPDATE objects SET data = ? WHERE oid = ?", (forged, victim))
+    with open_store(path) as store:
+        by_id = {p.object_id: p for p in store.fsck().problems}
+        assert by_id[victim.hex()].detail == "pack member 0 does not hash to its chunk id"
+        assert by_id[victim.hex()].affects == [("a", 1)]

@@ -232,12 +232,12 @@ class Backend(abc.ABC):
     #: Whether this backend keeps leaf pages' messages in packs (cas_store/packs.py).
     packs = False
 
-    def page_bodies(self, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, memoryview, bool]]:
-        """Return (count, members joined by commas, orjson-exact) per leaf kept as a pack.
+    def pack_frames(self, pages: Sequence[Oid]) -> list[tuple[Oid, bytes]]:
+        """Return (page, stored frame of its pack) per page kept as a pack (packs.bodies).
 
         None here: a backend without packs has the reader take every page by its chunks.
         """
-        return {}
+        return []
 
     def packed_in(self, oids: Sequence[Oid]) -> dict[Oid, Oid]:
         """Return the pack holding each of these chunks that is stored packed (none here)."""

@@ -603,9 +603,9 @@ class SQLiteBackend(Backend):
                 out.update((oid, (kinds[kind], data)) for oid, kind, data in rows)
         return out
 
-    def page_bodies(self, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, memoryview, bool]]:
-        """Return (count, members joined by commas, exact) of each leaf kept as a sound pack."""
-        return SP.bodies(self._read, leaves)
+    def pack_frames(self, pages: Sequence[Oid]) -> list[tuple[Oid, bytes]]:
+        """Return (page, stored frame of its pack) for each of these pages kept as a pack."""
+        return SP.pack_frames(self._read, pages)
 
     def packed_in(self, oids: Sequence[Oid]) -> dict[Oid, Oid]:
         """Return the pack holding each of these chunks that is stored packed."""
@@ -790,8 +790,9 @@ class SQLiteBackend(Backend):
                     for o in change.objects if o.frame is not None]
             repoint: list[SP.Move] = []
             made: Iterator[SP.Row] = iter(())
+            retired: list[Oid] = []
             if self.packs:
-                rows, made, repoint = SP.pack_commit(con, self._packs, rows)
+                rows, made, repoint, retired = SP.pack_commit(con, self._packs, rows)
             # One executemany: a save of many messages is one statement, not one per chunk.
             insert = ("INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)"
                       " ON CONFLICT (oid) DO UPDATE SET wtime = excluded.wtime")
@@ -801,6 +802,8 @@ class SQLiteBackend(Backend):
                 # pack (one packed elsewhere stays as it is), before the pack's own row.
                 self._move_docs(con, SP.move_rows(con, repoint, now))
             con.executemany(insert, ((*r, now) for r in made))
+            if retired:
+                SP.retire(con, retired)
             flags = (_INTENTIONAL if entry.intentional_shrink else 0) | (
                 _SUSPECT if entry.suspect_shrink else 0
             )

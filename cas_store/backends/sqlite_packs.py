@@ -7,13 +7,16 @@ never see that form: ``resolve`` turns such rows back into (CHUNK, frame), the f
 compressed again from the pack member (fast level), so fsck, migrate, GC and windowed
 reads work on any stored form unchanged.
 
-Packing happens inside ``SQLiteBackend.commit``, under its write lock: every new leaf page
-of the commit gets its pack in the same transaction, and its members' rows become
-references: new ones are inserted so; older plain ones are deleted and inserted again as
-references (``move_rows``: an in-place rewrite leaves holes SQLite never refills), their
-search-index entries renumbered with them. A chunk already packed elsewhere keeps its
-reference; the new pack holds a copy, so a load of either page is one read. Nothing is
-deleted for good here: GC's sweep removes a pack only when no reference names it
+Packing happens inside ``SQLiteBackend.commit``, under its write lock: every closed
+level-1 page new in the commit gets a pack of all the items under it, and every other new
+leaf page a pack of its own, in the same transaction; the members' rows become
+references: new ones are inserted so; older ones (plain, or naming a pack of one of the
+level-1 page's leaves) are deleted and inserted again as references (``move_rows``: an
+in-place rewrite leaves holes SQLite never refills), their search-index entries
+renumbered with them. A chunk already packed elsewhere keeps its reference; the new pack
+holds a copy, so a load of either page is one read. The only packs deleted here are the
+leaf packs a level-1 pack replaces, once no reference names them (``retire``); GC's
+sweep removes any other pack only when no reference names it
 (``SQLiteBackend.delete_objects``).
 """
 
@@ -28,9 +31,16 @@ from typing import Any
 
 import zstandard
 
+from .. import lists as L
 from .. import packs
 from ..errors import CasError
-from ..objects import Kind, Oid, compress, decode_page_full, decompress, decompress_many
+from ..objects import (
+    Kind,
+    Oid,
+    compress,
+    decode_page_full,
+    decompress,
+)
 
 #: Stored kind of a chunk kept in a pack (never an id's kind: the id stays a CHUNK's).
 PACKED = 6
@@ -144,32 +154,17 @@ def payload(query: Query, cache: PackCache, kind: int, data: bytes) -> bytes | N
     return pack.member(i) if pack is not None and i < len(pack) else None
 
 
-def bodies(query: Query, leaves: Sequence[Oid]) -> dict[Oid, tuple[int, memoryview, bool]]:
-    """Return (count, members joined by commas, exact) for each leaf page with a sound pack.
-
-    One query, one batched decompression (outside the GIL) and the fixed header only: the
-    member count is not checked here, the caller compares it with the page's.
-    """
-    ids = {packs.pack_id(leaf): leaf for leaf in leaves}
-    out: dict[Oid, tuple[int, memoryview, bool]] = {}
+def pack_frames(query: Query, pages: Sequence[Oid]) -> list[tuple[Oid, bytes]]:
+    """Return (page, stored frame of its pack) for each of these pages whose pack is stored."""
+    ids = {packs.pack_id(page): page for page in pages}
+    out: list[tuple[Oid, bytes]] = []
     keys = list(ids)
     for i in range(0, len(keys), 500):
         part = keys[i : i + 500]
         marks = ",".join("?" * len(part))
-        rows = query(f"SELECT oid, data FROM objects WHERE oid IN ({marks})"
-                     f" AND kind = {int(Kind.PACK)}", part)
-        try:
-            got = decompress_many([data for _, data in rows], copy=False)
-        except CasError:
-            # A damaged pack in the batch: take the sound ones one by one; the reader
-            # takes a damaged one's page by its chunks instead.
-            got = [_payload_or_empty(data) for _, data in rows]
-        for (oid, _), got_one in zip(rows, got, strict=True):
-            leaf = ids[Oid(bytes(oid))]
-            view = memoryview(got_one)
-            members = packs.body(view, leaf) if len(view) else None
-            if members is not None:
-                out[leaf] = (_count(view), members, bool(view[1] & packs.EXACT))
+        out.extend((ids[Oid(bytes(oid))], data) for oid, data in query(
+            f"SELECT oid, data FROM objects WHERE oid IN ({marks})"
+            f" AND kind = {int(Kind.PACK)}", part))
     return out
 
 
@@ -181,57 +176,69 @@ def _readable(oid: Oid, frame: bytes) -> bool:
     return True
 
 
-def _payload_or_empty(frame: bytes) -> bytes:
-    try:
-        return decompress(b"", frame, verify=False)
-    except CasError:
-        return b""
-
-
-def _count(payload: memoryview) -> int:
-    # The member count: the first LEB128 after the fixed header (one byte below 128).
-    first = payload[packs.FIXED]
-    return first if first < 0x80 else len(packs.Pack(bytes(payload)))
-
-
 Row = tuple[Oid, int, int, bytes]  # (oid, stored kind, payload size, data) to insert
 Move = tuple[bytes, Oid, bytes]  # (reference, chunk id, payload) of a plain row to move
 
 
 def pack_commit(con: sqlite3.Connection, cache: PackCache, rows: Sequence[Row]
-                ) -> tuple[list[Row], Iterator[Row], list[Move]]:
-    """Return the commit's rows, the packs of its new leaf pages, and the rows to repoint.
+                ) -> tuple[list[Row], Iterator[Row], list[Move], list[Oid]]:
+    """Return the commit's rows, its new packs, the rows to repoint and packs to retire.
 
-    New members come back as references. The packs are to be inserted after the rows, so
-    their rowids follow their members' (GC's sweep, by rowid, meets a dead pack after the
-    members that named it). Moves are the plain chunk rows stored before, to be
-    re-inserted as references (``move_rows``), also before the packs.
+    A closed level-1 page new in the commit gets one pack of every item under it; a new
+    leaf page not under one gets a pack of its own. New members come back as
+    references. Older members become references to the new pack (``move_rows``): plain
+    rows, and rows referring to the packs of the level-1 page's own leaves, which are
+    then retired (deleted once no reference names them). The packs are to be inserted
+    after the moved rows, so their rowids follow their members' (GC's sweep, by rowid,
+    meets a dead pack after the members that named it).
     """
     def query(sql: str, params: Sequence[Any]) -> list[Any]:
         return con.execute(sql, params).fetchall()
 
-    leaves: list[tuple[Oid, list[Oid]]] = []
+    new_pages: dict[Oid, Any] = {}
     for oid, kind, _, data in rows:
         if kind == Kind.PAGE:
             try:
-                decoded_page = decode_page_full(decompress(oid, data, verify=False))
+                new_pages[oid] = decode_page_full(decompress(oid, data, verify=False))
             except (CasError, ValueError):
                 continue
-            if decoded_page.height == 0 and len(decoded_page) >= MIN_MEMBERS:
-                leaves.append((oid, list(decoded_page)))
-    if leaves:
-        marks = ",".join("?" * len(leaves))
+    units = [(oid, list(page)) for oid, page in new_pages.items()
+             if page.height == 1 and L.closed(page)]
+    under = {leaf for _, kids in units for leaf in kids}
+    # The leaves of each unit: new ones from the commit, older ones from the store.
+    older_leaves = [leaf for leaf in under if leaf not in new_pages]
+    leaf_ids: dict[Oid, list[Oid]] = {o: list(p) for o, p in new_pages.items()
+                                      if p.height == 0}
+    for i in range(0, len(older_leaves), 500):
+        part = older_leaves[i : i + 500]
+        qm = ",".join("?" * len(part))
+        for oid, kind, data in query(
+                f"SELECT oid, kind, data FROM objects WHERE oid IN ({qm})", part):
+            try:
+                stored_page = decode_page_full(decompress(b"", data, verify=False))
+            except (CasError, ValueError):
+                continue
+            if kind == Kind.PAGE and stored_page.height == 0:
+                leaf_ids[Oid(bytes(oid))] = list(stored_page)
+    # What to pack: (page, members, leaves whose packs it replaces).
+    wanted: list[tuple[Oid, list[Oid], list[Oid]]] = [
+        (u, [c for leaf in kids for c in leaf_ids[leaf]], kids)
+        for u, kids in units if all(leaf in leaf_ids for leaf in kids)]
+    wanted += [(p, kids, []) for p, kids in leaf_ids.items()
+               if p in new_pages and p not in under and len(kids) >= MIN_MEMBERS]
+    if wanted:
+        marks = ",".join("?" * len(wanted))
         have = {bytes(r[0]) for r in query(f"SELECT oid FROM objects WHERE oid IN ({marks})",
-                                           [packs.pack_id(p) for p, _ in leaves])}
-        leaves = [(p, kids) for p, kids in leaves if packs.pack_id(p) not in have]
-    if not leaves:
-        return list(rows), iter(()), []
+                                           [packs.pack_id(p) for p, _, _ in wanted])}
+        wanted = [w for w in wanted if packs.pack_id(w[0]) not in have]
+    if not wanted:
+        return list(rows), iter(()), [], []
     out = {r[0]: r for r in rows}
     new = {r[0]: r for r in rows if r[1] == Kind.CHUNK}
     payloads: dict[Oid, bytes] = {}
-    stored_kind: dict[Oid, int] = {}
+    stored: dict[Oid, tuple[int, bytes]] = {}  # older member: (stored kind, data)
     # Members written by earlier commits: their payloads, from rows of either form.
-    older = list({c for _, kids in leaves for c in kids if c not in new})
+    older = list({c for _, kids, _ in wanted for c in kids if c not in new})
     for i in range(0, len(older), 500):
         part = older[i : i + 500]
         qm = ",".join("?" * len(part))
@@ -241,22 +248,27 @@ def pack_commit(con: sqlite3.Connection, cache: PackCache, rows: Sequence[Row]
             got = payload(query, cache, kind, data)
             if got is not None:
                 payloads[o] = got
-                stored_kind[o] = kind
+                stored[o] = (kind, bytes(data))
     chosen: list[tuple[Oid, list[Oid]]] = []
     repoint: list[Move] = []
+    retire: list[Oid] = []
     claimed: set[Oid] = set()
-    for page, kids in leaves:
+    for unit, kids, replaced in wanted:
         if not all(c in payloads or (c in new and _readable(c, new[c][3])) for c in kids):
             continue  # a member not readable here: this page stays unpacked
-        chosen.append((page, kids))
-        pack_oid = packs.pack_id(page)
+        chosen.append((unit, kids))
+        pack_oid = packs.pack_id(unit)
+        mine = {packs.pack_id(leaf) for leaf in replaced}
+        retire.extend(mine)
         for i, c in enumerate(kids):
             if c in claimed:
                 continue
             if c in new:
                 claimed.add(c)
                 out[c] = (c, PACKED, new[c][2], packs.ref(pack_oid, i))
-            elif stored_kind.get(c) == Kind.CHUNK:
+            elif c in stored and (stored[c][0] == Kind.CHUNK or (
+                    stored[c][0] == PACKED and _pack_of(stored[c][1]) in mine)):
+                # Plain, or kept in a pack this one replaces; one kept elsewhere stays.
                 claimed.add(c)
                 repoint.append((packs.ref(pack_oid, i), c, payloads[c]))
 
@@ -269,12 +281,29 @@ def pack_commit(con: sqlite3.Connection, cache: PackCache, rows: Sequence[Row]
             body = packs.encode(page, members)
             yield packs.pack_id(page), int(Kind.PACK), len(body), compress(body)
 
-    return list(out.values()), made(), repoint
+    return list(out.values()), made(), repoint, retire
+
+
+def _pack_of(ref: bytes) -> Oid | None:
+    try:
+        return packs.parse_ref(ref)[0]
+    except ValueError:
+        return None
+
+
+def retire(con: sqlite3.Connection, oids: Sequence[Oid]) -> None:
+    """Delete these packs where no reference names them any more (replaced by a larger one)."""
+    for i in range(0, len(oids), 500):
+        part = oids[i : i + 500]
+        marks = ",".join("?" * len(part))
+        con.execute(f"DELETE FROM objects WHERE oid IN ({marks}) AND kind = {int(Kind.PACK)}"
+                    f" AND NOT EXISTS (SELECT 1 FROM objects c WHERE c.kind = {PACKED}"
+                    " AND substr(c.data, 1, 32) = objects.oid)", part)
 
 
 def move_rows(con: sqlite3.Connection, moves: Sequence[Move],
               now: float) -> list[tuple[int, int, bytes]]:
-    """Re-insert plain chunk rows as references; return (old rowid, new rowid, payload).
+    """Re-insert chunk rows as references to a new pack; return (old rowid, new rowid, payload).
 
     Deleted and inserted anew rather than updated in place: a row shrunk in place leaves
     its frame's bytes as a hole in a b-tree page SQLite never refills (rows lie in
@@ -287,7 +316,7 @@ def move_rows(con: sqlite3.Connection, moves: Sequence[Move],
         marks = ",".join("?" * len(part))
         old = {bytes(o): (r, size) for o, r, size in con.execute(
             f"SELECT oid, rowid, size FROM objects WHERE oid IN ({marks})"
-            f" AND kind = {int(Kind.CHUNK)}", [c for _, c, _ in part])}
+            f" AND kind IN ({int(Kind.CHUNK)}, {PACKED})", [c for _, c, _ in part])}
         todo = [m for m in part if m[1] in old]
         if not todo:
             continue
