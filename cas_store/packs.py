@@ -10,11 +10,11 @@ than compressing each alone (docs/design.md, "Packs").
 
 A pack is addressed by the page it packs: its id is ``object_id(PACK, page id)``, so a
 reader finds it from the tree alone, and its content is checked against the page (every
-member hashes to the id at its position among the page's items). Each member stays addressable by its
-own chunk id: a backend that keeps packs stores a chunk packed as a reference to its
-pack and position (see ``backends/sqlite_packs.py``), and returns it from
-``get_frames`` like any other object, so dedup, GC, fsck and windowed reads work per
-chunk as before.
+member hashes to the id at its position among the page's items). Each member stays
+addressable by its own chunk id: a backend that keeps packs stores a chunk packed as a
+reference to its pack and position (see ``backends/sqlite_packs.py``), and returns it
+from ``get_frames`` like any other object, so dedup, GC, fsck and windowed reads work
+per chunk as before.
 
 Payload layout: a format byte (1), a flags byte (EXACT: no digit run long enough for an
 integer orjson would read as a float, so a reader may parse the body with orjson), the

@@ -307,7 +307,7 @@ def test_a_save_that_shares_leaves_of_a_packed_level_1_page_reads_them_by_chunk(
         store.create("a")
         for m in msgs(0, 700):
             store.append("a", [m])
-        cut = msgs(0, 300) + [{"role": "user", "content": "edited"}] + msgs(301, 700)
+        cut = [*msgs(0, 300), {"role": "user", "content": "edited"}, *msgs(301, 700)]
         store.create("b", {}, cut)
         for sid, want in (("a", msgs(0, 700)), ("b", cut)):
             assert store.load(sid).messages == want
