@@ -90,7 +90,6 @@ from .objects import (
     compress,
     decode_page_full,
     decompress,
-    decompress_many,
     encode_item,
     encode_metadata,
     encode_page,
@@ -438,28 +437,14 @@ class _IO:
         return _json_array(self._segments(part))
 
     def _segments(self, part: Sequence[Oid]) -> list[bytes]:
-        """Return the payloads of the chunks of part, in order, decompressed in one batch."""
+        """Return the payloads of the chunks of part, in order, read in one batch."""
         unique = list(dict.fromkeys(part))
-        frames = self.backend.get_frames(unique)
+        got = self.backend.chunk_payloads(unique)
         self.store.reads["chunk"] += len(unique)
-        ordered = []
         for o in unique:
-            got = frames.get(o)
-            if got is None:
+            if o not in got:
                 raise ObjectNotFound(f"object {o.hex()} is missing", object_id=o.hex())
-            if got[0] != Kind.CHUNK:
-                raise CorruptObject(f"object {o.hex()} is not a chunk", object_id=o.hex())
-            ordered.append(got[1])
-        try:
-            segments = decompress_many(ordered, threads=1)
-        except CorruptObject:
-            for o, frame in zip(unique, ordered, strict=True):
-                decompress(o, frame, verify=False)  # raises naming the bad object
-            raise
-        if len(unique) != len(part):
-            by_id = dict(zip(unique, segments, strict=True))
-            segments = [by_id[o] for o in part]
-        return segments
+        return [got[o] for o in part]
 
     # writing ------------------------------------------------------------------------------
 

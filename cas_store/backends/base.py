@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import StorageError
-from ..objects import Kind, Oid
+from ..errors import CorruptObject, StorageError
+from ..objects import Kind, Oid, decompress, decompress_many
 
 #: Ids per ``get_frames`` call on a full load (the store's batches) and per query inside
 #: a backend: few round trips, bounded memory.
@@ -229,7 +229,15 @@ class Backend(abc.ABC):
     def get_frames(self, oids: Sequence[Oid]) -> dict[Oid, tuple[Kind, bytes]]:
         """Return the stored (kind, frame) of each id that exists; missing ids are left out."""
 
-    #: Whether this backend keeps leaf pages' messages in packs (cas_store/packs.py).
+    def chunk_payloads(self, oids: Sequence[Oid]) -> dict[Oid, bytes]:
+        """Return the payload of each stored chunk (checksums checked, ids not hashed).
+
+        Missing ids are left out; a stored object that is not a chunk or does not
+        decompress raises CorruptObject naming it.
+        """
+        return chunk_payloads(self.get_frames(oids))
+
+    #: Whether this backend keeps pages' messages in packs (cas_store/packs.py).
     packs = False
 
     def pack_frames(self, pages: Sequence[Oid]) -> list[tuple[Oid, bytes]]:
@@ -440,3 +448,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections held by this process."""
+
+
+def chunk_payloads(frames: Mapping[Oid, tuple[Kind, bytes]]) -> dict[Oid, bytes]:
+    """Return the payload of each chunk frame, decompressed in one batch (one thread).
+
+    Raises CorruptObject naming an object that is not a chunk or does not decompress.
+    """
+    for o, (kind, _) in frames.items():
+        if kind != Kind.CHUNK:
+            raise CorruptObject(f"object {o.hex()} is not a chunk", object_id=o.hex())
+    ids = list(frames)
+    try:
+        got = decompress_many([frames[o][1] for o in ids], threads=1)
+    except CorruptObject:
+        for o in ids:
+            decompress(o, frames[o][1], verify=False)  # raises naming the bad object
+        raise
+    return dict(zip(ids, got, strict=True))

@@ -46,6 +46,7 @@ from .base import (
     Retry,
     SearchHit,
     SearchTerm,
+    chunk_payloads,
 )
 
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
@@ -601,6 +602,23 @@ class SQLiteBackend(Backend):
                 out.update(SP.resolve(self._read, self._packs, rows))
             else:
                 out.update((oid, (kinds[kind], data)) for oid, kind, data in rows)
+        return out
+
+    def chunk_payloads(self, oids: Sequence[Oid]) -> dict[Oid, bytes]:
+        """Return each stored chunk's payload; a packed one straight from its decoded pack."""
+        out: dict[Oid, bytes] = {}
+        for part in _chunks(list(dict.fromkeys(oids)), LOAD_BATCH):
+            marks = ",".join("?" * len(part))
+            rows = self._read(f"SELECT oid, kind, data FROM objects WHERE oid IN ({marks})",
+                              part)
+            out.update(SP.members(self._read, self._packs, rows))
+            plain = [r for r in rows if r[1] != SP.PACKED]
+            for oid, kind, _ in plain:
+                if kind != Kind.CHUNK:
+                    raise CorruptObject(f"object {bytes(oid).hex()} is not a chunk",
+                                        object_id=bytes(oid).hex())
+            out.update(chunk_payloads({Oid(bytes(oid)): (Kind.CHUNK, data)
+                                       for oid, _, data in plain}))
         return out
 
     def pack_frames(self, pages: Sequence[Oid]) -> list[tuple[Oid, bytes]]:

@@ -33,7 +33,7 @@ import zstandard
 
 from .. import lists as L
 from .. import packs
-from ..errors import CasError
+from ..errors import CasError, CorruptObject
 from ..objects import (
     Kind,
     Oid,
@@ -139,6 +139,33 @@ def resolve(query: Query, cache: PackCache,
             pack = got.get(p)
             out[o] = (Kind.CHUNK, _fast_frame(pack.member(i))
                       if pack is not None and i < len(pack) else b"")
+    return out
+
+
+def members(query: Query, cache: PackCache,
+            rows: Sequence[tuple[Any, int, bytes]]) -> dict[Oid, bytes]:
+    """Return the payload of each packed row (oid, stored kind, data), from its pack.
+
+    Rows of other kinds are left out. Raises CorruptObject naming a packed chunk whose
+    reference is malformed or whose pack is damaged or not stored.
+    """
+    refs: list[tuple[Oid, Oid, int]] = []
+    for oid, kind, data in rows:
+        if kind == PACKED:
+            o = Oid(bytes(oid))
+            try:
+                refs.append((o, *packs.parse_ref(data)))
+            except ValueError:
+                raise CorruptObject(f"object {o.hex()} has a malformed pack reference",
+                                    object_id=o.hex()) from None
+    out: dict[Oid, bytes] = {}
+    got = cache.get(query, [p for _, p, _ in refs]) if refs else {}
+    for o, p, i in refs:
+        pack = got.get(p)
+        if pack is None or i >= len(pack):
+            raise CorruptObject(f"object {o.hex()} is kept in pack {p.hex()}, which is"
+                                " damaged or not stored", object_id=o.hex())
+        out[o] = pack.member(i)
     return out
 
 
