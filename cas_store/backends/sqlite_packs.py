@@ -330,26 +330,31 @@ def retire(con: sqlite3.Connection, oids: Sequence[Oid]) -> None:
 
 def move_rows(con: sqlite3.Connection, moves: Sequence[Move],
               now: float) -> list[tuple[int, int, bytes]]:
-    """Re-insert chunk rows as references to a new pack; return (old rowid, new rowid, payload).
+    """Point chunk rows at a new pack; return (old rowid, new rowid, payload) of those moved.
 
-    Deleted and inserted anew rather than updated in place: a row shrunk in place leaves
-    its frame's bytes as a hole in a b-tree page SQLite never refills (rows lie in
-    insertion order, new ones go at the end): 1.37x the disk of an append-grown store,
-    measured. A delete lets SQLite merge the emptied pages and reuse them.
+    A plain row is deleted and inserted anew as a reference rather than updated in
+    place: a row shrunk in place leaves its frame's bytes as a hole in a b-tree page
+    SQLite never refills (rows lie in insertion order, new ones go at the end): 1.37x
+    the disk of an append-grown store, measured. A delete lets SQLite merge the emptied
+    pages and reuse them. A row that is a reference already keeps its size, so it is
+    updated in place and keeps its rowid (its search entry and id index entry stay).
     """
     out: list[tuple[int, int, bytes]] = []
     for i in range(0, len(moves), 500):
         part = moves[i : i + 500]
         marks = ",".join("?" * len(part))
-        old = {bytes(o): (r, size) for o, r, size in con.execute(
-            f"SELECT oid, rowid, size FROM objects WHERE oid IN ({marks})"
+        old = {bytes(o): (r, kind, size) for o, r, kind, size in con.execute(
+            f"SELECT oid, rowid, kind, size FROM objects WHERE oid IN ({marks})"
             f" AND kind IN ({int(Kind.CHUNK)}, {PACKED})", [c for _, c, _ in part])}
-        todo = [m for m in part if m[1] in old]
+        con.executemany("UPDATE objects SET data = ?, wtime = ? WHERE oid = ?",
+                        [(ref, now, c) for ref, c, _ in part
+                         if c in old and old[c][1] == PACKED])
+        todo = [m for m in part if m[1] in old and old[m[1]][1] != PACKED]
         if not todo:
             continue
         con.executemany("DELETE FROM objects WHERE oid = ?", [(c,) for _, c, _ in todo])
         con.executemany("INSERT INTO objects (oid, kind, size, data, wtime) VALUES (?,?,?,?,?)",
-                        [(c, PACKED, old[c][1], ref, now) for ref, c, _ in todo])
+                        [(c, PACKED, old[c][2], ref, now) for ref, c, _ in todo])
         new = {bytes(o): r for o, r in con.execute(
             f"SELECT oid, rowid FROM objects WHERE oid IN ({','.join('?' * len(todo))})",
             [c for _, c, _ in todo])}
