@@ -250,9 +250,12 @@ def read_ids(ref: ListRef, io: PageIO, start: int = 0, stop: int | None = None) 
     return out
 
 
-def closed(page: Page) -> bool:
-    """Return True if an internal page ends at a boundary: appends never rewrite it."""
-    return len(page) >= MAX_PAGE or (len(page) > 0 and ends_page(page[-1]))
+def closed(children: Sequence[Oid]) -> bool:
+    """Return True if an internal page of these children ends at a boundary.
+
+    Appends never rewrite such a page (only the open page at a level's right edge).
+    """
+    return len(children) >= MAX_PAGE or (len(children) > 0 and ends_page(children[-1]))
 
 
 def units(ref: ListRef, io: PageIO) -> list[tuple[Oid, int, list[tuple[Oid, int]]]]:

@@ -387,7 +387,13 @@ class _IO:
         # in a worker thread while this one parses measured no faster on two cores
         # (docs/design.md, "Packs").
         for batch in _batches(L.units(ref, self)):
-            frames = self.backend.pack_frames([unit for unit, _, _ in batch])
+            # A closed level-1 page is packed whole; an open one (the last) by its leaves:
+            # both asked for in one query.
+            want: list[Oid] = []
+            for unit, _, kids in batch:
+                leaves = [leaf for leaf, _ in kids]
+                want += [unit] if L.closed(leaves) else leaves
+            frames = self.backend.pack_frames(want)
             data, exact = self._unit_array(batch, packs.bodies(frames, DECOMPRESS_THREADS))
             out.extend(_parse_array(data, exact))
         if ref.tail:
@@ -411,7 +417,7 @@ class _IO:
                 pieces.append(unit)
             else:
                 pieces.extend(leaf for leaf, _ in kids)
-                leaves.extend(kids)
+                leaves.extend(kid for kid in kids if found.get(kid[0], (-1,))[0] != kid[1])
         if leaves:
             found.update(packs.bodies(self.backend.pack_frames([leaf for leaf, _ in leaves]),
                                       DECOMPRESS_THREADS))
