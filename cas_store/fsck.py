@@ -40,35 +40,47 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
     # index in one transaction never has such objects).
     lost: set[Oid] = set()
 
-    def _page(page: Oid) -> Page | None:
-        # A stored page that hashes to its id, decoded; None otherwise (its own damage
-        # is reported as the page's).
-        got = backend.get_frames([page]).get(page)
-        if got is None or got[0] != Kind.PAGE:
-            return None
-        try:
-            raw = decompress(page, got[1], verify=False)
-            return decode_page_full(raw) if object_id(Kind.PAGE, raw) == page else None
-        except (CasError, ValueError):
-            return None
+    def _pages(oids: list[Oid]) -> dict[Oid, Page]:
+        # The stored pages among oids that hash to their ids, decoded, in one read (a
+        # damaged one is reported as the page's own problem, not its pack's).
+        out: dict[Oid, Page] = {}
+        for page, (kind, frame) in backend.get_frames(oids).items():
+            try:
+                raw = decompress(page, frame, verify=False)
+                if kind == Kind.PAGE and object_id(Kind.PAGE, raw) == page:
+                    out[page] = decode_page_full(raw)
+            except (CasError, ValueError):
+                continue
+        return out
 
-    def _check_pack(oid: Oid, payload: bytes) -> str:
-        why = packs.check(oid, payload)
-        if why:
-            return why
-        kids = _page(packs.Pack(payload).page)
-        if kids is not None and kids.height == 1:
-            # A level-1 page's pack holds the items of all its leaves, in order.
-            leaves = [_page(leaf) for leaf in kids]
-            if any(leaf is None or leaf.height != 0 for leaf in leaves):
-                return ""  # the members still named are checked as chunks
-            kids = Page([c for leaf in leaves if leaf is not None for c in leaf], 0)
-        return "" if kids is None else packs.check(oid, payload, kids)
+    def _check_packs(found: list[tuple[Oid, bytes]]) -> None:
+        # Each pack's header, then its members against its page's ids (a level-1
+        # page's: all its leaves' ids, in order), the batch's pages read at once.
+        sound: list[tuple[Oid, bytes, Oid]] = []
+        for oid, payload in found:
+            why = packs.check(oid, payload)
+            if why:
+                bad[oid] = why
+            else:
+                sound.append((oid, payload, packs.Pack(payload).page))
+        pages = _pages([page for _, _, page in sound])
+        leaves = _pages([leaf for _, _, page in sound if page in pages
+                         and pages[page].height == 1 for leaf in pages[page]])
+        for oid, payload, page in sound:
+            kids = pages.get(page)
+            if kids is not None and kids.height == 1:
+                if not all(leaf in leaves and leaves[leaf].height == 0 for leaf in kids):
+                    continue  # the members still named are checked as chunks
+                kids = Page([c for leaf in kids for c in leaves[leaf]], 0)
+            why = "" if kids is None else packs.check(oid, payload, kids)
+            if why:
+                bad[oid] = why
 
     def verify(ids: list[Oid]) -> None:
         nonlocal checked
         got = backend.get_frames(ids)
         lost.update(o for o in ids if o not in got)
+        found: list[tuple[Oid, bytes]] = []
         for oid, (kind, frame) in got.items():
             checked += 1
             try:
@@ -77,11 +89,10 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
                 bad[oid] = str(exc)
                 continue
             if kind == Kind.PACK:
-                why = _check_pack(oid, payload)
-                if why:
-                    bad[oid] = why
+                found.append((oid, payload))
             elif object_id(kind, payload) != oid:
                 bad[oid] = f"{kind.name.lower()} does not hash to its id"
+        _check_packs(found)
         if progress:
             progress("objects", checked)
 
