@@ -91,12 +91,23 @@ def bodies(frames: Sequence[tuple[Oid, bytes]], threads: int = 1
     GIL) and the fixed header only: the caller compares the count with the page's, a
     pack that does not decompress or names another page is left out.
     """
-    out: dict[Oid, tuple[int, memoryview, bool]] = {}
+    return read_bodies(frames, payloads(frames, threads))
+
+
+def payloads(frames: Sequence[tuple[Oid, bytes]], threads: int = 1
+             ) -> Sequence[bytes | memoryview]:
+    """Return each pack's payload (empty where its frame is damaged), in one batch call."""
     try:
-        got = decompress_many([f for _, f in frames], threads, copy=False)
+        return decompress_many([f for _, f in frames], threads, copy=False)
     except CasError:
         # A damaged pack in the batch: take the sound ones one by one.
-        got = [_payload_or_empty(f) for _, f in frames]
+        return [_payload_or_empty(f) for _, f in frames]
+
+
+def read_bodies(frames: Sequence[tuple[Oid, bytes]], got: Sequence[bytes | memoryview]
+                ) -> dict[Oid, tuple[int, memoryview, bool]]:
+    """Return ``bodies``' answer from payloads already decompressed (see ``payloads``)."""
+    out: dict[Oid, tuple[int, memoryview, bool]] = {}
     for (page, _), payload in zip(frames, got, strict=True):
         view = memoryview(payload)
         members = body(view, page) if len(view) else None

@@ -29,7 +29,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,7 +82,6 @@ from .model import (
     Version,
 )
 from .objects import (
-    DECOMPRESS_THREADS,
     Kind,
     Oid,
     Page,
@@ -383,22 +382,36 @@ class _IO:
             return self.items(L.read_ids(ref, self))
         out: list[JSON] = []
         # About a thousand items at a time: one query for their packs, one decompression
-        # call (on every core), one buffer and one parse. Decompressing the next batch
-        # in a worker thread while this one parses measured no faster on two cores
-        # (docs/design.md, "Packs").
-        for batch in _batches(L.units(ref, self)):
-            # A closed level-1 page is packed whole; an open one (the last) by its leaves:
-            # both asked for in one query.
-            want: list[Oid] = []
-            for unit, _, kids in batch:
-                leaves = [leaf for leaf, _ in kids]
-                want += [unit] if L.closed(leaves) else leaves
-            frames = self.backend.pack_frames(want)
-            data, exact = self._unit_array(batch, packs.bodies(frames, DECOMPRESS_THREADS))
+        # call and one parse. From PIPELINE_BATCHES batches on, a worker thread
+        # decompresses the next batch while this one parses (docs/design.md, "Packs").
+        batches = _batches(L.units(ref, self))
+        ahead = _Prefetch() if len(batches) >= PIPELINE_BATCHES else None
+        frames = self._unit_frames(batches[0]) if batches else []
+        if ahead is not None:
+            ahead.start(frames)
+        for i, batch in enumerate(batches):
+            payloads = ahead.result() if ahead is not None else packs.payloads(frames)
+            current = frames
+            if i + 1 < len(batches):
+                frames = self._unit_frames(batches[i + 1])
+                if ahead is not None:
+                    ahead.start(frames)
+            data, exact = self._unit_array(batch, packs.read_bodies(current, payloads))
             out.extend(_parse_array(data, exact))
         if ref.tail:
             out.extend(self.items(list(ref.tail)))
         return out
+
+    def _unit_frames(self, batch: Sequence[_U]) -> list[tuple[Oid, bytes]]:
+        """Return the stored pack frames a batch of level-1 units is read from, in one query.
+
+        A closed level-1 page is packed whole; an open one (the last) by its leaves.
+        """
+        want: list[Oid] = []
+        for unit, _, kids in batch:
+            leaves = [leaf for leaf, _ in kids]
+            want += [unit] if L.closed(leaves) else leaves
+        return self.backend.pack_frames(want)
 
     def _unit_array(self, batch: Sequence[_U],
                     bodies: Mapping[Oid, tuple[int, memoryview | bytes, bool]]
@@ -419,8 +432,7 @@ class _IO:
                 pieces.extend(leaf for leaf, _ in kids)
                 leaves.extend(kid for kid in kids if found.get(kid[0], (-1,))[0] != kid[1])
         if leaves:
-            found.update(packs.bodies(self.backend.pack_frames([leaf for leaf, _ in leaves]),
-                                      DECOMPRESS_THREADS))
+            found.update(packs.bodies(self.backend.pack_frames([leaf for leaf, _ in leaves])))
             lacking = [leaf for leaf, n in leaves if found.get(leaf, (-1,))[0] != n]
             if lacking:
                 pages = self.pages(lacking)
@@ -1621,6 +1633,10 @@ def _reading(sid: str) -> Iterator[None]:
 
 _POOL: ThreadPoolExecutor | None = None
 _U = tuple[Oid, int, list[tuple[Oid, int]]]  # a level-1 page, its count, its leaves
+#: A full load of at least this many batches (of about LOAD_BATCH items) decompresses
+#: each batch on a worker thread while the one before parses; fewer, on this thread
+#: (a hand-over costs about what it saves below three). Measured: docs/design.md, "Packs".
+PIPELINE_BATCHES = 3
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -1629,6 +1645,47 @@ def _pool() -> ThreadPoolExecutor:
         _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
                                    thread_name_prefix="cas-load")
     return _POOL
+
+
+class _Prefetch:
+    """Decompresses one batch of packs on a worker thread while the caller parses another.
+
+    ``start`` returns only once the worker holds the batch: the worker needs the GIL to
+    begin, and a parse (orjson, in C) would not give it up until it ends. zstd releases
+    the GIL while it decompresses, so the two then run on two cores.
+    """
+
+    def __init__(self) -> None:
+        self._future: Future[Sequence[bytes | memoryview]] | None = None
+
+    def start(self, frames: Sequence[tuple[Oid, bytes]]) -> None:
+        """Begin decompressing frames on the worker; returns once it has begun."""
+        begun = threading.Event()
+
+        def work() -> Sequence[bytes | memoryview]:
+            begun.set()
+            return packs.payloads(frames)
+
+        self._future = _prefetcher().submit(work)
+        begun.wait()
+
+    def result(self) -> Sequence[bytes | memoryview]:
+        """Return the payloads of the batch last started."""
+        assert self._future is not None
+        return self._future.result()
+
+
+def _prefetcher() -> ThreadPoolExecutor:
+    # A load keeps one batch in flight; a worker per core lets concurrent loads each have
+    # one. Made anew in a forked child (a pool's threads do not survive fork()).
+    global _PREFETCH
+    if _PREFETCH is None or _PREFETCH[0] != os.getpid():
+        _PREFETCH = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                                     thread_name_prefix="cas-unpack"))
+    return _PREFETCH[1]
+
+
+_PREFETCH: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _batches(units: Sequence[_U]) -> list[list[_U]]:

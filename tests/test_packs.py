@@ -14,6 +14,7 @@ from support import msgs
 
 from cas_store import CorruptObject, Store, gc, open_store, packs
 from cas_store import lists as L
+from cas_store import store as store_mod
 from cas_store.objects import Kind, object_id
 
 PACKED = 6  # the stored kind of a chunk kept in a pack
@@ -339,3 +340,32 @@ def test_a_level_1_pack_with_members_out_of_order_is_named_by_fsck(path: Path) -
         by_id = {p.object_id: p for p in store.fsck().problems}
         assert by_id[victim.hex()].detail == "pack member 0 does not hash to its chunk id"
         assert by_id[victim.hex()].affects == [("a", 1)]
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["worker-thread", "one-thread"])
+def test_a_long_load_reads_alike_with_or_without_the_worker_and_fails_on_damage(
+        path: Path, monkeypatch: pytest.MonkeyPatch, ahead: bool) -> None:
+    # A load of many batches decompresses the next one on a worker thread while this one
+    # parses (store.PIPELINE_BATCHES); the items, their order and a damaged pack's failure
+    # must not depend on which path ran.
+    started: list[int] = []
+    real_start = store_mod._Prefetch.start
+
+    def start(self: store_mod._Prefetch, frames: list[tuple[bytes, bytes]]) -> None:
+        started.append(len(frames))
+        real_start(self, frames)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_mod._Prefetch, "start", start)
+    monkeypatch.setattr(store_mod, "PIPELINE_BATCHES", 2 if ahead else 10**9)
+    want = msgs(0, 5000)
+    with open_store(path) as store:
+        store.create("a", {}, want)
+        store.create("b", {}, msgs(6000, 9000))
+        assert store.load("a").messages == want
+        assert (len(started) >= 4) == ahead and (started == []) != ahead
+        closed = [u for u, _, _ in _units(store, "a") if _closed(store, u)]
+    _flip(path, packs.pack_id(closed[len(closed) // 2]))  # type: ignore[arg-type]
+    with open_store(path) as store:
+        with pytest.raises(CorruptObject):
+            store.load("a")
+        assert store.load("b").messages == msgs(6000, 9000)
