@@ -83,22 +83,24 @@ def body(payload: bytes | memoryview, page: Oid) -> memoryview | None:
     return view[start:] if FIXED < start <= len(view) else None
 
 
-def bodies(frames: Sequence[tuple[Oid, bytes]], threads: int = 1
-           ) -> dict[Oid, tuple[int, memoryview, bool]]:
+def bodies(frames: Sequence[tuple[Oid, bytes]]) -> dict[Oid, tuple[int, memoryview, bool]]:
     """Return (member count, members joined by commas, exact) per page with a sound pack.
 
     frames are (page, stored frame of its pack). One batched decompression (outside the
     GIL) and the fixed header only: the caller compares the count with the page's, a
     pack that does not decompress or names another page is left out.
     """
-    return read_bodies(frames, payloads(frames, threads))
+    return read_bodies(frames, payloads(frames))
 
 
-def payloads(frames: Sequence[tuple[Oid, bytes]], threads: int = 1
-             ) -> Sequence[bytes | memoryview]:
-    """Return each pack's payload (empty where its frame is damaged), in one batch call."""
+def payloads(frames: Sequence[tuple[Oid, bytes]]) -> Sequence[bytes | memoryview]:
+    """Return each pack's payload (empty where its frame is damaged), in one batch call.
+
+    On one thread: zstd starts its threads on every call, which cost more than they
+    saved on a load (docs/design.md, "Packs").
+    """
     try:
-        return decompress_many([f for _, f in frames], threads, copy=False)
+        return decompress_many([f for _, f in frames], 1, copy=False)
     except CasError:
         # A damaged pack in the batch: take the sound ones one by one.
         return [_payload_or_empty(f) for _, f in frames]

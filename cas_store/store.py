@@ -385,17 +385,15 @@ class _IO:
         # call and one parse. From PIPELINE_BATCHES batches on, a worker thread
         # decompresses the next batch while this one parses (docs/design.md, "Packs").
         batches = _batches(L.units(ref, self))
-        ahead = _Prefetch() if len(batches) >= PIPELINE_BATCHES else None
         frames = self._unit_frames(batches[0]) if batches else []
-        if ahead is not None:
-            ahead.start(frames)
+        ahead = _unpack_ahead(frames) if len(batches) >= PIPELINE_BATCHES else None
         for i, batch in enumerate(batches):
             payloads = ahead.result() if ahead is not None else packs.payloads(frames)
             current = frames
             if i + 1 < len(batches):
                 frames = self._unit_frames(batches[i + 1])
                 if ahead is not None:
-                    ahead.start(frames)
+                    ahead = _unpack_ahead(frames)
             data, exact = self._unit_array(batch, packs.read_bodies(current, payloads))
             out.extend(_parse_array(data, exact))
         if ref.tail:
@@ -1631,61 +1629,39 @@ def _reading(sid: str) -> Iterator[None]:
         exc.about(sid)
         raise
 
-_POOL: ThreadPoolExecutor | None = None
 _U = tuple[Oid, int, list[tuple[Oid, int]]]  # a level-1 page, its count, its leaves
 #: A full load of at least this many batches (of about LOAD_BATCH items) decompresses
 #: each batch on a worker thread while the one before parses; fewer, on this thread
 #: (a hand-over costs about what it saves below three). Measured: docs/design.md, "Packs".
 PIPELINE_BATCHES = 3
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
+    # The load workers; made anew in a forked child (a pool's threads do not survive fork()).
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                                   thread_name_prefix="cas-load")
-    return _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                                 thread_name_prefix="cas-load"))
+    return _POOL[1]
 
 
-class _Prefetch:
-    """Decompresses one batch of packs on a worker thread while the caller parses another.
+def _unpack_ahead(frames: Sequence[tuple[Oid, bytes]]) -> Future[Sequence[bytes | memoryview]]:
+    """Start decompressing packs on a worker thread; return once the worker has begun.
 
-    ``start`` returns only once the worker holds the batch: the worker needs the GIL to
-    begin, and a parse (orjson, in C) would not give it up until it ends. zstd releases
-    the GIL while it decompresses, so the two then run on two cores.
+    The worker needs the GIL to begin, and a parse (orjson, in C) would not give it up
+    until it ends; once begun, zstd releases the GIL, so decompression and the caller's
+    parse run on two cores.
     """
+    begun = threading.Event()
 
-    def __init__(self) -> None:
-        self._future: Future[Sequence[bytes | memoryview]] | None = None
+    def work() -> Sequence[bytes | memoryview]:
+        begun.set()
+        return packs.payloads(frames)
 
-    def start(self, frames: Sequence[tuple[Oid, bytes]]) -> None:
-        """Begin decompressing frames on the worker; returns once it has begun."""
-        begun = threading.Event()
-
-        def work() -> Sequence[bytes | memoryview]:
-            begun.set()
-            return packs.payloads(frames)
-
-        self._future = _prefetcher().submit(work)
-        begun.wait()
-
-    def result(self) -> Sequence[bytes | memoryview]:
-        """Return the payloads of the batch last started."""
-        assert self._future is not None
-        return self._future.result()
-
-
-def _prefetcher() -> ThreadPoolExecutor:
-    # A load keeps one batch in flight; a worker per core lets concurrent loads each have
-    # one. Made anew in a forked child (a pool's threads do not survive fork()).
-    global _PREFETCH
-    if _PREFETCH is None or _PREFETCH[0] != os.getpid():
-        _PREFETCH = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
-                                                     thread_name_prefix="cas-unpack"))
-    return _PREFETCH[1]
-
-
-_PREFETCH: tuple[int, ThreadPoolExecutor] | None = None
+    future = _pool().submit(work)
+    begun.wait()
+    return future
 
 
 def _batches(units: Sequence[_U]) -> list[list[_U]]:

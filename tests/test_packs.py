@@ -349,13 +349,13 @@ def test_a_long_load_reads_alike_with_or_without_the_worker_and_fails_on_damage(
     # parses (store.PIPELINE_BATCHES); the items, their order and a damaged pack's failure
     # must not depend on which path ran.
     started: list[int] = []
-    real_start = store_mod._Prefetch.start
+    real_start = store_mod._unpack_ahead
 
-    def start(self: store_mod._Prefetch, frames: list[tuple[bytes, bytes]]) -> None:
+    def start(frames: list[tuple[bytes, bytes]]) -> object:
         started.append(len(frames))
-        real_start(self, frames)  # type: ignore[arg-type]
+        return real_start(frames)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store_mod._Prefetch, "start", start)
+    monkeypatch.setattr(store_mod, "_unpack_ahead", start)
     monkeypatch.setattr(store_mod, "PIPELINE_BATCHES", 2 if ahead else 10**9)
     want = msgs(0, 5000)
     with open_store(path) as store:
