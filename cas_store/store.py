@@ -365,14 +365,15 @@ class _IO:
         if len(oids) < 2 * LOAD_BATCH:
             # One batched decompression per query rather than a Python call per frame.
             for part in batches:
-                out.extend(json.loads(self._fetch_joined(part)))
+                joined = self._fetch_joined(part)
+                out.extend(_parse_array(joined, packs.exact(joined)))
             return out
         # A long list: worker threads fetch and decompress the next batches (SQLite and
         # zstd both release the GIL) while this thread parses the one before. The chunks
         # are immutable and reachable from a version the caller holds, so reading them
         # outside this thread's snapshot sees the same bytes.
         for joined in _pool().map(self._fetch_joined, batches):
-            out.extend(json.loads(joined))
+            out.extend(_parse_array(joined, packs.exact(joined)))
         return out
 
     def list_items(self, ref: L.ListRef) -> list[JSON]:
@@ -381,20 +382,20 @@ class _IO:
                 or ref.frozen < 2 * L.MAX_PAGE):
             return self.items(L.read_ids(ref, self))
         out: list[JSON] = []
-        # About a thousand items at a time: one query for their packs, one decompression
-        # call and one parse. From PIPELINE_BATCHES batches on, a worker thread
-        # decompresses the next batch while this one parses (docs/design.md, "Packs").
+        # About a thousand items at a time: one query for their packs, one parse, and
+        # the decompression shared with a worker thread: half of the first batch while
+        # this thread does the other half, then batch i + 1 while this thread parses
+        # batch i (docs/design.md, "Packs").
         batches = _batches(L.units(ref, self))
-        frames = self._unit_frames(batches[0]) if batches else []
-        ahead = _unpack_ahead(frames) if len(batches) >= PIPELINE_BATCHES else None
+        mine, theirs, ahead = _share(self._unit_frames(batches[0]) if batches else [],
+                                     FIRST_SHARE, wait=False)
         for i, batch in enumerate(batches):
-            payloads = ahead.result() if ahead is not None else packs.payloads(frames)
-            current = frames
+            frames = [*mine, *theirs]
+            payloads = [*packs.payloads(mine), *(ahead.result() if ahead else ())]
             if i + 1 < len(batches):
-                frames = self._unit_frames(batches[i + 1])
-                if ahead is not None:
-                    ahead = _unpack_ahead(frames)
-            data, exact = self._unit_array(batch, packs.read_bodies(current, payloads))
+                mine, theirs, ahead = _share(self._unit_frames(batches[i + 1]), NEXT_SHARE,
+                                              wait=True)
+            data, exact = self._unit_array(batch, packs.read_bodies(frames, payloads))
             out.extend(_parse_array(data, exact))
         if ref.tail:
             out.extend(self.items(list(ref.tail)))
@@ -1630,10 +1631,13 @@ def _reading(sid: str) -> Iterator[None]:
         raise
 
 _U = tuple[Oid, int, list[tuple[Oid, int]]]  # a level-1 page, its count, its leaves
-#: A full load of at least this many batches (of about LOAD_BATCH items) decompresses
-#: each batch on a worker thread while the one before parses; fewer, on this thread
-#: (a hand-over costs about what it saves below three). Measured: docs/design.md, "Packs".
-PIPELINE_BATCHES = 3
+#: A load hands decompression to a worker only from this many compressed bytes in a
+#: batch (a hand-over costs about what decompressing this much takes).
+HANDOVER_BYTES = 64 * 1024
+#: The worker's share of a batch's compressed bytes: of the first (both threads only
+#: decompress), and of each next one (decompressed while this thread parses).
+FIRST_SHARE = 0.5
+NEXT_SHARE = 1.0
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
@@ -1646,12 +1650,14 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL[1]
 
 
-def _unpack_ahead(frames: Sequence[tuple[Oid, bytes]]) -> Future[Sequence[bytes | memoryview]]:
-    """Start decompressing packs on a worker thread; return once the worker has begun.
+def _unpack_ahead(frames: Sequence[tuple[Oid, bytes]], *, wait: bool = True
+                  ) -> Future[Sequence[bytes | memoryview]]:
+    """Start decompressing packs on a worker thread; with wait, return once it has begun.
 
     The worker needs the GIL to begin, and a parse (orjson, in C) would not give it up
     until it ends; once begun, zstd releases the GIL, so decompression and the caller's
-    parse run on two cores.
+    parse run on two cores. A caller that decompresses next (releasing the GIL) need
+    not wait.
     """
     begun = threading.Event()
 
@@ -1660,8 +1666,31 @@ def _unpack_ahead(frames: Sequence[tuple[Oid, bytes]]) -> Future[Sequence[bytes 
         return packs.payloads(frames)
 
     future = _pool().submit(work)
-    begun.wait()
+    if wait:
+        begun.wait()
     return future
+
+
+def _share(frames: Sequence[tuple[Oid, bytes]], share: float, *, wait: bool
+           ) -> tuple[Sequence[tuple[Oid, bytes]], Sequence[tuple[Oid, bytes]],
+                      Future[Sequence[bytes | memoryview]] | None]:
+    """Split frames into this thread's and a worker's (the last ones, nearest share of the bytes).
+
+    Returns (this thread's, the worker's, the worker's future); below HANDOVER_BYTES
+    all stay on this thread and the future is None. With wait, return only once the
+    worker has begun (see ``_unpack_ahead``).
+    """
+    sizes = [len(f) for _, f in frames]
+    total = sum(sizes)
+    if total < HANDOVER_BYTES:
+        return frames, (), None
+    target, cut, theirs = share * total, len(frames), 0
+    while cut and abs(theirs + sizes[cut - 1] - target) < abs(theirs - target):
+        cut -= 1
+        theirs += sizes[cut]
+    if cut == len(frames):
+        return frames, (), None
+    return frames[:cut], frames[cut:], _unpack_ahead(frames[cut:], wait=wait)
 
 
 def _batches(units: Sequence[_U]) -> list[list[_U]]:

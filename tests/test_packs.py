@@ -345,18 +345,18 @@ def test_a_level_1_pack_with_members_out_of_order_is_named_by_fsck(path: Path) -
 @pytest.mark.parametrize("ahead", [True, False], ids=["worker-thread", "one-thread"])
 def test_a_long_load_reads_alike_with_or_without_the_worker_and_fails_on_damage(
         path: Path, monkeypatch: pytest.MonkeyPatch, ahead: bool) -> None:
-    # A load of many batches decompresses the next one on a worker thread while this one
-    # parses (store.PIPELINE_BATCHES); the items, their order and a damaged pack's failure
-    # must not depend on which path ran.
+    # A load shares the decompression of its batches with a worker thread (half of the
+    # first, the next one while this one parses: store.HANDOVER_BYTES); the items, their
+    # order and a damaged pack's failure must not depend on which path ran.
     started: list[int] = []
     real_start = store_mod._unpack_ahead
 
-    def start(frames: list[tuple[bytes, bytes]]) -> object:
+    def start(frames: list[tuple[bytes, bytes]], *, wait: bool = True) -> object:
         started.append(len(frames))
-        return real_start(frames)  # type: ignore[arg-type]
+        return real_start(frames, wait=wait)  # type: ignore[arg-type]
 
     monkeypatch.setattr(store_mod, "_unpack_ahead", start)
-    monkeypatch.setattr(store_mod, "PIPELINE_BATCHES", 2 if ahead else 10**9)
+    monkeypatch.setattr(store_mod, "HANDOVER_BYTES", 0 if ahead else 10**12)
     want = msgs(0, 5000)
     with open_store(path) as store:
         store.create("a", {}, want)
@@ -369,3 +369,23 @@ def test_a_long_load_reads_alike_with_or_without_the_worker_and_fails_on_damage(
         with pytest.raises(CorruptObject):
             store.load("a")
         assert store.load("b").messages == msgs(6000, 9000)
+
+
+@pytest.mark.parametrize("n", [20, 3000], ids=["by-chunks", "by-packs"])
+def test_a_few_integers_beyond_64_bits_among_others_load_exactly(path: Path, n: int) -> None:
+    # Loads parse with orjson where a batch holds no digit run of 19 or more: orjson would
+    # read a larger integer as a float. A short list is read by its chunks, a long one by
+    # its packs; both must give back the very integers saved, and the others unchanged.
+    big = [2**64, -(2**63) - 1, 10**30, 12345678901234567890123]
+    want = msgs(0, n)
+    for i, value in enumerate(big):
+        want[i * (n // len(big))] = {"role": "tool", "content": "n", "value": value}
+    with open_store(path) as store:
+        store.create("a", {}, want)
+        store.create("b", {}, msgs(5000, 5000 + n))
+        got = store.load("a").messages
+        assert got == want
+        values = [m["value"] for m in got if isinstance(m, dict) and "value" in m]
+        assert values == big and all(type(v) is int for v in values)
+        assert store.load("b").messages == msgs(5000, 5000 + n)
+        assert store.messages("a", 0, 1) == want[:1]
