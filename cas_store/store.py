@@ -13,51 +13,42 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import random
 import re
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import (
     AsyncIterator,
     Callable,
-    Collection,
     Iterable,
     Iterator,
     Mapping,
     Sequence,
 )
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from . import lists as L
 from . import manifest as M
-from . import packs, recovery
+from . import recovery
 from .backends import (
-    LOAD_BATCH,
     Backend,
     Commit,
     HeadRow,
     IndexUpdate,
     LogEntry,
-    ObjectWrite,
     Retry,
 )
 from .errors import (
     Conflict,
-    CorruptObject,
     IntegrityError,
     InvalidArgument,
     InvalidMessage,
     InvalidMetadata,
     InvalidSessionId,
-    ObjectNotFound,
     SessionExists,
     SessionNotFound,
     StorageError,
@@ -81,14 +72,13 @@ from .model import (
     StoreStats,
     Version,
 )
+from .objectio import Items, ObjectIO, SharedCache
 from .objects import (
     Kind,
     Oid,
     Page,
     canonical_json,
     compress,
-    decode_page_full,
-    decompress,
     encode_item,
     encode_metadata,
     encode_page,
@@ -178,19 +168,6 @@ def _title(metadata: Mapping[str, Any]) -> str:
     return title[:TITLE_MAX] if isinstance(title, str) else ""
 
 
-@dataclass(slots=True)
-class _Items:
-    """Validated list items: their canonical payloads and ids, computed once per call."""
-
-    ids: list[Oid]
-    payloads: list[bytes]
-    frames: list[bytes] | None = None  # compressed already (see Encoded)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(p) for p in self.payloads)
-
-
 @dataclass(frozen=True, slots=True)
 class Encoded:
     """A list validated, encoded and compressed by ``encode_list``, ready for the store.
@@ -232,285 +209,6 @@ def _encode_items(values: Iterable[JSON], field: str, objects: bool,
 
 
 
-class _SharedCache:
-    """A bounded, thread-safe LRU of decoded immutable objects, keyed by id."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: OrderedDict[Oid, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, oid: Oid) -> Any:
-        """Return the cached value or None."""
-        with self._lock:
-            value = self._items.get(oid)
-            if value is not None:
-                self._items.move_to_end(oid)
-            return value
-
-    def put(self, oid: Oid, value: Any) -> None:
-        """Cache a value, evicting the least recently used past the limit."""
-        with self._lock:
-            self._items[oid] = value
-            self._items.move_to_end(oid)
-            while len(self._items) > self.limit:
-                self._items.popitem(last=False)
-
-
-class _IO:
-    """Reads objects with a per-operation cache, and stages new ones for one commit."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.backend = store.backend
-        self.cache: dict[Oid, Any] = {}
-        self.staged: dict[Oid, ObjectWrite] = {}
-
-    # reading ------------------------------------------------------------------------------
-
-    def payloads(self, oids: Sequence[Oid], kind: Kind) -> dict[Oid, bytes]:
-        """Return payloads of these ids (which must exist), verifying as configured."""
-        out: dict[Oid, bytes] = {}
-        need = [o for o in dict.fromkeys(oids) if o not in self.staged]
-        for o in oids:
-            if o in self.staged:
-                w = self.staged[o]
-                assert w.frame is not None
-                out[o] = decompress(o, w.frame, verify=False)
-        frames = self.backend.get_frames(need)
-        verify = self.store.limits.verify_reads
-        self.store.reads[kind.name.lower()] += len(need)
-        for o in need:
-            got = frames.get(o)
-            if got is None:
-                raise ObjectNotFound(f"object {o.hex()} is missing", object_id=o.hex())
-            stored_kind, frame = got
-            if stored_kind != kind:
-                raise CorruptObject(
-                    f"object {o.hex()} is a {stored_kind.name.lower()}, expected a"
-                    f" {kind.name.lower()}",
-                    object_id=o.hex(),
-                )
-            out[o] = decompress(o, frame, verify=verify, kind=kind)
-        return out
-
-    def pages(self, oids: Sequence[Oid]) -> dict[Oid, Page]:
-        """Return each page, decoded (cached)."""
-        need = [o for o in oids if o not in self.cache]
-        if need:
-            shared = self.store._decoded
-            missed = []
-            for o in need:
-                hit = shared.get(o)
-                if hit is None:
-                    missed.append(o)
-                else:
-                    self.cache[o] = hit
-            for o, payload in self.payloads(missed, Kind.PAGE).items() if missed else ():
-                try:
-                    children = decode_page_full(payload)
-                except ValueError:
-                    raise CorruptObject(
-                        f"page {o.hex()} is malformed", object_id=o.hex()
-                    ) from None
-                self.cache[o] = children
-                shared.put(o, children)
-        return {o: self.cache[o] for o in oids}
-
-    def raw_manifest(self, oid: Oid) -> M.Raw:
-        """Return a manifest as stored (full, or a delta on its base)."""
-        payload = self.payloads([oid], Kind.MANIFEST)[oid]
-        try:
-            return M.decode(payload)
-        except (ValueError, UnicodeDecodeError):
-            raise CorruptObject(f"manifest {oid.hex()} is malformed",
-                                object_id=oid.hex()) from None
-
-    def manifest(self, oid: Oid) -> M.Manifest:
-        """Return a manifest resolved to its full form (delta chains followed, cached)."""
-        got = self._cached_manifest(oid)
-        if got is None:
-            try:
-                got = M.resolve(oid, self.raw_manifest, self._cached_manifest)
-            except ValueError as exc:
-                raise CorruptObject(f"manifest {oid.hex()}: {exc}",
-                                    object_id=oid.hex()) from None
-            self.cache[oid] = got
-            self.store._decoded.put(oid, got)
-        return got
-
-    def _cached_manifest(self, oid: Oid) -> M.Manifest | None:
-        got = self.cache.get(oid)
-        if got is None:
-            got = self.store._decoded.get(oid)
-            if got is not None:
-                self.cache[oid] = got
-        return got if isinstance(got, M.Manifest) else None
-
-    def metadata(self, oid: Oid) -> dict[str, JSON]:
-        """Return a metadata object."""
-        value = json.loads(self.payloads([oid], Kind.META)[oid])
-        assert isinstance(value, dict)
-        return value
-
-    def items(self, oids: Sequence[Oid]) -> list[JSON]:
-        """Return the decoded list items, in order, a thousand per query."""
-        batches = [oids[i : i + LOAD_BATCH] for i in range(0, len(oids), LOAD_BATCH)]
-        out: list[JSON] = []
-        if self.store.limits.verify_reads or self.staged:
-            for part in batches:
-                got = self.payloads(part, Kind.CHUNK)
-                out.extend(json.loads(_json_array([got[o] for o in part])))
-            return out
-        if len(oids) < 2 * LOAD_BATCH:
-            # One batched decompression per query rather than a Python call per frame.
-            for part in batches:
-                joined = self._fetch_joined(part)
-                out.extend(_parse_array(joined, packs.exact(joined)))
-            return out
-        # A long list: worker threads fetch and decompress the next batches (SQLite and
-        # zstd both release the GIL) while this thread parses the one before. The chunks
-        # are immutable and reachable from a version the caller holds, so reading them
-        # outside this thread's snapshot sees the same bytes.
-        for joined in _pool().map(self._fetch_joined, batches):
-            out.extend(_parse_array(joined, packs.exact(joined)))
-        return out
-
-    def list_items(self, ref: L.ListRef) -> list[JSON]:
-        """Return every item of a list, frozen pages read from their packs where kept so."""
-        if (not self.backend.packs or self.store.limits.verify_reads or self.staged
-                or ref.frozen < 2 * L.MAX_PAGE):
-            return self.items(L.read_ids(ref, self))
-        out: list[JSON] = []
-        # About a thousand items at a time: one query for their packs, one parse, and
-        # the decompression shared with a worker thread: half of the first batch while
-        # this thread does the other half, then batch i + 1 while this thread parses
-        # batch i (docs/design.md, "Packs").
-        batches = _batches(L.units(ref, self))
-        mine, theirs, ahead = _share(self._unit_frames(batches[0]) if batches else [],
-                                     FIRST_SHARE, wait=False)
-        for i, batch in enumerate(batches):
-            frames = [*mine, *theirs]
-            payloads = [*packs.payloads(mine), *(ahead.result() if ahead else ())]
-            if i + 1 < len(batches):
-                mine, theirs, ahead = _share(self._unit_frames(batches[i + 1]), NEXT_SHARE,
-                                              wait=True)
-            data, exact = self._unit_array(batch, packs.read_bodies(frames, payloads))
-            out.extend(_parse_array(data, exact))
-        if ref.tail:
-            out.extend(self.items(list(ref.tail)))
-        return out
-
-    def _unit_frames(self, batch: Sequence[_U]) -> list[tuple[Oid, bytes]]:
-        """Return the stored pack frames a batch of level-1 units is read from, in one query.
-
-        A closed level-1 page is packed whole; an open one (the last) by its leaves.
-        """
-        want: list[Oid] = []
-        for unit, _, kids in batch:
-            leaves = [leaf for leaf, _ in kids]
-            want += [unit] if L.closed(leaves) else leaves
-        return self.backend.pack_frames(want)
-
-    def _unit_array(self, batch: Sequence[_U],
-                    bodies: Mapping[Oid, tuple[int, memoryview | bytes, bool]]
-                    ) -> tuple[bytes, bool]:
-        """Return the items under these level-1 pages as one JSON array, and if it is exact.
-
-        Each level-1 page from its own pack (bodies); one without (not closed yet, or
-        damaged) leaf by leaf from theirs; a leaf without a sound pack (written before
-        packs, or damaged) by its chunks. Exact: orjson may parse it (``packs.exact``).
-        """
-        found = dict(bodies)
-        pieces: list[Oid] = []
-        leaves: list[tuple[Oid, int]] = []
-        for unit, n, kids in batch:
-            if found.get(unit, (-1,))[0] == n:
-                pieces.append(unit)
-            else:
-                pieces.extend(leaf for leaf, _ in kids)
-                leaves.extend(kid for kid in kids if found.get(kid[0], (-1,))[0] != kid[1])
-        if leaves:
-            found.update(packs.bodies(self.backend.pack_frames([leaf for leaf, _ in leaves])))
-            lacking = [leaf for leaf, n in leaves if found.get(leaf, (-1,))[0] != n]
-            if lacking:
-                pages = self.pages(lacking)
-                segments = iter(self._segments([c for leaf in lacking for c in pages[leaf]]))
-                for leaf in lacking:
-                    joined = b",".join(next(segments) for _ in pages[leaf])
-                    found[leaf] = (len(pages[leaf]), joined, packs.exact(joined))
-        parts: list[memoryview | bytes] = [b"["]
-        exact = True
-        for piece in pieces:
-            _, body, flag = found[piece]
-            parts.append(body)
-            parts.append(b",")
-            exact = exact and flag
-        parts[-1] = b"]"
-        return b"".join(parts), exact
-
-    def _fetch_joined(self, part: Sequence[Oid]) -> bytes:
-        """Return the chunks of part, in order, as one JSON array (for a worker thread)."""
-        return _json_array(self._segments(part))
-
-    def _segments(self, part: Sequence[Oid]) -> list[bytes]:
-        """Return the payloads of the chunks of part, in order, read in one batch."""
-        unique = list(dict.fromkeys(part))
-        got = self.backend.chunk_payloads(unique)
-        self.store.reads["chunk"] += len(unique)
-        for o in unique:
-            if o not in got:
-                raise ObjectNotFound(f"object {o.hex()} is missing", object_id=o.hex())
-        return [got[o] for o in part]
-
-    # writing ------------------------------------------------------------------------------
-
-    def put(self, kind: Kind, payload: bytes, oid: Oid | None = None) -> Oid:
-        """Stage an object for the commit and return its id."""
-        oid = oid or object_id(kind, payload)
-        if oid not in self.staged:
-            self.staged[oid] = ObjectWrite(oid, kind, len(payload), compress(payload))
-        return oid
-
-    def touch(self, oid: Oid, kind: Kind, size: int) -> None:
-        """Stage a write-time refresh of an object known to exist."""
-        if oid not in self.staged:
-            self.staged[oid] = ObjectWrite(oid, kind, size, None)
-
-    def put_page(self, height: int, children: Sequence[Oid],
-                 counts: Sequence[int] | None = None) -> Oid:
-        """Stage a page and return its id."""
-        oid = self.put(Kind.PAGE, encode_page(height, children, counts))
-        self.cache[oid] = Page(children, height, counts)
-        return oid
-
-    def put_items(self, items: _Items, skip: int = 0, held: Collection[Oid] = ()) -> None:
-        """Stage the chunks of items[skip:], refreshing the ones that exist already.
-
-        Ids in ``held`` (the list of the head being replaced) are stored and reachable
-        from that head, which every GC marks, so they are neither written nor refreshed:
-        a save that re-sends a long session writes only what changed.
-        """
-        todo = [(o, p, i) for i, (o, p) in
-                enumerate(zip(items.ids[skip:], items.payloads[skip:], strict=True))
-                if o not in held]
-        frames = items.frames[skip:] if items.frames is not None else None
-        exists: set[Oid] = set()
-        if len(todo) > 8 and frames is None:
-            # Worth one query: a big save mostly re-sends chunks the store already has,
-            # and this spares compressing them (pre-compressed frames need no check: the
-            # insert refreshes the write time of any that exist).
-            exists = set(o for o, _, _ in todo) - self.backend.missing(o for o, _, _ in todo)
-        for oid, payload, i in todo:
-            if oid in exists:
-                self.touch(oid, Kind.CHUNK, len(payload))
-            elif frames is not None:
-                if oid not in self.staged:
-                    self.staged[oid] = ObjectWrite(oid, Kind.CHUNK, len(payload), frames[i])
-            else:
-                self.put(Kind.CHUNK, payload, oid)
-
-
 @dataclass(slots=True)
 class _Change:
     """What a mutation computed: the new manifest and how to describe the pointer move."""
@@ -545,7 +243,7 @@ class Store:
         # Decoded manifests and pages, shared by operations. Objects are immutable, so an
         # entry can never be stale; it spares an append re-reading (and re-resolving the
         # delta chain of) the manifest the previous append just wrote.
-        self._decoded = _SharedCache(20_000)
+        self._decoded = SharedCache(20_000)
         self._feed: Feed | None = None
         self._feed_lock = threading.Lock()
 
@@ -563,12 +261,12 @@ class Store:
 
     # --- validation -------------------------------------------------------------------------
 
-    def _items(self, values: Any, field: str = MESSAGES, *, objects: bool = True) -> _Items:
+    def _items(self, values: Any, field: str = MESSAGES, *, objects: bool = True) -> Items:
         if isinstance(values, Encoded):
             return self._encoded_items(values, field, objects)
-        return _Items(*_encode_items(values, field, objects, self.limits.max_message_bytes))
+        return Items(*_encode_items(values, field, objects, self.limits.max_message_bytes))
 
-    def _encoded_items(self, enc: Encoded, field: str, objects: bool) -> _Items:
+    def _encoded_items(self, enc: Encoded, field: str, objects: bool) -> Items:
         # Cheap re-checks of what encode_list promised: the id is the payload's hash
         # (a wrong one would corrupt the store), the limit and the object rule hold.
         limit = self.limits.max_message_bytes
@@ -583,9 +281,9 @@ class Store:
             if object_id(Kind.CHUNK, payload) != oid:
                 raise InvalidArgument(f"{field}[{i}]: id does not match its payload",
                                       field=field)
-        return _Items(list(enc.ids), list(enc.payloads), list(enc.frames))
+        return Items(list(enc.ids), list(enc.payloads), list(enc.frames))
 
-    def _extra_lists(self, lists: Mapping[str, Any] | None) -> dict[str, _Items]:
+    def _extra_lists(self, lists: Mapping[str, Any] | None) -> dict[str, Items]:
         if lists is None:
             return {}
         if not isinstance(lists, Mapping):
@@ -610,7 +308,7 @@ class Store:
         return head
 
     def _mutate(self, sid: str, expected: Expected,
-                build: Callable[[HeadRow | None, _IO], _Change], *,
+                build: Callable[[HeadRow | None, ObjectIO], _Change], *,
                 mode: str = "live", at: float | None = None) -> Version:
         """Compute a change from the head and commit it with compare-and-swap.
 
@@ -633,7 +331,7 @@ class Store:
                     f"session {sid!r} is at version {current}, not {expected}",
                     current=current, expected=expected,
                 )
-            io = _IO(self)
+            io = ObjectIO(self)
             # No read transaction needed: build reads only immutable objects reachable
             # from the head it was given (GC never sweeps those), and the commit below
             # re-checks that head under the write lock.
@@ -694,7 +392,7 @@ class Store:
         return Version(e.sid, e.seq, e.manifest.hex(), e.created_at, e.op, e.message_count,
                        e.nbytes, e.intentional_shrink, e.suspect_shrink)
 
-    def _put_manifest(self, io: _IO, meta: M.MetaRef, lists: dict[str, ListRef],
+    def _put_manifest(self, io: ObjectIO, meta: M.MetaRef, lists: dict[str, ListRef],
                       head: tuple[Oid, M.Manifest] | None = None) -> Oid:
         """Stage the manifest of a state: a small delta on head when one can express it."""
         lists = {n: r for n, r in lists.items() if n == MESSAGES or r.count}
@@ -722,7 +420,7 @@ class Store:
 
     # --- metadata: small fields, large values and key order as separate objects -----------
 
-    def _read_metadata(self, io: _IO, man: M.Manifest | M.Raw) -> dict[str, JSON]:
+    def _read_metadata(self, io: ObjectIO, man: M.Manifest | M.Raw) -> dict[str, JSON]:
         """Return a state's metadata: its fields in the recorded key order (else sorted)."""
         ref = man.meta_ref
         out = io.metadata(ref.meta)
@@ -739,7 +437,7 @@ class Store:
             return ordered
         return out
 
-    def _key_order(self, io: _IO, ref: M.MetaRef) -> list[str]:
+    def _key_order(self, io: ObjectIO, ref: M.MetaRef) -> list[str]:
         """Return the recorded top-level key order of a state ([] when none was recorded)."""
         if ref.layout is None:
             return []
@@ -750,7 +448,7 @@ class Store:
         assert isinstance(order, list)
         return order
 
-    def _put_metadata(self, io: _IO | None, metadata: Mapping[str, JSON],
+    def _put_metadata(self, io: ObjectIO | None, metadata: Mapping[str, JSON],
                       order: Sequence[str] | None, old: M.MetaRef | None = None,
                       kept: Mapping[str, Oid] | None = None) -> M.MetaRef:
         """Stage a state's metadata objects (io=None: only compute their ids).
@@ -794,7 +492,7 @@ class Store:
                 io.cache[layout] = list(order)
         return M.MetaRef(meta, layout, tuple(sorted(values)))
 
-    def _relayout(self, io: _IO, old: M.MetaRef, metadata: Mapping[str, JSON],
+    def _relayout(self, io: ObjectIO, old: M.MetaRef, metadata: Mapping[str, JSON],
                   lists: Iterable[str]) -> list[str] | None:
         """Return the key order after a metadata change (None: the state records none).
 
@@ -830,7 +528,7 @@ class Store:
         missing = [k for k in metadata if k not in set(order)]
         return order + missing
 
-    def _dropped_bytes(self, io: _IO, ref: ListRef, keep: int) -> int:
+    def _dropped_bytes(self, io: ObjectIO, ref: ListRef, keep: int) -> int:
         # The manifest keeps only a total; sizes of what a cut drops come from the object
         # index (no chunk is read), from whichever side of the cut is shorter.
         if keep == ref.count:
@@ -843,8 +541,8 @@ class Store:
         sizes = self.backend.sizes(kept)
         return sum(sizes[o] for o in kept)
 
-    def _replace_list(self, io: _IO, ref: ListRef,
-                      items: _Items) -> tuple[ListRef, bool, bool, int]:
+    def _replace_list(self, io: ObjectIO, ref: ListRef,
+                      items: Items) -> tuple[ListRef, bool, bool, int]:
         """Return (new list, cut, lost, common prefix): ref replaced by items, sharing the prefix.
 
         cut: some of the old list's items were replaced; lost: some item of the old list
@@ -885,7 +583,7 @@ class Store:
         extra = self._extra_lists(lists)
         title = _title(json.loads(meta))
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             io.put_items(items)
             refs = {MESSAGES: L.splice(L.EMPTY, 0, items.ids, items.nbytes, io)}
             for name, it in extra.items():
@@ -930,7 +628,7 @@ class Store:
             if head is None:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
             oid = head.manifest if seq is None else self._entry(sid, seq).manifest
-            man = _IO(self).manifest(oid)
+            man = ObjectIO(self).manifest(oid)
             return object_id(Kind.MANIFEST, M.encode_full(man.meta_ref, man.lists)).hex()
 
     def batch(self) -> AbstractContextManager[None]:
@@ -951,7 +649,7 @@ class Store:
         """
         items = self._items(messages)
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
             if not items.ids:
@@ -989,7 +687,7 @@ class Store:
         order = None if fields is None else self._key_order_arg(key_order, fields)
         extra = self._extra_lists(lists)
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
             new, cut, lost, cp = self._replace_list(io, man.messages, items)
@@ -1025,7 +723,7 @@ class Store:
             raise InvalidArgument("keep must be a non-negative integer", field="keep")
         items = self._items(messages)
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
             ref = man.messages
@@ -1059,7 +757,7 @@ class Store:
         """
         if not isinstance(edits, Mapping) or not edits:
             raise InvalidArgument("edits must name at least one list", field="edits")
-        staged: dict[str, tuple[int, _Items]] = {}
+        staged: dict[str, tuple[int, Items]] = {}
         for name, edit in edits.items():
             if name != MESSAGES and (not isinstance(name, str)
                                      or not LIST_NAME_RE.fullmatch(name)):
@@ -1073,7 +771,7 @@ class Store:
         if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
             raise InvalidArgument("base must be a version number", field="base")
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
             src, requires = man, []
@@ -1129,7 +827,7 @@ class Store:
             raise InvalidMetadata("a metadata patch must be a JSON object")
         self._metadata(patch)  # validates the patch itself before any read
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
             ref = man.meta_ref
@@ -1166,7 +864,7 @@ class Store:
         manifest. Clears the session's pending suspect shrink: restoring is a choice.
         """
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
             target = self._entry(sid, seq)
             shrank = False
@@ -1203,7 +901,7 @@ class Store:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
             source = self._entry(sid, seq)
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             man = io.manifest(source.manifest)
             metadata = self._read_metadata(io, man)
             return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
@@ -1215,7 +913,7 @@ class Store:
     def delete(self, sid: str, *, expected: Expected = ANY, at: float | None = None) -> Version:
         """Delete a session: it leaves lists and loads, its versions stay (restore undoes it)."""
 
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
             return _Change(Op.DELETE, head.manifest, head.message_count, head.nbytes,
                            head.title, deleted=True, index=IndexUpdate(0))
@@ -1243,7 +941,7 @@ class Store:
             raise SessionNotFound(f"no session {sid!r}", session_id=sid)
         return head, self._entry(sid, seq)
 
-    def _meta(self, io: _IO, head: HeadRow, entry: LogEntry | None) -> tuple[SessionMeta,
+    def _meta(self, io: ObjectIO, head: HeadRow, entry: LogEntry | None) -> tuple[SessionMeta,
                                                                              M.Manifest]:
         manifest_oid = entry.manifest if entry else head.manifest
         man = io.manifest(manifest_oid)
@@ -1252,7 +950,7 @@ class Store:
                                   {n: r.count for n, r in man.lists.items() if n != MESSAGES}
                                   ), man
 
-    def _session_meta(self, io: _IO, head: HeadRow, entry: LogEntry | None,
+    def _session_meta(self, io: ObjectIO, head: HeadRow, entry: LogEntry | None,
                       man: M.Manifest | M.Raw,
                       count: int, nbytes: int, list_counts: dict[str, int]) -> SessionMeta:
         return SessionMeta(
@@ -1273,7 +971,7 @@ class Store:
         """Return the session (at seq, or the head) without messages; reads no chunk or page."""
         with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
-            io = _IO(self)
+            io = ObjectIO(self)
             oid = entry.manifest if entry else head.manifest
             cached = io._cached_manifest(oid)
             if cached is not None:
@@ -1287,7 +985,7 @@ class Store:
         """Return the session (at seq, or the head) with all its messages and named lists."""
         with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
-            io = _IO(self)
+            io = ObjectIO(self)
             meta, man = self._meta(io, head, entry)
             messages = io.list_items(man.messages)
             extra = {n: io.list_items(r) for n, r in man.lists.items() if n != MESSAGES}
@@ -1310,7 +1008,7 @@ class Store:
             raise InvalidArgument("limit must be a non-negative integer", field="limit")
         with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
-            io = _IO(self)
+            io = ObjectIO(self)
             lists = io.manifest(entry.manifest if entry else head.manifest).lists
             ref = lists.get(list_name, L.EMPTY)
             start = max(ref.count + offset, 0) if offset < 0 else offset
@@ -1338,7 +1036,7 @@ class Store:
             validate_session_id(sid)
             if self.backend.head(sid) is None:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
-            io = _IO(self)
+            io = ObjectIO(self)
             a = io.manifest(self._entry(sid, from_seq).manifest)
             b = io.manifest(self._entry(sid, to_seq).manifest)
             ids_a, ids_b = L.read_ids(a.messages, io), L.read_ids(b.messages, io)
@@ -1452,9 +1150,9 @@ class Store:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
             if head.deleted or not head.suspect_pending:
                 return None  # pending is set by every unresolved suspect shrink
-            io = _IO(self)
+            io = ObjectIO(self)
 
-            def lists_of(e: LogEntry, io: _IO = io) -> dict[str, list[Oid]]:
+            def lists_of(e: LogEntry, io: ObjectIO = io) -> dict[str, list[Oid]]:
                 return {n: L.read_ids(r, io) for n, r in io.manifest(e.manifest).lists.items()}
 
             with self.backend.snapshot(), _reading(sid):
@@ -1500,7 +1198,7 @@ class Store:
         return out[start:]
 
     def _commit_recovery(self, sid: str, expected: int, found: recovery.Plan) -> Version:
-        def build(head: HeadRow | None, io: _IO) -> _Change:
+        def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
             man = io.manifest(head.manifest)
             refs = dict(man.lists)
@@ -1613,9 +1311,9 @@ class Store:
             disk_bytes=self.backend.disk_bytes(),
         )
 
-    def io(self) -> _IO:
+    def io(self) -> ObjectIO:
         """Return a reader/stager for engine modules (gc, fsck, import) — not for callers."""
-        return _IO(self)
+        return ObjectIO(self)
 
 
 _MISSING = object()
@@ -1629,110 +1327,6 @@ def _reading(sid: str) -> Iterator[None]:
     except IntegrityError as exc:
         exc.about(sid)
         raise
-
-_U = tuple[Oid, int, list[tuple[Oid, int]]]  # a level-1 page, its count, its leaves
-#: A load hands decompression to a worker only from this many compressed bytes in a
-#: batch (a hand-over costs about what decompressing this much takes).
-HANDOVER_BYTES = 64 * 1024
-#: The worker's share of a batch's compressed bytes: of the first (both threads only
-#: decompress), and of each next one (decompressed while this thread parses).
-FIRST_SHARE = 0.5
-NEXT_SHARE = 1.0
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    # The load workers; made anew in a forked child (a pool's threads do not survive fork()).
-    global _POOL
-    if _POOL is None or _POOL[0] != os.getpid():
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                                                 thread_name_prefix="cas-load"))
-    return _POOL[1]
-
-
-def _unpack_ahead(frames: Sequence[tuple[Oid, bytes]], *, wait: bool = True
-                  ) -> Future[Sequence[bytes | memoryview]]:
-    """Start decompressing packs on a worker thread; with wait, return once it has begun.
-
-    The worker needs the GIL to begin, and a parse (orjson, in C) would not give it up
-    until it ends; once begun, zstd releases the GIL, so decompression and the caller's
-    parse run on two cores. A caller that decompresses next (releasing the GIL) need
-    not wait.
-    """
-    begun = threading.Event()
-
-    def work() -> Sequence[bytes | memoryview]:
-        begun.set()
-        return packs.payloads(frames)
-
-    future = _pool().submit(work)
-    if wait:
-        begun.wait()
-    return future
-
-
-def _share(frames: Sequence[tuple[Oid, bytes]], share: float, *, wait: bool
-           ) -> tuple[Sequence[tuple[Oid, bytes]], Sequence[tuple[Oid, bytes]],
-                      Future[Sequence[bytes | memoryview]] | None]:
-    """Split frames into this thread's and a worker's (the last ones, nearest share of the bytes).
-
-    Returns (this thread's, the worker's, the worker's future); below HANDOVER_BYTES
-    all stay on this thread and the future is None. With wait, return only once the
-    worker has begun (see ``_unpack_ahead``).
-    """
-    sizes = [len(f) for _, f in frames]
-    total = sum(sizes)
-    if total < HANDOVER_BYTES:
-        return frames, (), None
-    target, cut, theirs = share * total, len(frames), 0
-    while cut and abs(theirs + sizes[cut - 1] - target) < abs(theirs - target):
-        cut -= 1
-        theirs += sizes[cut]
-    if cut == len(frames):
-        return frames, (), None
-    return frames[:cut], frames[cut:], _unpack_ahead(frames[cut:], wait=wait)
-
-
-def _batches(units: Sequence[_U]) -> list[list[_U]]:
-    """Cut consecutive level-1 units into batches of about LOAD_BATCH items.
-
-    One parse per thousand items: orjson parses 8.7 MB in 15 ms as ten arrays and in
-    20 ms as one (measured).
-    """
-    out: list[list[_U]] = []
-    cur: list[_U] = []
-    n = 0
-    for u in units:
-        cur.append(u)
-        n += u[1]
-        if n >= LOAD_BATCH:
-            out.append(cur)
-            cur, n = [], 0
-    if cur:
-        out.append(cur)
-    return out
-
-
-def _parse_array(data: bytes, exact: bool) -> list[JSON]:
-    """Parse a JSON array of canonical items; with exact, by orjson (see packs.exact)."""
-    if exact:
-        # orjson parses faster and, for bytes without a 19-digit run, exactly alike;
-        # anything it refuses is json's to decide.
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            value = json.loads(data)
-    else:
-        value = json.loads(data)
-    assert isinstance(value, list)
-    return value
-
-
-def _json_array(payloads: Sequence[bytes]) -> bytes:
-    # One json.loads over the joined payloads is several times faster than one call per
-    # message, and each payload is a canonical JSON value already.
-    return b"[" + b",".join(payloads) + b"]"
-
 
 class _HashPages:
     """A PageIO that only computes page ids (for ``Store.state_id``): nothing is staged."""

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from support import msgs
 
-from cas_store import CorruptObject, Store, gc, open_store, packs
+from cas_store import CorruptObject, Store, gc, loading, open_store, packs
 from cas_store import lists as L
-from cas_store import store as store_mod
 from cas_store.objects import Kind, object_id
 
 PACKED = 6  # the stored kind of a chunk kept in a pack
@@ -346,17 +345,17 @@ def test_a_level_1_pack_with_members_out_of_order_is_named_by_fsck(path: Path) -
 def test_a_long_load_reads_alike_with_or_without_the_worker_and_fails_on_damage(
         path: Path, monkeypatch: pytest.MonkeyPatch, ahead: bool) -> None:
     # A load shares the decompression of its batches with a worker thread (half of the
-    # first, the next one while this one parses: store.HANDOVER_BYTES); the items, their
+    # first, the next one while this one parses: loading.HANDOVER_BYTES); the items, their
     # order and a damaged pack's failure must not depend on which path ran.
     started: list[int] = []
-    real_start = store_mod._unpack_ahead
+    real_start = loading.unpack_ahead
 
     def start(frames: list[tuple[bytes, bytes]], *, wait: bool = True) -> object:
         started.append(len(frames))
         return real_start(frames, wait=wait)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store_mod, "_unpack_ahead", start)
-    monkeypatch.setattr(store_mod, "HANDOVER_BYTES", 0 if ahead else 10**12)
+    monkeypatch.setattr(loading, "unpack_ahead", start)
+    monkeypatch.setattr(loading, "HANDOVER_BYTES", 0 if ahead else 10**12)
     want = msgs(0, 5000)
     with open_store(path) as store:
         store.create("a", {}, want)

@@ -1,0 +1,320 @@
+"""Object I/O for one operation: reads through caches, and the writes it stages.
+
+``ObjectIO`` reads payloads, pages, manifests, metadata and whole lists for one store
+operation (a per-operation cache over the store's shared LRU of decoded objects), and
+stages the objects a mutation writes, so that its commit hands them to the backend at
+once. A full load reads frozen pages from their packs (``loading``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import lists as L
+from . import loading, packs
+from . import manifest as M
+from .backends import LOAD_BATCH, ObjectWrite
+from .errors import CorruptObject, ObjectNotFound
+from .model import JSON
+from .objects import Kind, Oid, Page, compress, decode_page_full, decompress, encode_page, object_id
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+@dataclass(slots=True)
+class Items:
+    """Validated list items: their canonical payloads and ids, computed once per call."""
+
+    ids: list[Oid]
+    payloads: list[bytes]
+    frames: list[bytes] | None = None  # compressed already (see Encoded)
+
+    @property
+    def nbytes(self) -> int:
+        """Return the items' canonical bytes in all."""
+        return sum(len(p) for p in self.payloads)
+
+
+class SharedCache:
+    """A bounded, thread-safe LRU of decoded immutable objects, keyed by id."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[Oid, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, oid: Oid) -> Any:
+        """Return the cached value or None."""
+        with self._lock:
+            value = self._items.get(oid)
+            if value is not None:
+                self._items.move_to_end(oid)
+            return value
+
+    def put(self, oid: Oid, value: Any) -> None:
+        """Cache a value, evicting the least recently used past the limit."""
+        with self._lock:
+            self._items[oid] = value
+            self._items.move_to_end(oid)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+
+class ObjectIO:
+    """Reads objects with a per-operation cache, and stages new ones for one commit."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.backend = store.backend
+        self.cache: dict[Oid, Any] = {}
+        self.staged: dict[Oid, ObjectWrite] = {}
+
+    # reading ------------------------------------------------------------------------------
+
+    def payloads(self, oids: Sequence[Oid], kind: Kind) -> dict[Oid, bytes]:
+        """Return payloads of these ids (which must exist), verifying as configured."""
+        out: dict[Oid, bytes] = {}
+        need = [o for o in dict.fromkeys(oids) if o not in self.staged]
+        for o in oids:
+            if o in self.staged:
+                w = self.staged[o]
+                assert w.frame is not None
+                out[o] = decompress(o, w.frame, verify=False)
+        frames = self.backend.get_frames(need)
+        verify = self.store.limits.verify_reads
+        self.store.reads[kind.name.lower()] += len(need)
+        for o in need:
+            got = frames.get(o)
+            if got is None:
+                raise ObjectNotFound(f"object {o.hex()} is missing", object_id=o.hex())
+            stored_kind, frame = got
+            if stored_kind != kind:
+                raise CorruptObject(
+                    f"object {o.hex()} is a {stored_kind.name.lower()}, expected a"
+                    f" {kind.name.lower()}",
+                    object_id=o.hex(),
+                )
+            out[o] = decompress(o, frame, verify=verify, kind=kind)
+        return out
+
+    def pages(self, oids: Sequence[Oid]) -> dict[Oid, Page]:
+        """Return each page, decoded (cached)."""
+        need = [o for o in oids if o not in self.cache]
+        if need:
+            shared = self.store._decoded
+            missed = []
+            for o in need:
+                hit = shared.get(o)
+                if hit is None:
+                    missed.append(o)
+                else:
+                    self.cache[o] = hit
+            for o, payload in self.payloads(missed, Kind.PAGE).items() if missed else ():
+                try:
+                    children = decode_page_full(payload)
+                except ValueError:
+                    raise CorruptObject(
+                        f"page {o.hex()} is malformed", object_id=o.hex()
+                    ) from None
+                self.cache[o] = children
+                shared.put(o, children)
+        return {o: self.cache[o] for o in oids}
+
+    def raw_manifest(self, oid: Oid) -> M.Raw:
+        """Return a manifest as stored (full, or a delta on its base)."""
+        payload = self.payloads([oid], Kind.MANIFEST)[oid]
+        try:
+            return M.decode(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise CorruptObject(f"manifest {oid.hex()} is malformed",
+                                object_id=oid.hex()) from None
+
+    def manifest(self, oid: Oid) -> M.Manifest:
+        """Return a manifest resolved to its full form (delta chains followed, cached)."""
+        got = self._cached_manifest(oid)
+        if got is None:
+            try:
+                got = M.resolve(oid, self.raw_manifest, self._cached_manifest)
+            except ValueError as exc:
+                raise CorruptObject(f"manifest {oid.hex()}: {exc}",
+                                    object_id=oid.hex()) from None
+            self.cache[oid] = got
+            self.store._decoded.put(oid, got)
+        return got
+
+    def _cached_manifest(self, oid: Oid) -> M.Manifest | None:
+        got = self.cache.get(oid)
+        if got is None:
+            got = self.store._decoded.get(oid)
+            if got is not None:
+                self.cache[oid] = got
+        return got if isinstance(got, M.Manifest) else None
+
+    def metadata(self, oid: Oid) -> dict[str, JSON]:
+        """Return a metadata object."""
+        value = json.loads(self.payloads([oid], Kind.META)[oid])
+        assert isinstance(value, dict)
+        return value
+
+    def items(self, oids: Sequence[Oid]) -> list[JSON]:
+        """Return the decoded list items, in order, a thousand per query."""
+        batches = [oids[i : i + LOAD_BATCH] for i in range(0, len(oids), LOAD_BATCH)]
+        out: list[JSON] = []
+        if self.store.limits.verify_reads or self.staged:
+            for part in batches:
+                got = self.payloads(part, Kind.CHUNK)
+                out.extend(json.loads(loading.json_array([got[o] for o in part])))
+            return out
+        if len(oids) < 2 * LOAD_BATCH:
+            # One batched decompression per query rather than a Python call per frame.
+            for part in batches:
+                joined = self._fetch_joined(part)
+                out.extend(loading.parse_array(joined, packs.exact(joined)))
+            return out
+        # A long list: worker threads fetch and decompress the next batches (SQLite and
+        # zstd both release the GIL) while this thread parses the one before. The chunks
+        # are immutable and reachable from a version the caller holds, so reading them
+        # outside this thread's snapshot sees the same bytes.
+        for joined in loading.pool().map(self._fetch_joined, batches):
+            out.extend(loading.parse_array(joined, packs.exact(joined)))
+        return out
+
+    def list_items(self, ref: L.ListRef) -> list[JSON]:
+        """Return every item of a list, frozen pages read from their packs where kept so."""
+        if (not self.backend.packs or self.store.limits.verify_reads or self.staged
+                or ref.frozen < 2 * L.MAX_PAGE):
+            return self.items(L.read_ids(ref, self))
+        out: list[JSON] = []
+        # About a thousand items at a time: one query for their packs, one parse, and
+        # the decompression shared with a worker thread: half of the first batch while
+        # this thread does the other half, then batch i + 1 while this thread parses
+        # batch i (docs/design.md, "Packs").
+        batches = loading.batches(L.units(ref, self))
+        first = self._unit_frames(batches[0]) if batches else []
+        mine, theirs, ahead = loading.share(first, loading.FIRST_SHARE, wait=False)
+        for i, batch in enumerate(batches):
+            frames = [*mine, *theirs]
+            payloads = [*packs.payloads(mine), *(ahead.result() if ahead else ())]
+            if i + 1 < len(batches):
+                mine, theirs, ahead = loading.share(self._unit_frames(batches[i + 1]),
+                                                    loading.NEXT_SHARE, wait=True)
+            data, exact = self._unit_array(batch, packs.read_bodies(frames, payloads))
+            out.extend(loading.parse_array(data, exact))
+        if ref.tail:
+            out.extend(self.items(list(ref.tail)))
+        return out
+
+    def _unit_frames(self, batch: Sequence[loading.Unit]) -> list[tuple[Oid, bytes]]:
+        """Return the stored pack frames a batch of level-1 units is read from, in one query.
+
+        A closed level-1 page is packed whole; an open one (the last) by its leaves.
+        """
+        want: list[Oid] = []
+        for unit, _, kids in batch:
+            leaves = [leaf for leaf, _ in kids]
+            want += [unit] if L.closed(leaves) else leaves
+        return self.backend.pack_frames(want)
+
+    def _unit_array(self, batch: Sequence[loading.Unit],
+                    bodies: Mapping[Oid, tuple[int, memoryview | bytes, bool]]
+                    ) -> tuple[bytes, bool]:
+        """Return the items under these level-1 pages as one JSON array, and if it is exact.
+
+        Each level-1 page from its own pack (bodies); one without (not closed yet, or
+        damaged) leaf by leaf from theirs; a leaf without a sound pack (written before
+        packs, or damaged) by its chunks. Exact: orjson may parse it (``packs.exact``).
+        """
+        found = dict(bodies)
+        pieces: list[Oid] = []
+        leaves: list[tuple[Oid, int]] = []
+        for unit, n, kids in batch:
+            if found.get(unit, (-1,))[0] == n:
+                pieces.append(unit)
+            else:
+                pieces.extend(leaf for leaf, _ in kids)
+                leaves.extend(kid for kid in kids if found.get(kid[0], (-1,))[0] != kid[1])
+        if leaves:
+            found.update(packs.bodies(self.backend.pack_frames([leaf for leaf, _ in leaves])))
+            lacking = [leaf for leaf, n in leaves if found.get(leaf, (-1,))[0] != n]
+            if lacking:
+                pages = self.pages(lacking)
+                segments = iter(self._segments([c for leaf in lacking for c in pages[leaf]]))
+                for leaf in lacking:
+                    joined = b",".join(next(segments) for _ in pages[leaf])
+                    found[leaf] = (len(pages[leaf]), joined, packs.exact(joined))
+        parts: list[memoryview | bytes] = [b"["]
+        exact = True
+        for piece in pieces:
+            _, body, flag = found[piece]
+            parts.append(body)
+            parts.append(b",")
+            exact = exact and flag
+        parts[-1] = b"]"
+        return b"".join(parts), exact
+
+    def _fetch_joined(self, part: Sequence[Oid]) -> bytes:
+        """Return the chunks of part, in order, as one JSON array (for a worker thread)."""
+        return loading.json_array(self._segments(part))
+
+    def _segments(self, part: Sequence[Oid]) -> list[bytes]:
+        """Return the payloads of the chunks of part, in order, read in one batch."""
+        unique = list(dict.fromkeys(part))
+        got = self.backend.chunk_payloads(unique)
+        self.store.reads["chunk"] += len(unique)
+        for o in unique:
+            if o not in got:
+                raise ObjectNotFound(f"object {o.hex()} is missing", object_id=o.hex())
+        return [got[o] for o in part]
+
+    # writing ------------------------------------------------------------------------------
+
+    def put(self, kind: Kind, payload: bytes, oid: Oid | None = None) -> Oid:
+        """Stage an object for the commit and return its id."""
+        oid = oid or object_id(kind, payload)
+        if oid not in self.staged:
+            self.staged[oid] = ObjectWrite(oid, kind, len(payload), compress(payload))
+        return oid
+
+    def touch(self, oid: Oid, kind: Kind, size: int) -> None:
+        """Stage a write-time refresh of an object known to exist."""
+        if oid not in self.staged:
+            self.staged[oid] = ObjectWrite(oid, kind, size, None)
+
+    def put_page(self, height: int, children: Sequence[Oid],
+                 counts: Sequence[int] | None = None) -> Oid:
+        """Stage a page and return its id."""
+        oid = self.put(Kind.PAGE, encode_page(height, children, counts))
+        self.cache[oid] = Page(children, height, counts)
+        return oid
+
+    def put_items(self, items: Items, skip: int = 0, held: Collection[Oid] = ()) -> None:
+        """Stage the chunks of items[skip:], refreshing the ones that exist already.
+
+        Ids in ``held`` (the list of the head being replaced) are stored and reachable
+        from that head, which every GC marks, so they are neither written nor refreshed:
+        a save that re-sends a long session writes only what changed.
+        """
+        todo = [(o, p, i) for i, (o, p) in
+                enumerate(zip(items.ids[skip:], items.payloads[skip:], strict=True))
+                if o not in held]
+        frames = items.frames[skip:] if items.frames is not None else None
+        exists: set[Oid] = set()
+        if len(todo) > 8 and frames is None:
+            # Worth one query: a big save mostly re-sends chunks the store already has,
+            # and this spares compressing them (pre-compressed frames need no check: the
+            # insert refreshes the write time of any that exist).
+            exists = set(o for o, _, _ in todo) - self.backend.missing(o for o, _, _ in todo)
+        for oid, payload, i in todo:
+            if oid in exists:
+                self.touch(oid, Kind.CHUNK, len(payload))
+            elif frames is not None:
+                if oid not in self.staged:
+                    self.staged[oid] = ObjectWrite(oid, Kind.CHUNK, len(payload), frames[i])
+            else:
+                self.put(Kind.CHUNK, payload, oid)
