@@ -6,10 +6,12 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from cas_store import Store, open_store
+import pytest
+
+from cas_store import CorruptObject, Store, open_store
 from cas_store.backends import Commit
 from cas_store.backends.sqlite import SCHEMA_VERSION
-from cas_store.objects import Kind
+from cas_store.objects import Kind, compress
 
 DATA = Path(__file__).parent / "data"
 
@@ -132,3 +134,28 @@ def test_the_metadata_limit_counts_values_the_patch_did_not_read(tmp_path: Path)
             store.update_metadata("s", {"more": "x" * 300_000})
         store.update_metadata("s", {"more": "x" * 1000})
         assert len(store.load_meta("s").metadata["more"]) == 1000
+
+
+def test_metadata_stored_as_another_json_type_is_named_corrupt(tmp_path: Path) -> None:
+    # A fresh handle reads the fields, large values and key order in one query; a damaged
+    # object among them (sound frame, wrong JSON type) is a CorruptObject naming it and the
+    # session, never an assertion or a wrong answer.
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        store.create("a", {"z": 1, "a": "x" * 2000}, [{"role": "user", "content": "hi"}],
+                     key_order=["z", "a"])
+        man = store.io().manifest(bytes.fromhex(store.load_meta("a").manifest))  # type: ignore[arg-type]
+        ref = man.meta_ref
+        assert ref.layout is not None and len(ref.values) == 1
+    for victim, blob in ((ref.meta, b"[1]"), (ref.layout, b'{"z": 1}')):
+        with sqlite3.connect(path) as con:
+            (saved,) = con.execute("SELECT data FROM objects WHERE oid = ?", (victim,)).fetchone()
+            con.execute("UPDATE objects SET data = ? WHERE oid = ?", (compress(blob), victim))
+        with open_store(path) as store:
+            with pytest.raises(CorruptObject) as err:
+                store.load_meta("a")
+            assert err.value.object_id == victim.hex() and "'a'" in str(err.value)
+        with sqlite3.connect(path) as con:
+            con.execute("UPDATE objects SET data = ? WHERE oid = ?", (saved, victim))
+    with open_store(path) as store:
+        assert list(store.load_meta("a").metadata) == ["z", "a"]
