@@ -9,16 +9,19 @@ stay on the loading thread, inside its snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import orjson
 
 from . import packs
 from .backends import LOAD_BATCH
+from .errors import CorruptObject
 from .model import JSON
 from .objects import Oid
 
@@ -106,17 +109,25 @@ def batches(units: Sequence[Unit]) -> list[list[Unit]]:
 
 
 def parse_array(data: bytes, exact: bool) -> list[JSON]:
-    """Parse a JSON array of canonical items; with exact, by orjson (see packs.exact)."""
+    """Parse a JSON array of canonical items; with exact, by orjson (see packs.exact).
+
+    Raises CorruptObject if the stored bytes do not parse (a frame sound by its checksum
+    but holding something else; fsck names the object).
+    """
+    value: Any = None
     if exact:
         # orjson parses faster and, for bytes without a 19-digit run, exactly alike;
         # anything it refuses is json's to decide.
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):
             value = orjson.loads(data)
-        except orjson.JSONDecodeError:
+    if value is None:
+        try:
             value = json.loads(data)
-    else:
-        value = json.loads(data)
-    assert isinstance(value, list)
+        except ValueError:
+            value = None
+    if not isinstance(value, list):
+        raise CorruptObject("stored messages do not parse as JSON; run `cas-store fsck` to"
+                            " find the damaged object", object_id="")
     return value
 
 

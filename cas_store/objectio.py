@@ -27,6 +27,25 @@ if TYPE_CHECKING:
     from .store import Store
 
 
+def stored_json(payload: bytes, oid: Oid, what: type | None = None) -> Any:
+    """Return a stored object's JSON value (of type what); raise CorruptObject naming it if not.
+
+    Frames are checked by their checksum, not re-hashed (fsck does that), so a frame
+    that is sound but holds something else must still fail as a damaged store.
+    """
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        value = _BAD
+    if value is _BAD or (what is not None and not isinstance(value, what)):
+        raise CorruptObject(f"object {oid.hex()} does not hold the JSON it should; run"
+                            " `cas-store fsck`", object_id=oid.hex())
+    return value
+
+
+_BAD = object()
+
+
 @dataclass(slots=True)
 class Items:
     """Validated list items: their canonical payloads and ids, computed once per call."""
@@ -158,8 +177,7 @@ class ObjectIO:
 
     def metadata(self, oid: Oid) -> dict[str, JSON]:
         """Return a metadata object."""
-        value = json.loads(self.payloads([oid], Kind.META)[oid])
-        assert isinstance(value, dict)
+        value: dict[str, JSON] = stored_json(self.payloads([oid], Kind.META)[oid], oid, dict)
         return value
 
     def items(self, oids: Sequence[Oid]) -> list[JSON]:
@@ -169,20 +187,20 @@ class ObjectIO:
         if self.store.limits.verify_reads or self.staged:
             for part in batches:
                 got = self.payloads(part, Kind.CHUNK)
-                out.extend(json.loads(loading.json_array([got[o] for o in part])))
+                out.extend(self._parse(part, loading.json_array([got[o] for o in part])))
             return out
         if len(oids) < 2 * LOAD_BATCH:
             # One batched decompression per query rather than a Python call per frame.
             for part in batches:
-                joined = self._fetch_joined(part)
-                out.extend(loading.parse_array(joined, packs.exact(joined)))
+                out.extend(self._parse(part, self._fetch_joined(part)))
             return out
         # A long list: worker threads fetch and decompress the next batches (SQLite and
         # zstd both release the GIL) while this thread parses the one before. The chunks
         # are immutable and reachable from a version the caller holds, so reading them
         # outside this thread's snapshot sees the same bytes.
-        for joined in loading.pool().map(self._fetch_joined, batches):
-            out.extend(loading.parse_array(joined, packs.exact(joined)))
+        for part, joined in zip(batches, loading.pool().map(self._fetch_joined, batches),
+                                strict=True):
+            out.extend(self._parse(part, joined))
         return out
 
     def list_items(self, ref: L.ListRef) -> list[JSON]:
@@ -257,6 +275,15 @@ class ObjectIO:
             exact = exact and flag
         parts[-1] = b"]"
         return b"".join(parts), exact
+
+    def _parse(self, part: Sequence[Oid], joined: bytes) -> list[JSON]:
+        """Parse the joined chunks of part; a damaged one is named (read again, one by one)."""
+        try:
+            return loading.parse_array(joined, packs.exact(joined))
+        except CorruptObject:
+            for oid, payload in zip(part, self._segments(part), strict=True):
+                stored_json(payload, oid)
+            raise
 
     def _fetch_joined(self, part: Sequence[Oid]) -> bytes:
         """Return the chunks of part, in order, as one JSON array (for a worker thread)."""

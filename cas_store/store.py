@@ -44,7 +44,6 @@ from .backends import (
 )
 from .errors import (
     Conflict,
-    CorruptObject,
     IntegrityError,
     InvalidArgument,
     InvalidMessage,
@@ -73,7 +72,7 @@ from .model import (
     StoreStats,
     Version,
 )
-from .objectio import Items, ObjectIO, SharedCache
+from .objectio import Items, ObjectIO, SharedCache, stored_json
 from .objects import (
     Kind,
     Oid,
@@ -428,14 +427,11 @@ class Store:
         # change measured in a fresh handle's first read, which the schema load dominates).
         layout = [ref.layout] if ref.layout is not None and ref.layout not in io.cache else []
         got = io.payloads([ref.meta, *(o for _, o in ref.values), *layout], Kind.META)
-        out = json.loads(got[ref.meta])
-        if not isinstance(out, dict):
-            raise CorruptObject(f"metadata {ref.meta.hex()} is not an object",
-                                object_id=ref.meta.hex())
+        out: dict[str, JSON] = stored_json(got[ref.meta], ref.meta, dict)
         for key, oid in ref.values:
-            out[key] = json.loads(got[oid])
+            out[key] = stored_json(got[oid], oid)
         if layout:
-            io.cache[layout[0]] = json.loads(got[layout[0]])
+            io.cache[layout[0]] = stored_json(got[layout[0]], layout[0], list)
         order = self._key_order(io, ref)
         if ref.values and not order:
             return dict(sorted(out.items()))
@@ -449,13 +445,11 @@ class Store:
         """Return the recorded top-level key order of a state ([] when none was recorded)."""
         if ref.layout is None:
             return []
-        order = io.cache.get(ref.layout)
+        order: list[str] | None = io.cache.get(ref.layout)
         if order is None:
-            order = json.loads(io.payloads([ref.layout], Kind.META)[ref.layout])
+            order = stored_json(io.payloads([ref.layout], Kind.META)[ref.layout], ref.layout,
+                                list)
             io.cache[ref.layout] = order
-        if not isinstance(order, list):
-            raise CorruptObject(f"key order {ref.layout.hex()} is not a list",
-                                object_id=ref.layout.hex())
         return order
 
     def _put_metadata(self, io: ObjectIO | None, metadata: Mapping[str, JSON],
@@ -848,7 +842,7 @@ class Store:
             touched = [(k, o) for k, o in ref.values if k in patch]
             if touched:
                 got = io.payloads([o for _, o in touched], Kind.META)
-                current.update((k, json.loads(got[o])) for k, o in touched)
+                current.update((k, stored_json(got[o], o)) for k, o in touched)
             merged = merge_patch(current, patch)
             assert isinstance(merged, dict)
             size = len(self._metadata(merged))

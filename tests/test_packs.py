@@ -388,3 +388,41 @@ def test_a_few_integers_beyond_64_bits_among_others_load_exactly(path: Path, n: 
         assert values == big and all(type(v) is int for v in values)
         assert store.load("b").messages == msgs(5000, 5000 + n)
         assert store.messages("a", 0, 1) == want[:1]
+
+
+def test_a_sound_frame_holding_bad_json_fails_the_load_as_damage(path: Path) -> None:
+    # zstd's checksum passes and reads do not re-hash (fsck does): a chunk or a pack
+    # member that does not parse must fail the read as a CorruptObject naming the
+    # session (and the chunk where one is read alone), never a JSON parser's error.
+    from cas_store.objects import compress, decompress
+
+    with open_store(path) as store:
+        store.create("short", {}, msgs(0, 10))
+        store.create("long", {}, msgs(100, 3100))
+        store.create("other", {}, msgs(5000, 5010))
+        man = bytes.fromhex(store.load_meta("short").manifest)
+        ids = L.read_ids(store.io().manifest(man).messages, store.io())  # type: ignore[arg-type]
+        unit = next(u for u, _, _ in _units(store, "long") if _closed(store, u))
+    victim = packs.pack_id(unit)  # type: ignore[arg-type]
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE objects SET data = ? WHERE oid = ?",
+                    (compress(b'{"role": "user", "content": '), ids[3]))
+        (data,) = con.execute("SELECT data FROM objects WHERE oid = ?", (victim,)).fetchone()
+        pack = packs.Pack(decompress(victim, data))
+        members = [pack.member(i) for i in range(len(pack))]
+        members[5] = b'{"role": "user", "content": '
+        con.execute("UPDATE objects SET data = ? WHERE oid = ?",
+                    (compress(packs.encode(unit, members)), victim))  # type: ignore[arg-type]
+    with open_store(path) as store:
+        with pytest.raises(CorruptObject) as err:
+            store.load("short")
+        assert err.value.object_id == ids[3].hex() and "'short'" in str(err.value)
+        with pytest.raises(CorruptObject) as err:
+            store.messages("short", 2, 3)
+        assert err.value.object_id == ids[3].hex()
+        with pytest.raises(CorruptObject) as err:
+            store.load("long")
+        assert "'long'" in str(err.value) and "fsck" in str(err.value)
+        assert store.load("other").messages == msgs(5000, 5010)
+        named = {p.object_id for p in store.fsck().problems}
+        assert {ids[3].hex(), victim.hex()} <= named
