@@ -24,18 +24,14 @@ from ..errors import (
     Conflict,
     CorruptObject,
     CorruptStore,
-    InvalidArgument,
     StorageError,
     StoreLocked,
     VersionNotFound,
 )
-from ..objects import Kind, Oid, decompress
-from ..packs import parse_ref
-from ..search import message_fields
+from ..objects import Kind, Oid
 from . import sqlite_packs as SP
+from . import sqlite_search as SS
 from .base import (
-    HIT_END,
-    HIT_START,
     LOAD_BATCH,
     Backend,
     Commit,
@@ -44,14 +40,11 @@ from .base import (
     LogEntry,
     ObjectInfo,
     Retry,
-    SearchHit,
-    SearchTerm,
     chunk_payloads,
 )
 
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
 _KINDS = {int(k): k for k in Kind}
-_OPEN = 2**62  # to_seq of a span still in the head, for range comparisons
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -156,40 +149,6 @@ WAL_RATIO = 0.25
 WAL_FLOOR = 64 * 1024
 
 
-def _fields(frame: bytes) -> tuple[str, str]:
-    try:
-        return message_fields(decompress(b"", frame, verify=False))
-    except CorruptObject:
-        return "", ""  # fsck reports the object; the index just has no words for it
-
-
-def _message_text(data: bytes | None) -> str:
-    return _fields(data)[1] if isinstance(data, bytes) else ""
-
-
-def _packed_text(kind: int, data: bytes | None, pack: bytes | None) -> str:
-    # The search view's text of a chunk row of either form (pack: its pack's frame).
-    if not isinstance(data, bytes):
-        return ""
-    if kind != SP.PACKED:
-        return _message_text(data)
-    try:
-        pack_oid, i = parse_ref(data)
-        got = SP.decoded(pack_oid, pack) if isinstance(pack, bytes) else None
-    except ValueError:
-        return ""
-    return message_fields(got.member(i))[1] if got is not None and i < len(got) else ""
-
-
-def _fts_query(terms: Sequence[SearchTerm]) -> str:
-    # Every word is quoted (a quote doubled), so nothing a user typed is FTS5 syntax.
-    parts = []
-    for t in terms:
-        phrase = '"' + " ".join(w.replace('"', '""') for w in t.words) + '"'
-        parts.append(phrase + ("*" if t.prefix else ""))
-    return " AND ".join(parts)
-
-
 def _entry(row: Sequence[Any]) -> LogEntry:
     sid, seq, manifest, created_at, op, count, nbytes, flags, cursor = row
     return LogEntry(
@@ -245,7 +204,7 @@ def _chunks(seq: Sequence[Any], n: int = _BATCH) -> Iterator[Sequence[Any]]:
         yield seq[i : i + n]
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(SS.SearchIndex, Backend):
     """Objects and version log in one SQLite database file (WAL, one connection per thread)."""
 
     name = "sqlite"
@@ -365,8 +324,8 @@ class SQLiteBackend(Backend):
             con.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
             # The search index's content is a view over this function (the text of a
             # chunk's frame); the view is in our own schema, so it may call it.
-            con.create_function("cas_message_text", 1, _message_text, deterministic=True)
-            con.create_function("cas_message_text", 3, _packed_text, deterministic=True)
+            con.create_function("cas_message_text", 1, SS.message_text, deterministic=True)
+            con.create_function("cas_message_text", 3, SS.packed_text, deterministic=True)
             con.execute("PRAGMA trusted_schema = ON")
         except sqlite3.Error as exc:
             error = self._translate(exc, f"store {self.path}")
@@ -968,260 +927,6 @@ class SQLiteBackend(Backend):
     def watch(self) -> CommitWatch:
         """Return a watch on PRAGMA data_version: it moves when any other connection commits."""
         return _DataVersionWatch(self.path, self.busy_timeout)
-
-    # --- search index ------------------------------------------------------------------------
-
-    def _docs(self, con: sqlite3.Connection, oids: Sequence[Oid], *,
-              defer: bool = False) -> dict[Oid, int]:
-        """Return each chunk's doc id (its rowid), adding those not in search_docs yet.
-
-        With defer, a new doc is only marked pending: its words go into FTS5 at the next
-        search (``_flush``), many per transaction. An FTS5 insert per commit costs a
-        segment write and its share of merging (measured: the larger part of what the
-        index adds to an append); pending rows are in the commit's own transaction, so
-        a crash loses none of them.
-        """
-        out: dict[Oid, int] = {}
-        # For a new doc: its frame, or (deferred) an empty blob, as "new" needs no bytes.
-        fetch = "x''" if defer else "o.data"
-        query = self._on(con)
-        for part in _chunks(list(dict.fromkeys(oids)), 100):
-            # A hundred at a time: a big import's text is never all in memory at once.
-            marks = ",".join("?" * len(part))
-            new: list[tuple[int, int, bytes]] = []
-            for oid, rowid, kind, data in con.execute(
-                f"SELECT o.oid, o.rowid, o.kind, CASE WHEN d.doc IS NULL THEN {fetch} END"
-                " FROM objects o LEFT JOIN search_docs d ON d.doc = o.rowid"
-                f" WHERE o.oid IN ({marks})", part
-            ):
-                out[Oid(bytes(oid))] = rowid
-                if data is not None:
-                    new.append((rowid, kind, data))
-            if new and defer:
-                con.executemany("INSERT INTO search_docs (doc, role, pending) VALUES (?, '', 1)",
-                                [(d,) for d, _, _ in new])
-            elif new:
-                fields = [(d, *self._row_fields(query, kind, data)) for d, kind, data in new]
-                con.executemany("INSERT INTO search_docs (doc, role) VALUES (?, ?)",
-                                [(d, role) for d, role, _ in fields])
-                con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
-                                [(d, text) for d, _, text in fields])
-        if len(out) != len(set(oids)):
-            raise StorageError("a message to index is not stored")
-        return out
-
-    def _flush(self) -> None:
-        """Put the words of pending docs into FTS5, 500 per transaction (before a search)."""
-        if not self._read("SELECT 1 FROM search_docs WHERE pending = 1 LIMIT 1"):
-            return
-        con = self._con()
-        while True:
-            with self._write(con):
-                rows = con.execute(
-                    "SELECT d.doc, o.kind, o.data FROM search_docs d JOIN objects o"
-                    " ON o.rowid = d.doc WHERE d.pending = 1 LIMIT 500").fetchall()
-                query = self._on(con)
-                fields = [(d, *self._row_fields(query, kind, data)) for d, kind, data in rows]
-                con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
-                                [(d, text) for d, _, text in fields])
-                con.executemany("UPDATE search_docs SET role = ?, pending = 0 WHERE doc = ?",
-                                [(role, d) for d, role, _ in fields])
-            if len(rows) < 500:
-                return
-
-    @staticmethod
-    def _on(con: sqlite3.Connection) -> SP.Query:
-        return lambda sql, params: con.execute(sql, params).fetchall()
-
-    def _row_fields(self, query: SP.Query, kind: int, data: bytes) -> tuple[str, str]:
-        """Return (role, text) of a chunk row of either form; ("", "") if it is unreadable.
-
-        A packed one is read out of its pack (no frame is made for it); fsck reports
-        an unreadable one, and the index just has no words for it.
-        """
-        payload = SP.payload(query, self._packs, kind, data)
-        return ("", "") if payload is None else message_fields(payload)
-
-    def _move_docs(self, con: sqlite3.Connection, moved: Sequence[tuple[int, int, bytes]]) -> None:
-        """Renumber the search entries of chunk rows that moved (the doc id is the rowid).
-
-        A doc whose words are in FTS5 already has them deleted under the old id (with
-        the text indexed, as external content requires) and is marked pending, so the
-        next search puts them back under the new one.
-        """
-        if not moved:
-            return
-        by_old = {old: (new, payload) for old, new, payload in moved}
-        olds = list(by_old)
-        for i in range(0, len(olds), 500):
-            part = olds[i : i + 500]
-            marks = ",".join("?" * len(part))
-            rows = con.execute(f"SELECT doc, pending FROM search_docs WHERE doc IN ({marks})",
-                               part).fetchall()
-            con.executemany(
-                "INSERT INTO search_fts (search_fts, rowid, body) VALUES ('delete', ?, ?)",
-                [(d, message_fields(by_old[d][1])[1]) for d, pending in rows if not pending])
-            con.executemany("UPDATE search_docs SET doc = ?, pending = 1 WHERE doc = ?",
-                            [(by_old[d][0], d) for d, _ in rows])
-            con.executemany("UPDATE search_spans SET doc = ? WHERE doc = ?",
-                            [(by_old[d][0], d) for d, _ in rows])
-
-    def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit,
-               held: int) -> None:
-        """Move the session's spans with the commit: close those cut, open those added."""
-        update = change.index
-        assert update is not None
-        if update.keep < held:  # an append cuts nothing: no span to close
-            con.execute("UPDATE search_spans SET to_seq = ? WHERE sid = ? AND to_seq IS NULL"
-                        " AND idx >= ?", (seq, sid, update.keep))
-        if update.add:
-            docs = self._docs(con, update.add, defer=True)
-            con.executemany(
-                "INSERT INTO search_spans (sid, idx, from_seq, to_seq, doc)"
-                " VALUES (?, ?, ?, NULL, ?)",
-                [(sid, update.keep + i, seq, docs[o]) for i, o in enumerate(update.add)])
-
-    def _unindex(self, con: sqlite3.Connection, oids: Sequence[Oid], before: float) -> None:
-        """Take chunks about to be swept out of the index (their rowids may be reused)."""
-        marks = ",".join("?" * len(oids))
-        query = self._on(con)
-        rows = [(r, "" if pending else self._row_fields(query, kind, data)[1], pending)
-                for r, kind, data, pending
-                in con.execute(
-                    "SELECT o.rowid, o.kind, o.data, d.pending FROM objects o JOIN search_docs d"
-                    f" ON d.doc = o.rowid WHERE o.oid IN ({marks}) AND o.wtime < ?",
-                    (*oids, before)).fetchall()]
-        if rows:
-            # An external-content delete must be given the text that was indexed: the
-            # chunk is immutable, so its text now is the text then. A pending doc has
-            # nothing in FTS5 yet.
-            con.executemany("INSERT INTO search_fts (search_fts, rowid, body)"
-                            " VALUES ('delete', ?, ?)",
-                            [(r, text) for r, text, pending in rows if not pending])
-            con.executemany("DELETE FROM search_docs WHERE doc = ?", [(r,) for r, _, _ in rows])
-            con.executemany("DELETE FROM search_spans WHERE doc = ?", [(r,) for r, _, _ in rows])
-
-    def search(self, terms: Sequence[SearchTerm], *, limit: int, offset: int = 0,
-               all_versions: bool = False) -> list[SearchHit]:
-        """Rank chunks with FTS5's bm25, join them to where they sit, then snippet the page."""
-        query = _fts_query(terms)
-        if all_versions:
-            # A span names versions from_seq..to_seq-1; GC may have pruned some, so the
-            # hit names the newest one still kept (and none is a hit no more).
-            sql = (
-                "SELECT sid, idx, max(seq), role, rank, doc FROM (SELECT s.sid AS sid,"
-                " s.idx AS idx, d.role AS role, f.rank AS rank, f.rowid AS doc,"
-                " (SELECT max(v.seq) FROM versions v WHERE v.sid = s.sid"
-                f" AND v.seq >= s.from_seq AND v.seq < coalesce(s.to_seq, {_OPEN})) AS seq"
-                " FROM search_fts f JOIN search_spans s ON s.doc = f.rowid"
-                " JOIN search_docs d ON d.doc = f.rowid WHERE search_fts MATCH ?)"
-                " WHERE seq IS NOT NULL GROUP BY sid, idx, doc"
-                " ORDER BY rank, sid, idx LIMIT ? OFFSET ?"
-            )
-        else:
-            sql = (
-                "SELECT s.sid, s.idx, h.seq, d.role, f.rank, f.rowid FROM search_fts f"
-                " JOIN search_spans s ON s.doc = f.rowid AND s.to_seq IS NULL"
-                " JOIN sessions h ON h.sid = s.sid JOIN search_docs d ON d.doc = f.rowid"
-                " WHERE search_fts MATCH ? ORDER BY f.rank, s.sid, s.idx LIMIT ? OFFSET ?"
-            )
-        con = self._con()
-        try:
-            self._flush()
-            with self.snapshot():
-                if self.search_state() != "ready":
-                    raise StorageError("the search index is not built (or is being rebuilt):"
-                                       " run `cas-store reindex`")
-                rows = con.execute(sql, (query, limit, offset)).fetchall()
-                snippets: dict[int, str] = {}
-                for doc in dict.fromkeys(r[5] for r in rows):
-                    got = con.execute(
-                        "SELECT snippet(search_fts, 0, ?, ?, '…', 24) FROM search_fts"
-                        " WHERE search_fts MATCH ? AND rowid = ?",
-                        (HIT_START, HIT_END, query, doc)).fetchone()
-                    snippets[doc] = got[0] if got else ""
-        except sqlite3.OperationalError as exc:
-            if "fts5" in str(exc):  # cannot happen with quoted words; never a 500 if it does
-                raise InvalidArgument(f"cannot search for that: {exc}", field="q") from None
-            raise self._translate(exc) from None
-        return [SearchHit(sid, idx, seq, role, snippets[doc], rank)
-                for sid, idx, seq, role, rank, doc in rows]
-
-    def search_state(self) -> str:
-        """Return "ready", "building" or "stale" (kept in store_info)."""
-        rows = self._read("SELECT value FROM store_info WHERE key = 'search'")
-        return str(rows[0][0]) if rows else "stale"
-
-    def _set_search_state(self, con: sqlite3.Connection, state: str) -> None:
-        con.execute("INSERT OR REPLACE INTO store_info VALUES ('search', ?)", (state,))
-
-    def search_reset(self) -> None:
-        """Empty spans, docs and the FTS index in one transaction; mark "building"."""
-        con = self._con()
-        with self._write(con):
-            con.execute("DELETE FROM search_spans")
-            con.execute("DELETE FROM search_docs")
-            con.execute("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
-            self._set_search_state(con, "building")
-
-    def search_load(self, sid: str, head_seq: int,
-                    spans: Sequence[tuple[int, Oid, int, int | None]]) -> bool:
-        """Replace the session's spans if its head is still head_seq, in one transaction."""
-        con = self._con()
-        with self._write(con):
-            row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (sid,)).fetchone()
-            if (row[0] if row else 0) != head_seq:
-                return False
-            con.execute("DELETE FROM search_spans WHERE sid = ?", (sid,))
-            docs = self._docs(con, [o for _, o, _, _ in spans])
-            con.executemany(
-                "INSERT INTO search_spans (sid, idx, from_seq, to_seq, doc)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(sid, i, since, until, docs[o]) for i, o, since, until in spans])
-        return True
-
-    def search_ready(self) -> None:
-        """Mark the index "ready"."""
-        con = self._con()
-        with self._write(con):
-            self._set_search_state(con, "ready")
-
-    def search_spans(self, sid: str) -> list[tuple[int, Oid]]:
-        """Return the head's (index, chunk) rows, by index."""
-        rows = self._read("SELECT s.idx, o.oid FROM search_spans s JOIN objects o"
-                          " ON o.rowid = s.doc WHERE s.sid = ? AND s.to_seq IS NULL"
-                          " ORDER BY s.idx", (sid,))
-        return [(i, Oid(bytes(o))) for i, o in rows]
-
-    def search_check(self, *, compare_text: bool = True) -> list[str]:
-        """Check FTS5's index against the chunks' text, and spans and docs against objects."""
-        out = []
-        try:
-            if compare_text:
-            # With rank 1, FTS5 compares its index with the content (every chunk's text).
-                self._read("INSERT INTO search_fts (search_fts, rank)"
-                           " VALUES ('integrity-check', 1)")
-        except sqlite3.DatabaseError as exc:
-            out.append(f"the full-text index does not match the messages' text ({exc})")
-        orphans = self._read("SELECT count(*) FROM search_spans s LEFT JOIN search_docs d"
-                             " ON d.doc = s.doc WHERE d.doc IS NULL")[0][0]
-        if orphans:
-            out.append(f"{orphans} index rows name a message that is not indexed")
-        gone = self._read("SELECT count(*) FROM search_docs d LEFT JOIN objects o"
-                          " ON o.rowid = d.doc WHERE o.rowid IS NULL OR o.kind NOT IN (?, ?)",
-                          (int(Kind.CHUNK), SP.PACKED))[0][0]
-        if gone:
-            out.append(f"{gone} indexed messages are not stored chunks")
-        return out
-
-    def search_bytes(self) -> int:
-        """Return the bytes of the index's tables (dbstat), or 0 where SQLite lacks dbstat."""
-        try:
-            rows = self._read("SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'search%'"
-                              " OR name = 'sqlite_autoindex_search_spans_1'")
-        except StorageError:
-            return 0
-        return int(rows[0][0] or 0)
 
     def object_totals(self) -> dict[Kind, tuple[int, int, int]]:
         """Return, per kind, (objects, payload bytes, stored bytes) in one aggregate query."""
