@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,23 @@ def test_api_lists_filters_and_pins(store: Store) -> None:
         assert [s["session_id"] for s in r.json()["sessions"]] == ["a", "d", "c", "b"]
         r = client.get("/api/sessions", params={"input_tokens": "10"})
         assert [s["session_id"] for s in r.json()["sessions"]] == ["a"]
+
+
+def test_a_damaged_summary_lists_as_empty_and_fails_nothing(tmp_path: Path) -> None:
+    # SQLite keeps no checksum of a text value: a summary whose bytes were damaged must
+    # not fail every list (or filter) that reaches its row. The metadata itself is intact.
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        _sidebar(store)
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE sessions SET summary = '{\"pinned\": tru' WHERE sid = 'a'")
+    with open_store(path) as store:
+        rows = {s.session_id: s for s in store.list_sessions().sessions}
+        assert list(rows) == ["d", "c", "b", "a"] and rows["a"].metadata == {}
+        assert [s.session_id for s in store.list_sessions(where={"project_id": "p1"}).sessions
+                ] == ["b"]
+        assert [s.session_id for s in store.list_sessions(pinned_first=True).sessions
+                ] == ["d", "c", "b", "a"]
+        assert store.load_meta("a").metadata["pinned"] is True
+        store.update_metadata("a", {"model": "m2"})  # the next commit writes it anew
+        assert store.list_sessions(where={"pinned": True}).sessions[0].metadata["model"] == "m2"

@@ -178,8 +178,21 @@ def _head(row: Sequence[Any]) -> HeadRow:
         updated_at=updated,
         deleted=bool(deleted),
         suspect_pending=bool(suspect),
-        summary=json.loads(summary) if summary != "{}" else {},
+        summary=_summary(summary),
     )
+
+
+def _summary(text: str) -> dict[str, Any]:
+    # A copy of some metadata values for session lists, rewritten by every commit: a
+    # damaged one (SQLite keeps no checksum of a text value) lists as empty rather
+    # than failing every list that reaches its row.
+    if text == "{}":
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 _HEAD_COLS = (
@@ -825,10 +838,12 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         """
         clauses: list[str] = []
         params: list[Any] = []
+        # A damaged summary (see _summary) filters as an empty one, never as an error.
+        summary = "iif(json_valid(summary), summary, '{}')"
         for key, want in (where or {}).items():
             # json_extract gives SQL NULL for null and absent keys, 0/1 for booleans.
             path = '$."' + key.replace('"', '""') + '"'
-            value = "json_extract(summary, ?)"
+            value = f"json_extract({summary}, ?)"
             if isinstance(want, bool):
                 truthy = f"({value} IS NOT NULL AND {value} NOT IN (0, ''))"
                 clauses.append(truthy if want else f"NOT {truthy}")
@@ -838,7 +853,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                 params.append(path)
             else:
                 # A boolean is stored as 0/1: an equal number must not match it.
-                clauses.append(f"({value} = ? AND json_type(summary, ?) NOT IN"
+                clauses.append(f"({value} = ? AND json_type({summary}, ?) NOT IN"
                              " ('true', 'false'))")
                 params += [path, want, path]
         if not include_deleted:
