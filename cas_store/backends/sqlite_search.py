@@ -305,7 +305,7 @@ class SearchIndex:
         out = []
         try:
             if compare_text:
-            # With rank 1, FTS5 compares its index with the content (every chunk's text).
+                # With rank 1, FTS5 compares its index with the content (every chunk's text).
                 self._read("INSERT INTO search_fts (search_fts, rank)"
                            " VALUES ('integrity-check', 1)")
         except sqlite3.DatabaseError as exc:
