@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import packs
-from .errors import CasError
+from .errors import CasError, CorruptObject
 from .model import FsckProblem, FsckReport
 from .objects import Kind, Oid, Page, decode_page_full, decompress, object_id
 from .walk import Damage
@@ -78,8 +78,19 @@ def _walk(store: Store, progress: Callable[[str, int], None] | None) -> FsckRepo
 
     def verify(ids: list[Oid]) -> None:
         nonlocal checked
-        got = backend.get_frames(ids)
-        lost.update(o for o in ids if o not in got)
+        try:
+            got = backend.get_frames(ids)
+        except CorruptObject:
+            # A row damaged beyond its frame (its kind) fails the batch: read them one by
+            # one so the others are checked and that one is named.
+            got = {}
+            for oid in ids:
+                try:
+                    got.update(backend.get_frames([oid]))
+                except CorruptObject as exc:
+                    bad[oid] = exc.message
+                    checked += 1
+        lost.update(o for o in ids if o not in got and o not in bad)
         found: list[tuple[Oid, bytes]] = []
         for oid, (kind, frame) in got.items():
             checked += 1

@@ -292,3 +292,41 @@ def test_a_missing_metadata_object_of_a_pruned_base_affects_no_version(
     assert [(p.kind, p.object_id, p.affects) for p in report.problems] == [
         ("missing", old_meta.hex(), [])]
     assert store.load("a").metadata == {"title": "new"}
+
+
+def test_a_kind_that_is_no_kind_is_named_and_the_check_goes_on(tmp_path: Path) -> None:
+    # A row's kind is outside its frame's checksum, and SQLite checks no value: a damaged
+    # one must be named by fsck (which goes on to the other objects), fail the load as
+    # CorruptObject, and leave the figures and other sessions readable.
+    path = tmp_path / "k.db"
+    with open_store(path) as store:
+        store.backend.packs = False  # type: ignore[misc]
+        store.create("a", {}, msgs(0, 5))
+        store.create("b", {}, msgs(10, 15))
+        victim = _chunk_of(store, "a", 2)
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE objects SET kind = 22 WHERE oid = ?", (victim,))
+    with open_store(path) as store:
+        report = store.fsck()
+        named = {p.object_id: p for p in report.problems}
+        assert "which is no kind" in named[victim.hex()].detail
+        assert named[victim.hex()].affects == [("a", 1)]
+        assert report.objects_checked == sum(store.stats().objects.values()) + 1
+        with pytest.raises(CorruptObject) as err:
+            store.load("a")
+        assert err.value.object_id == victim.hex()
+        assert store.load("b").messages == msgs(10, 15)
+
+
+def test_an_object_row_whose_id_is_not_bytes_is_reported_not_raised(tmp_path: Path) -> None:
+    # A damaged record header can turn a BLOB into a number: fsck reports a damaged file
+    # and what still reads, never a TypeError or ValueError.
+    path = tmp_path / "o.db"
+    with open_store(path) as store:
+        store.create("a", {}, msgs(0, 5))
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE objects SET oid = -5 WHERE rowid = (SELECT min(rowid) FROM objects)")
+    with open_store(path) as store:
+        report = store.fsck()
+    assert not report.ok
+    assert any(p.kind == "corrupt_store" and "object row" in p.detail for p in report.problems)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cas_store import InvalidArgument, Op, Store, gc, open_store
 from cas_store.cli import app
+from cas_store.errors import CorruptStore
 from cas_store.search import message_fields, parse_query
 
 
@@ -229,3 +230,22 @@ def test_cli_search_and_reindex(store: Store, store_path: Path) -> None:
     assert r.exit_code != 0 and "no words" in r.stderr
     r = runner.invoke(app, ["--store", str(store_path), "reindex", "--json"])
     assert r.exit_code == 0 and '"sessions": 1' in r.stdout
+
+
+def test_a_pending_mark_that_never_clears_fails_the_search_not_loops(tmp_path: Path) -> None:
+    # New messages wait (pending) until the next search puts their words in; a damaged
+    # index that keeps returning messages already done (here a trigger sets the mark
+    # again) must end in a clear error, not a loop that never returns.
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        store.create("a", {}, [u(f"message number {i}") for i in range(700)])
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TRIGGER stays_pending AFTER UPDATE OF pending ON search_docs"
+                    " WHEN NEW.pending = 0 BEGIN UPDATE search_docs SET pending = 1"
+                    " WHERE doc = NEW.doc; END")
+    with open_store(path) as store, pytest.raises(CorruptStore, match="reindex"):
+        store.search("number")
+    with sqlite3.connect(path) as con:
+        con.execute("DROP TRIGGER stays_pending")
+    with open_store(path) as store:
+        assert len(store.search("number", limit=5).hits) == 5

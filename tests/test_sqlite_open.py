@@ -41,3 +41,25 @@ def test_a_store_missing_a_table_is_damaged_not_set_up_again(tmp_path: Path) -> 
     con = sqlite3.connect(path)
     assert "versions" not in {r[0] for r in con.execute("SELECT name FROM sqlite_schema")}
     con.close()
+
+
+def test_schema_text_that_is_not_utf8_opens_as_a_damaged_store(tmp_path: Path) -> None:
+    # SQLite quotes the damaged schema in its error, and Python cannot decode that: the
+    # store must still open (damaged, reads refused with CorruptStore) and fsck report it.
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        store.create("a", {}, [{"role": "user", "content": "hi"}])
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA writable_schema = ON")
+    (sql,) = con.execute("SELECT sql FROM sqlite_schema WHERE name = 'search_spans_by_doc'"
+                         ).fetchone()
+    con.execute("UPDATE sqlite_schema SET sql = CAST(? AS TEXT) WHERE name = ?",
+                (sql.encode().replace(b" ON ", b" \xf3\xf3 "), "search_spans_by_doc"))
+    con.commit()
+    con.close()
+    with open_store(path) as store:
+        assert isinstance(store.backend.damage, CorruptStore)  # type: ignore[attr-defined]
+        with pytest.raises(CorruptStore, match="not UTF-8"):
+            store.load("a")
+        report = store.fsck()
+    assert not report.ok and any(p.kind == "corrupt_store" for p in report.problems)

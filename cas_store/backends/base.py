@@ -24,6 +24,23 @@ from ..objects import Kind, Oid, decompress, decompress_many
 LOAD_BATCH = 1000
 
 
+KINDS = {int(k): k for k in Kind}
+
+
+def stored_kind(value: Any, oid: bytes) -> Kind:
+    """Return the Kind a stored row names; raise CorruptObject naming the object if none.
+
+    A row's kind is not covered by its frame's checksum: a damaged one must fail the
+    read of that object (and fsck names it), never escape as a ValueError.
+    """
+    kind = KINDS.get(value) if isinstance(value, int) else None
+    if kind is None:
+        name = bytes(oid).hex() if isinstance(oid, bytes | bytearray | memoryview) else repr(oid)
+        raise CorruptObject(f"object {name} is stored with kind {value!r}, which is no kind:"
+                            " its row is damaged", object_id=name)
+    return kind
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectWrite:
     """One object a commit needs present: new bytes, or a write-time refresh of old ones."""
@@ -39,7 +56,7 @@ class ObjectInfo:
     """What the store knows of one stored object without reading it."""
 
     oid: Oid
-    kind: Kind
+    kind: Kind | None  # None: the stored kind is damaged (reading the object says so)
     size: int
     stored_size: int
     wtime: float
@@ -363,6 +380,8 @@ class Backend(abc.ABC):
         """Return, per kind, (objects, payload bytes, stored bytes)."""
         out: dict[Kind, tuple[int, int, int]] = {}
         for info in self.iter_objects():
+            if info.kind is None:
+                continue  # a damaged row: fsck names it
             n, size, stored = out.get(info.kind, (0, 0, 0))
             out[info.kind] = (n + 1, size + info.size, stored + info.stored_size)
         return out

@@ -43,6 +43,7 @@ from ..search import message_fields
 from .base import (
     HIT_END,
     HIT_START,
+    KINDS,
     Backend,
     Commit,
     CommitWatch,
@@ -53,13 +54,13 @@ from .base import (
     Retry,
     SearchHit,
     SearchTerm,
+    stored_kind,
 )
 from .blobs import BlobStore, open_blob_store
 
 if TYPE_CHECKING:
     from psycopg import Connection
 
-_KINDS = {int(k): k for k in Kind}
 _INTENTIONAL = 1
 _SUSPECT = 2
 _BATCH = 1000  # ids per = ANY(...) array: one round trip, a bounded statement
@@ -533,16 +534,17 @@ class PostgresBackend(Backend):
     def get_frames(self, oids: Sequence[Oid]) -> dict[Oid, tuple[Kind, bytes]]:
         """Return (kind, frame) of each stored id, a thousand ids a query."""
         out: dict[Oid, tuple[Kind, bytes]] = {}
-        kinds = _KINDS
+        kinds = KINDS
         for part in _chunks(list(dict.fromkeys(oids))):
             if self.blobs is None:
                 rows = self._read("SELECT oid, kind, data FROM objects WHERE oid = ANY(%s)",
                                   (part,), binary=True)
-                out.update((Oid(oid), (kinds[kind], data)) for oid, kind, data in rows)
+                for oid, kind, data in rows:
+                    out[Oid(oid)] = (kinds.get(kind) or stored_kind(kind, oid), data)
                 continue
             rows = self._read("SELECT oid, kind FROM objects WHERE oid = ANY(%s)", (part,),
                               binary=True)
-            kind_of = {Oid(oid): kinds[kind] for oid, kind in rows}
+            kind_of = {Oid(oid): kinds.get(kind) or stored_kind(kind, oid) for oid, kind in rows}
             for oid, data in self.blobs.get_many(list(kind_of)).items():
                 out[oid] = (kind_of[oid], data)
         return out
@@ -586,7 +588,7 @@ class PostgresBackend(Backend):
     def iter_objects(self) -> Iterator[ObjectInfo]:
         """Yield every object's info by ordinal, a page at a time (no long transaction)."""
         for _, oid, kind, size, stored, wtime in self._pages("oid, kind, size, stored, wtime"):
-            yield ObjectInfo(Oid(bytes(oid)), Kind(kind), size, stored, wtime)
+            yield ObjectInfo(Oid(bytes(oid)), KINDS.get(kind), size, stored, wtime)
 
     def iter_ordinals(self, written_before: float) -> Iterator[tuple[int, Oid, int]]:
         """Yield (ordinal, id, stored bytes) of objects written before the cutoff."""
@@ -1158,7 +1160,8 @@ class PostgresBackend(Backend):
         """Return, per kind, (objects, payload bytes, stored bytes) in one aggregate query."""
         rows = self._read("SELECT kind, count(*), sum(size), sum(stored) FROM objects"
                           " GROUP BY kind")
-        return {Kind(k): (int(n), int(s or 0), int(d or 0)) for k, n, s, d in rows}
+        return {KINDS[k]: (int(n), int(s or 0), int(d or 0)) for k, n, s, d in rows
+                if k in KINDS}  # a damaged row's kind is left out: fsck names it
 
     def count_versions(self) -> int:
         """Return the number of log entries."""

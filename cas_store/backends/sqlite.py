@@ -28,10 +28,11 @@ from ..errors import (
     StoreLocked,
     VersionNotFound,
 )
-from ..objects import Kind, Oid
+from ..objects import OID_SIZE, Kind, Oid
 from . import sqlite_packs as SP
 from . import sqlite_search as SS
 from .base import (
+    KINDS,
     LOAD_BATCH,
     Backend,
     Commit,
@@ -41,10 +42,13 @@ from .base import (
     ObjectInfo,
     Retry,
     chunk_payloads,
+    stored_kind,
 )
 
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
-_KINDS = {int(k): k for k in Kind}
+# Python's sqlite3 raises UnicodeDecodeError where text in the file (a name in the schema,
+# a message SQLite quotes from it) is not UTF-8: damage, like SQLITE_CORRUPT.
+_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -262,7 +266,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         # opens, for reading).
         try:
             current = self._schema_current(con)
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._translate(exc) from None
         if current:
             if not self.index_search:
@@ -340,7 +344,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             con.create_function("cas_message_text", 1, SS.message_text, deterministic=True)
             con.create_function("cas_message_text", 3, SS.packed_text, deterministic=True)
             con.execute("PRAGMA trusted_schema = ON")
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             error = self._translate(exc, f"store {self.path}")
             not_a_db = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB
             if con is None or not isinstance(error, CorruptStore) or not_a_db:
@@ -419,7 +423,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             # commit all-or-nothing within the batch's one transaction.
             try:
                 con.execute("SAVEPOINT cas_commit")
-            except sqlite3.Error as exc:
+            except _DB_ERRORS as exc:
                 raise self._translate(exc) from None
             try:
                 yield
@@ -432,7 +436,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                 raise
             try:
                 con.execute("RELEASE cas_commit")
-            except sqlite3.Error as exc:
+            except _DB_ERRORS as exc:
                 raise self._translate(exc) from None
             return
         if self.damage is not None:
@@ -441,11 +445,11 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         # then writes would fail with SQLITE_BUSY under a concurrent writer instead of waiting.
         try:
             con.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._translate(exc) from None
         try:
             yield
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             # Raised inside the transaction body (a read-only file, a full disk, a damaged
             # page): end the transaction so the connection stays usable, and say what failed.
             self._rollback(con)
@@ -466,14 +470,19 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         # A failed COMMIT (disk full, lock timeout) leaves the transaction open: end it.
         try:
             con.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             self._rollback(con)
             raise self._translate(exc) from None
 
-    def _translate(self, exc: sqlite3.Error, context: str | None = None) -> CasError:
+    def _translate(self, exc: sqlite3.Error | UnicodeDecodeError,
+                   context: str | None = None) -> CasError:
         """Return the engine error for a SQLite error: the one place they are classified."""
         text = str(exc)
         where = context or f"store {self.path}"
+        if isinstance(exc, UnicodeDecodeError):
+            return CorruptStore(f"{where}: the database file is damaged (text in it is not"
+                                f" UTF-8: {text}); run `cas-store fsck` to see what can still"
+                                " be read")
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
         if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
@@ -492,7 +501,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._con().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._translate(exc) from None
 
     @contextlib.contextmanager
@@ -510,12 +519,12 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             raise self.damage
         try:
             con.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._translate(exc) from None
         self._local.batch = True
         try:
             yield
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             self._local.batch = False
             self._rollback(con)
             raise self._translate(exc) from None
@@ -542,12 +551,12 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             return
         try:
             con.execute("BEGIN DEFERRED")
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._translate(exc) from None
         self._local.depth = 1
         try:
             yield
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._translate(exc) from None
         finally:
             self._local.depth = 0
@@ -563,7 +572,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         """Return (kind, frame) for each stored id, in batches of a few hundred."""
         out: dict[Oid, tuple[Kind, bytes]] = {}
         unique = list(dict.fromkeys(oids))
-        kinds = _KINDS
+        kinds = KINDS
         for part in _chunks(unique, LOAD_BATCH):
             marks = ",".join("?" * len(part))
             # Hot path of every load: sqlite3 already returns BLOBs as bytes, and a dict
@@ -573,7 +582,8 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             if any(kind == SP.PACKED for _, kind, _ in rows):
                 out.update(SP.resolve(self._read, self._packs, rows))
             else:
-                out.update((oid, (kinds[kind], data)) for oid, kind, data in rows)
+                for oid, kind, data in rows:
+                    out[oid] = (kinds.get(kind) or stored_kind(kind, oid), data)
         return out
 
     def chunk_payloads(self, oids: Sequence[Oid]) -> dict[Oid, bytes]:
@@ -645,7 +655,12 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             if not rows:
                 return
             for rowid, oid, kind, size, stored, wtime in rows:
-                yield ObjectInfo(Oid(bytes(oid)), Kind.CHUNK if kind == SP.PACKED else Kind(kind),
+                if not isinstance(oid, bytes) or len(oid) != OID_SIZE:
+                    # SQLite checks no column's type: a damaged record header can make
+                    # the id a number or text. Nothing names the object then.
+                    raise CorruptStore(f"store {self.path}: the object row {rowid} is damaged"
+                                       " (its id is not 32 bytes); run `cas-store fsck`")
+                yield ObjectInfo(Oid(oid), Kind.CHUNK if kind == SP.PACKED else KINDS.get(kind),
                                  size, stored, wtime)
                 last = rowid
 
@@ -949,7 +964,9 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                           " GROUP BY kind")
         out: dict[Kind, tuple[int, int, int]] = {}
         for k, n, s, d in rows:
-            kind = Kind.CHUNK if k == SP.PACKED else Kind(k)  # a packed chunk is a chunk
+            kind = Kind.CHUNK if k == SP.PACKED else KINDS.get(k)  # a packed chunk is a chunk
+            if kind is None:
+                continue  # a damaged row: fsck names it
             was = out.get(kind, (0, 0, 0))
             out[kind] = (was[0] + n, was[1] + (s or 0), was[2] + (d or 0))
         return out
@@ -983,7 +1000,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         pragma = "quick_check" if quick else "integrity_check"
         try:
             rows = self._con().execute(f"PRAGMA {pragma}({int(max_errors)})").fetchall()
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             return [str(exc)]
         found = [str(r[0]) for r in rows]
         return [] if found == ["ok"] else found

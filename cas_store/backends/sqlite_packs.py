@@ -41,6 +41,7 @@ from ..objects import (
     decode_page_full,
     decompress,
 )
+from .base import stored_kind
 
 #: Stored kind of a chunk kept in a pack (never an id's kind: the id stays a CHUNK's).
 PACKED = 6
@@ -132,7 +133,7 @@ def resolve(query: Query, cache: PackCache,
                 continue
             refs.append((o, pack_oid, i))
         else:
-            out[o] = (Kind(kind), data)
+            out[o] = (stored_kind(kind, o), data)
     if refs:
         got = cache.get(query, [p for _, p, _ in refs])
         for o, p, i in refs:

@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CasError, CorruptObject, InvalidArgument, StorageError
+from ..errors import CasError, CorruptObject, CorruptStore, InvalidArgument, StorageError
 from ..objects import Kind, Oid, decompress
 from ..packs import parse_ref
 from ..search import message_fields
@@ -73,7 +73,8 @@ class SearchIndex:
         def _con(self) -> sqlite3.Connection: ...
         def _write(self, con: sqlite3.Connection) -> contextlib.AbstractContextManager[None]: ...
         def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-        def _translate(self, exc: sqlite3.Error, context: str | None = None) -> CasError: ...
+        def _translate(self, exc: sqlite3.Error | UnicodeDecodeError,
+                       context: str | None = None) -> CasError: ...
         def snapshot(self) -> contextlib.AbstractContextManager[None]:
             """Run this thread's reads inside one read transaction."""
 
@@ -122,11 +123,19 @@ class SearchIndex:
         if not self._read("SELECT 1 FROM search_docs WHERE pending = 1 LIMIT 1"):
             return
         con = self._con()
+        done: set[int] = set()
         while True:
             with self._write(con):
                 rows = con.execute(
                     "SELECT d.doc, o.kind, o.data FROM search_docs d JOIN objects o"
                     " ON o.rowid = d.doc WHERE d.pending = 1 LIMIT 500").fetchall()
+                if any(d in done for d, _, _ in rows):
+                    # A damaged pending index keeps returning docs marked done: stop
+                    # rather than loop for ever.
+                    raise CorruptStore("the search index is damaged (a message it indexed"
+                                       " stays pending); run `cas-store reindex`, then"
+                                       " `cas-store fsck`")
+                done.update(d for d, _, _ in rows)
                 query = self._on(con)
                 fields = [(d, *self._row_fields(query, kind, data)) for d, kind, data in rows]
                 con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
