@@ -149,7 +149,9 @@ class Bitmap:
         self.count = 0
 
     def add(self, n: int) -> bool:
-        """Add n; return True if it was not in the set before."""
+        """Add n (never negative: a ValueError); return True if it was not in the set before."""
+        if n < 0:
+            raise ValueError(f"a bitmap holds no negative number ({n})")
         byte, bit = n >> 3, 1 << (n & 7)
         if byte >= len(self.bits):
             self.bits.extend(bytes(max(byte + 1 - len(self.bits), len(self.bits))))
@@ -163,7 +165,7 @@ class Bitmap:
         if not isinstance(n, int):
             return False
         byte = n >> 3
-        return byte < len(self.bits) and bool(self.bits[byte] & (1 << (n & 7)))
+        return 0 <= byte < len(self.bits) and bool(self.bits[byte] & (1 << (n & 7)))
 
     @property
     def nbytes(self) -> int:
@@ -227,12 +229,23 @@ class Marker:
                 # Referenced but not stored: a damaged store (fsck reports it). Nothing
                 # below it can be found, so there is nothing more to mark.
                 self.damaged[oid] = "missing"
-            elif self.marked.add(n):
+            elif self._mark(oid, n):
                 out.append(oid)
         if self.progress and self.marked.count - self._reported >= 10_000:
             self._reported = self.marked.count
             self.progress("mark", self.marked.count, None)
         return out
+
+    def _mark(self, oid: Oid, n: int) -> bool:
+        """Mark oid's ordinal; return True if it was not marked before.
+
+        A negative ordinal is a damaged row number (SQLite checks none): recorded as
+        damage, so that the sweep, which finds objects by these numbers, is refused.
+        """
+        if n < 0:
+            self.damaged[oid] = "stored under a damaged row number"
+            return False
+        return self.marked.add(n)
 
     def _refs(self, oids: Sequence[Oid], kind: Kind) -> list[tuple[Oid, Refs]]:
         """Return what each readable object points at; record the others as damaged."""
@@ -257,7 +270,8 @@ class Marker:
 
     def _note(self, oids: Sequence[Oid], into: Bitmap) -> None:
         for n in self.backend.ordinals(oids).values():
-            into.add(n)
+            if n >= 0:  # a damaged one: _fresh records it
+                into.add(n)
 
     def manifests(self, oids: Sequence[Oid]) -> None:
         """Mark these manifests and everything under them (delta bases included)."""
@@ -285,8 +299,8 @@ class Marker:
                 # A live chunk kept in a pack keeps that pack (its page may be dead): the
                 # sweep would refuse it anyway, and a dry run must count what a run does.
                 packed = set(self.backend.packed_in(fresh).values())
-                for n in self.backend.ordinals(list(packed)).values():
-                    self.marked.add(n)
+                for pack, n in self.backend.ordinals(list(packed)).items():
+                    self._mark(pack, n)
 
     def _pages(self, roots: list[Oid]) -> None:
         # Depth-first by batches: the pending list stays about tree height x batch x
@@ -306,8 +320,8 @@ class Marker:
                 # A live page keeps its pack, a leaf's or a level-1 page's (a load reads
                 # the page's messages from it), also when every member is kept in
                 # another pack too.
-                for n in self.backend.ordinals([pack_id(p) for p in packed]).values():
-                    self.marked.add(n)
+                for pack, n in self.backend.ordinals([pack_id(p) for p in packed]).items():
+                    self._mark(pack, n)
 
 
 def _duration(value: float | None, name: str) -> float | None:
