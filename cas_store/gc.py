@@ -139,6 +139,11 @@ class Retention:
         return head.deleted and head.updated_at < self.deleted_before
 
 
+#: Largest row number GC marks (a 2 GiB bitmap): SQLite numbers rows from 1 up, one a
+#: write, so a larger one is a damaged row, never 17 billion objects.
+MAX_ORDINAL = 2**34
+
+
 class Bitmap:
     """A growable set of non-negative integers, one bit each."""
 
@@ -239,10 +244,11 @@ class Marker:
     def _mark(self, oid: Oid, n: int) -> bool:
         """Mark oid's ordinal; return True if it was not marked before.
 
-        A negative ordinal is a damaged row number (SQLite checks none): recorded as
-        damage, so that the sweep, which finds objects by these numbers, is refused.
+        A negative or impossibly large ordinal is a damaged row number (SQLite checks
+        none): recorded as damage, so that the sweep, which finds objects by these
+        numbers, is refused (and the bitmap never grows to its size).
         """
-        if n < 0:
+        if not 0 <= n <= MAX_ORDINAL:
             self.damaged[oid] = "stored under a damaged row number"
             return False
         return self.marked.add(n)
@@ -270,7 +276,7 @@ class Marker:
 
     def _note(self, oids: Sequence[Oid], into: Bitmap) -> None:
         for n in self.backend.ordinals(oids).values():
-            if n >= 0:  # a damaged one: _fresh records it
+            if 0 <= n <= MAX_ORDINAL:  # a damaged one: _fresh records it
                 into.add(n)
 
     def manifests(self, oids: Sequence[Oid]) -> None:

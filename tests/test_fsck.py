@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from support import msgs
 
-from cas_store import CorruptObject, Limits, ObjectNotFound, Store, open_store
+from cas_store import CorruptObject, CorruptStore, Limits, ObjectNotFound, Store, open_store
 from cas_store.objects import Kind
 
 
@@ -330,3 +330,22 @@ def test_an_object_row_whose_id_is_not_bytes_is_reported_not_raised(tmp_path: Pa
         report = store.fsck()
     assert not report.ok
     assert any(p.kind == "corrupt_store" and "object row" in p.detail for p in report.problems)
+
+
+def test_a_log_row_holding_a_value_of_the_wrong_type_is_a_damaged_file(tmp_path: Path) -> None:
+    # SQLite checks no column's type (a damaged record header changes one): reading that
+    # version is CorruptStore, and fsck reports it (and what still reads), never a
+    # TypeError from the engine.
+    path = tmp_path / "v.db"
+    with open_store(path) as store:
+        store.create("a", {}, msgs(0, 5))
+        store.append("a", msgs(5, 6))
+        store.create("b", {}, msgs(10, 12))
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE versions SET flags = x'01' WHERE sid = 'a' AND seq = 1")
+    with open_store(path) as store:
+        with pytest.raises(CorruptStore, match="version log row"):
+            store.versions("a")
+        assert store.load("b").messages == msgs(10, 12)
+        report = store.fsck()
+    assert not report.ok and any(p.kind == "corrupt_store" for p in report.problems)

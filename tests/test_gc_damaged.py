@@ -213,3 +213,15 @@ def test_a_damaged_row_number_is_damage_and_marks_no_other_object(tmp_path: Path
         assert exc.value.sessions == ["a"] and exc.value.objects == [man.hex()]
         assert _objects(path) == objects
         assert s.load("a").messages == [{"i": i} for i in range(3)]
+
+
+def test_an_impossibly_large_row_number_is_damage_not_a_2_tib_bitmap(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with open_store(path) as s:
+        s.create("a", {}, [{"i": i} for i in range(3)])
+        man = bytes.fromhex(s.load_meta("a").manifest)
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE objects SET rowid = ? WHERE oid = ?", (2**44, man))
+    with open_store(path) as s, pytest.raises(StoreDamaged) as exc:
+        gc(s, grace=0, dry_run=True)
+    assert exc.value.objects == [man.hex()]

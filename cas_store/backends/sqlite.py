@@ -153,8 +153,25 @@ WAL_RATIO = 0.25
 WAL_FLOOR = 64 * 1024
 
 
+_NUM = (int, float)
+_ENTRY_TYPES = (str, int, bytes, _NUM, str, int, int, int, (int, type(None)))
+_HEAD_TYPES = (str, int, bytes, int, int, str, _NUM, _NUM, int, int, object)  # see _summary
+
+
+def _checked(row: Sequence[Any], types: Sequence[Any], what: str) -> Sequence[Any]:
+    # SQLite checks no column's type, and a damaged record header changes one: a value
+    # of the wrong type is a damaged file, never a TypeError deep in the engine.
+    if all(isinstance(v, t) for v, t in zip(row, types, strict=True)) \
+            and len(row[2]) == OID_SIZE:
+        return row
+    raise CorruptStore(f"the database file is damaged: a {what} row ({str(row[0])[:80]!r})"
+                       " holds a value of the wrong type; run `cas-store fsck` to see what"
+                       " can still be read")
+
+
 def _entry(row: Sequence[Any]) -> LogEntry:
-    sid, seq, manifest, created_at, op, count, nbytes, flags, cursor = row
+    sid, seq, manifest, created_at, op, count, nbytes, flags, cursor = _checked(
+        row, _ENTRY_TYPES, "version log")
     return LogEntry(
         sid=sid,
         seq=seq,
@@ -170,7 +187,8 @@ def _entry(row: Sequence[Any]) -> LogEntry:
 
 
 def _head(row: Sequence[Any]) -> HeadRow:
-    sid, seq, manifest, count, nbytes, title, created, updated, deleted, suspect, summary = row
+    sid, seq, manifest, count, nbytes, title, created, updated, deleted, suspect, summary = (
+        _checked(row, _HEAD_TYPES, "session"))
     return HeadRow(
         sid=sid,
         seq=seq,
@@ -186,7 +204,7 @@ def _head(row: Sequence[Any]) -> HeadRow:
     )
 
 
-def _summary(text: str) -> dict[str, Any]:
+def _summary(text: Any) -> dict[str, Any]:
     # A copy of some metadata values for session lists, rewritten by every commit: a
     # damaged one (SQLite keeps no checksum of a text value) lists as empty rather
     # than failing every list that reaches its row.
