@@ -323,6 +323,11 @@ def decompress(oid: bytes, frame: bytes, *, verify: bool = True, kind: Kind | No
     """Return the payload of a stored frame; with verify, check it hashes to oid."""
     try:
         payload = _codecs()[1].decompress(frame)
+    except TypeError:
+        # Not bytes at all: SQLite checks no column's type, and a damaged row can hold a
+        # number or text where the frame was.
+        raise CorruptObject(f"object {oid.hex()} is not stored as bytes (its row is"
+                            " damaged)", object_id=oid.hex()) from None
     except zstandard.ZstdError as exc:
         raise CorruptObject(
             f"object {oid.hex()} does not decompress: {exc}", object_id=oid.hex()
@@ -348,9 +353,10 @@ def decompress_many(frames: Sequence[bytes], threads: int = DECOMPRESS_THREADS, 
         return []  # zstandard's batch call divides by the frame count
     try:
         result = _codecs()[1].multi_decompress_to_buffer(list(frames), threads=threads)
-    except (zstandard.ZstdError, ValueError) as exc:
+    except (zstandard.ZstdError, ValueError, TypeError) as exc:
         # A flipped bit in a frame header can hide its content size, which this batch
-        # call reports as ValueError rather than ZstdError: corrupt all the same.
+        # call reports as ValueError rather than ZstdError, and a damaged row can hold
+        # no bytes at all (TypeError): corrupt all the same.
         raise CorruptObject(f"a frame does not decompress: {exc}", object_id="") from None
     if not copy:
         return [result[i] for i in range(len(result))]  # type: ignore[misc]

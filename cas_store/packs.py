@@ -193,6 +193,8 @@ def ref(pack: Oid, index: int) -> bytes:
 
 def parse_ref(data: bytes) -> tuple[Oid, int]:
     """Return (pack id, position) of a packed chunk's reference; ValueError if malformed."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ValueError("packed chunk reference is not bytes")
     if len(data) <= OID_SIZE:
         raise ValueError("packed chunk reference is truncated")
     index, end = read_uleb(data, OID_SIZE, "pack header")

@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 from support import msgs
 
-from cas_store import CorruptObject, CorruptStore, Limits, ObjectNotFound, Store, open_store
+from cas_store import (
+    CorruptObject,
+    CorruptStore,
+    Limits,
+    ObjectNotFound,
+    Store,
+    StoreDamaged,
+    gc,
+    open_store,
+)
 from cas_store.objects import Kind
 
 
@@ -349,3 +358,22 @@ def test_a_log_row_holding_a_value_of_the_wrong_type_is_a_damaged_file(tmp_path:
         assert store.load("b").messages == msgs(10, 12)
         report = store.fsck()
     assert not report.ok and any(p.kind == "corrupt_store" for p in report.problems)
+
+
+def test_an_object_stored_as_a_number_is_named_corrupt(tmp_path: Path) -> None:
+    # A damaged record header can turn a frame (BLOB) into a number: every reader names
+    # the object (load, fsck, gc's mark), none raises a TypeError.
+    path = tmp_path / "n.db"
+    with open_store(path) as store:
+        store.backend.packs = False  # type: ignore[misc]
+        store.create("a", {}, msgs(0, 5))
+        victim = bytes.fromhex(store.load_meta("a").manifest)
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE objects SET data = 12345 WHERE oid = ?", (victim,))
+    with open_store(path) as store:
+        with pytest.raises(CorruptObject) as err:
+            store.load("a")
+        assert err.value.object_id == victim.hex()
+        assert victim.hex() in {p.object_id for p in store.fsck().problems}
+        with pytest.raises(StoreDamaged):
+            gc(store, grace=0, dry_run=True)

@@ -63,3 +63,15 @@ def test_schema_text_that_is_not_utf8_opens_as_a_damaged_store(tmp_path: Path) -
             store.load("a")
         report = store.fsck()
     assert not report.ok and any(p.kind == "corrupt_store" for p in report.problems)
+
+
+def test_a_schema_version_that_is_no_number_opens_as_a_damaged_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        store.create("a", {}, [{"role": "user", "content": "hi"}])
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE store_info SET value = 'ready' WHERE key = 'schema'")
+    with open_store(path) as store:
+        assert "schema version reads 'ready'" in str(store.backend.damage)  # type: ignore[attr-defined]
+        with pytest.raises(CorruptStore):
+            store.create("b", {}, [])

@@ -306,7 +306,12 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                 if statement.strip():
                     con.execute(statement)
             row = con.execute("SELECT value FROM store_info WHERE key='schema'").fetchone()
-            found = 1 if row is None else int(row[0])
+            try:
+                found = 1 if row is None else int(row[0])
+            except (TypeError, ValueError):
+                raise CorruptStore(f"{self.path}: the database file is damaged (its schema"
+                                   f" version reads {row[0]!r}); run `cas-store fsck`"
+                                   ) from None
             if found > SCHEMA_VERSION:
                 raise StorageError(
                     f"{self.path} has schema version {found}; this cas-store reads"
