@@ -66,6 +66,7 @@ class Damage:
         # names its own metadata and takes only the lists of its base, so a bad metadata
         # object of a base does not affect the deltas built on it.
         self._parts: dict[Oid, tuple[frozenset[Oid], frozenset[Oid]]] = {}
+        self._open: set[Oid] = set()  # manifests whose walk has begun and not ended
 
     def version(self, manifest: Oid) -> frozenset[Oid]:
         """Return the damaged objects a version (named by its manifest) needs."""
@@ -113,6 +114,18 @@ class Damage:
     def _manifest(self, oid: Oid) -> tuple[frozenset[Oid], frozenset[Oid]]:
         if oid in self._parts:
             return self._parts[oid]
+        if oid in self._open:
+            # Its chain of bases came back to it (only a damaged id index reads one id as
+            # another): damage, and the end of the walk down this chain.
+            self.bad.setdefault(oid, "manifest's chain of bases comes back to itself")
+            return frozenset({oid}), frozenset({oid})
+        self._open.add(oid)
+        try:
+            return self._walk_manifest(oid)
+        finally:
+            self._open.discard(oid)
+
+    def _walk_manifest(self, oid: Oid) -> tuple[frozenset[Oid], frozenset[Oid]]:
         payload, why = (None, "") if oid in self.bad else read(self.backend, oid, Kind.MANIFEST)
         if payload is None:
             if why == "missing":

@@ -225,3 +225,25 @@ def test_an_impossibly_large_row_number_is_damage_not_a_2_tib_bitmap(tmp_path: P
     with open_store(path) as s, pytest.raises(StoreDamaged) as exc:
         gc(s, grace=0, dry_run=True)
     assert exc.value.objects == [man.hex()]
+
+
+def test_a_chain_of_bases_that_comes_back_to_itself_is_damage_not_a_recursion(
+        tmp_path: Path) -> None:
+    # Only a damaged id index reads one id as another; then a delta's base can read as
+    # the delta itself. Naming the sessions a damaged store affects must end (it recursed
+    # until Python's limit) and name that session.
+    path = tmp_path / "s.db"
+    with open_store(path) as s:
+        s.create("a", {}, [{"i": i} for i in range(3)])
+        base = bytes.fromhex(s.load_meta("a").manifest)
+        s.append("a", [{"i": 3}])
+        delta = bytes.fromhex(s.load_meta("a").manifest)
+        s.create("b", {}, [{"j": 1}])
+        lost = bytes.fromhex(s.load_meta("b").manifest)
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE objects SET data = (SELECT data FROM objects WHERE oid = ?)"
+                    " WHERE oid = ?", (delta, base))
+        con.execute("DELETE FROM objects WHERE oid = ?", (lost,))
+    with open_store(path) as s, pytest.raises(StoreDamaged) as exc:
+        gc(s, grace=0, dry_run=True)
+    assert exc.value.sessions == ["a", "b"]
