@@ -67,15 +67,27 @@ def test_gc_refuses_to_sweep_a_damaged_store(damaged: tuple[Path, bytes]) -> Non
     assert _objects(path) == objects and _versions(path) == versions
 
 
-def test_an_unreadable_object_is_damage_too(tmp_path: Path) -> None:
+def _with_garbage(tmp_path: Path) -> tuple[Path, bytes]:
+    """A store with garbage to sweep; returns it and the manifest of session "a"."""
     path = tmp_path / "s.db"
     with open_store(path) as s:
         s.create("a", {}, [{"i": i} for i in range(3)])
         s.create("b", {}, [{"j": 1}])
         s.save("b", [], intentional_shrink=True)
-        man = bytes.fromhex(s.load_meta("a").manifest)
+        return path, bytes.fromhex(s.load_meta("a").manifest)
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE objects SET data = x'00' WHERE oid = ?",
+    # GC marks objects by row number (SQLite checks none): a negative one must be damage
+    # that refuses the sweep, never index the mark bitmap from its end (which marked some
+    # other object live, or raised IndexError).
+    "UPDATE objects SET rowid = -7 WHERE oid = ?",
+], ids=["unreadable", "negative-row-number"])
+def test_an_unreadable_object_is_damage_too(tmp_path: Path, damage: str) -> None:
+    path, man = _with_garbage(tmp_path)
     with sqlite3.connect(path) as con:
-        con.execute("UPDATE objects SET data = x'00' WHERE oid = ?", (man,))
+        con.execute(damage, (man,))
     time.sleep(0.002)
     objects = _objects(path)
     with open_store(path) as s:
@@ -191,28 +203,6 @@ def test_sweep_progress_ends_at_the_total_also_when_the_grace_spares_objects(
         gc(s, progress=lambda phase, done, of: calls.append((phase, done, of)))  # 1h grace
         total = sum(s.stats().objects.values())
     assert [c for c in calls if c[0] == "sweep"][-1] == ("sweep", total, total)
-
-
-def test_a_damaged_row_number_is_damage_and_marks_no_other_object(tmp_path: Path) -> None:
-    # GC marks objects by row number (SQLite checks none): a negative one must be
-    # recorded as damage that refuses the sweep, never index the mark bitmap from its end
-    # (which marked some other object live, or raised IndexError).
-    path = tmp_path / "s.db"
-    with open_store(path) as s:
-        s.create("a", {}, [{"i": i} for i in range(3)])
-        s.create("b", {}, [{"j": 1}])
-        s.save("b", [], intentional_shrink=True)
-        man = bytes.fromhex(s.load_meta("a").manifest)
-    with sqlite3.connect(path) as con:
-        con.execute("UPDATE objects SET rowid = -7 WHERE oid = ?", (man,))
-    time.sleep(0.002)
-    objects = _objects(path)
-    with open_store(path) as s:
-        with pytest.raises(StoreDamaged) as exc:
-            gc(s, grace=0)
-        assert exc.value.sessions == ["a"] and exc.value.objects == [man.hex()]
-        assert _objects(path) == objects
-        assert s.load("a").messages == [{"i": i} for i in range(3)]
 
 
 def test_an_impossibly_large_row_number_is_damage_not_a_2_tib_bitmap(tmp_path: Path) -> None:
