@@ -423,15 +423,10 @@ class Store:
     def _read_metadata(self, io: ObjectIO, man: M.Manifest | M.Raw) -> dict[str, JSON]:
         """Return a state's metadata: its fields in the recorded key order (else sorted)."""
         ref = man.meta_ref
-        # The fields, large values and key order in one query (up to three before; no
-        # change measured in a fresh handle's first read, which the schema load dominates).
-        layout = [ref.layout] if ref.layout is not None and ref.layout not in io.cache else []
-        got = io.payloads([ref.meta, *(o for _, o in ref.values), *layout], Kind.META)
+        got = io.payloads([ref.meta, *(o for _, o in ref.values)], Kind.META)
         out: dict[str, JSON] = stored_json(got[ref.meta], ref.meta, dict)
         for key, oid in ref.values:
             out[key] = stored_json(got[oid], oid)
-        if layout:
-            io.cache[layout[0]] = stored_json(got[layout[0]], layout[0], list)
         order = self._key_order(io, ref)
         if ref.values and not order:
             return dict(sorted(out.items()))
