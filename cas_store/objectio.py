@@ -35,15 +35,13 @@ def stored_json(payload: bytes, oid: Oid, what: type | None = None) -> Any:
     """
     try:
         value = json.loads(payload)
+        sound = what is None or isinstance(value, what)
     except ValueError:
-        value = _BAD
-    if value is _BAD or (what is not None and not isinstance(value, what)):
+        sound = False
+    if not sound:
         raise CorruptObject(f"object {oid.hex()} does not hold the JSON it should; run"
                             " `cas-store fsck`", object_id=oid.hex())
     return value
-
-
-_BAD = object()
 
 
 @dataclass(slots=True)
