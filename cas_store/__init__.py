@@ -31,6 +31,7 @@ from .errors import (
     VersionNotFound,
 )
 from .gc import GCReport, gc
+from .metadata import merge_patch
 from .model import (
     ANY,
     Diff,
@@ -45,7 +46,7 @@ from .model import (
     StoreStats,
     Version,
 )
-from .store import Limits, Store, merge_patch, validate_session_id
+from .store import Limits, Store, validate_session_id
 
 __version__ = "0.1.0"
 

@@ -32,8 +32,8 @@ from typing import Any
 from . import manifest as M
 from .backends.base import Backend, Commit, HeadRow, LogEntry, ObjectWrite, Retry
 from .errors import Conflict, CorruptObject, InvalidArgument, ObjectNotFound, SessionExists
+from .metadata import title_of
 from .objects import Kind, Oid, decode_page, decompress, object_id
-from .store import _title
 
 _READ_BATCH = 500
 # A batch of commits becomes durable together; these bound what a crash can lose (it is
@@ -364,7 +364,7 @@ class _Walk:
                 meta = json.loads(payload)
             except ValueError:
                 meta = {}
-            self.titles[oid] = _title(meta) if isinstance(meta, dict) else ""
+            self.titles[oid] = title_of(meta) if isinstance(meta, dict) else ""
         return []
 
 

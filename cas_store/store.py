@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import lists as L
 from . import manifest as M
+from . import metadata as MD
 from . import recovery
 from .backends import (
     Backend,
@@ -56,6 +57,7 @@ from .errors import (
 )
 from .feed import Change, Feed, read_changes
 from .lists import ListRef
+from .metadata import DEFAULT_SUMMARY_KEYS, merge_patch, summary_of, title_of
 from .model import (
     ANY,
     JSON,
@@ -77,7 +79,6 @@ from .objects import (
     Kind,
     Oid,
     Page,
-    canonical_json,
     compress,
     encode_item,
     encode_metadata,
@@ -96,24 +97,9 @@ if TYPE_CHECKING:
 
 LIST_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 MESSAGES = "messages"
-TITLE_MAX = 300
-#: A top-level metadata value at least this big (canonical JSON bytes) is its own object,
-#: so a patch of another key neither rewrites nor re-reads it (docs/design.md).
-META_VALUE_MIN_BYTES = 1024
-#: Most top-level names a key order may hold.
-KEY_ORDER_MAX = 10_000
 DAY = 86400.0
 
 
-#: Metadata keys a chat UI's session list shows (hermes-webui's ``Session.compact()``:
-#: pin, archive, project, profile, model, workspace, token counts and cost, lineage),
-#: kept beside each head.
-DEFAULT_SUMMARY_KEYS = ("pinned", "archived", "project_id", "profile", "model",
-                        "model_provider", "workspace", "personality", "input_tokens",
-                        "output_tokens", "estimated_cost", "last_message_at",
-                        "parent_session_id")
-#: Longest string a summary keeps (a longer value is left out of the summary).
-SUMMARY_STR_MAX = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,35 +123,6 @@ def validate_session_id(sid: Any) -> str:
             " starting with ."
         )
     return sid
-
-
-def merge_patch(target: JSON, patch: JSON) -> JSON:
-    """Return target with an RFC 7396 JSON merge patch applied (inputs are not modified)."""
-    if not isinstance(patch, Mapping):
-        return patch
-    out = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
-
-
-def summary_of(metadata: Mapping[str, Any], keys: Sequence[str]) -> dict[str, JSON]:
-    """Return the summary values of a metadata object: its scalars under the given keys."""
-    out: dict[str, JSON] = {}
-    for key in keys:
-        value = metadata.get(key)
-        if isinstance(value, bool | int | float) or (
-                isinstance(value, str) and len(value) <= SUMMARY_STR_MAX):
-            out[key] = value
-    return out
-
-
-def _title(metadata: Mapping[str, Any]) -> str:
-    title = metadata.get("title")
-    return title[:TITLE_MAX] if isinstance(title, str) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,115 +375,6 @@ class Store:
 
         return man.meta_ref == meta and live(man.lists) == live(lists)
 
-    # --- metadata: small fields, large values and key order as separate objects -----------
-
-    def _read_metadata(self, io: ObjectIO, man: M.Manifest | M.Raw) -> dict[str, JSON]:
-        """Return a state's metadata: its fields in the recorded key order (else sorted)."""
-        ref = man.meta_ref
-        got = io.payloads([ref.meta, *(o for _, o in ref.values)], Kind.META)
-        out: dict[str, JSON] = stored_json(got[ref.meta], ref.meta, dict)
-        for key, oid in ref.values:
-            out[key] = stored_json(got[oid], oid)
-        order = self._key_order(io, ref)
-        if ref.values and not order:
-            return dict(sorted(out.items()))
-        if order:
-            ordered = {k: out[k] for k in order if k in out}
-            ordered.update(sorted((k, v) for k, v in out.items() if k not in ordered))
-            return ordered
-        return out
-
-    def _key_order(self, io: ObjectIO, ref: M.MetaRef) -> list[str]:
-        """Return the recorded top-level key order of a state ([] when none was recorded)."""
-        if ref.layout is None:
-            return []
-        order: list[str] | None = io.cache.get(ref.layout)
-        if order is None:
-            order = stored_json(io.payloads([ref.layout], Kind.META)[ref.layout], ref.layout,
-                                list)
-            io.cache[ref.layout] = order
-        return order
-
-    def _put_metadata(self, io: ObjectIO | None, metadata: Mapping[str, JSON],
-                      order: Sequence[str] | None, old: M.MetaRef | None = None,
-                      kept: Mapping[str, Oid] | None = None) -> M.MetaRef:
-        """Stage a state's metadata objects (io=None: only compute their ids).
-
-        Values of at least META_VALUE_MIN_BYTES become objects of their own; one equal to
-        old's (same id) is neither staged nor rewritten, so a patch costs what it changes.
-        ``kept`` names large values carried over unread (by id) beside ``metadata``.
-        """
-        small: dict[str, JSON] = {}
-        values: list[tuple[str, Oid]] = list((kept or {}).items())
-        reuse = {k: o for k, o in old.values} if old is not None else {}
-        new: dict[Oid, bytes] = {}
-        for key, value in metadata.items():
-            payload = canonical_json(value) if isinstance(value, dict | list | str) else b""
-            if len(payload) < META_VALUE_MIN_BYTES:
-                small[key] = value
-                continue
-            oid = object_id(Kind.META, payload)
-            if reuse.get(key) != oid:
-                new[oid] = payload
-            values.append((key, oid))
-        if io is not None and new:
-            # A value another session or version holds already is only refreshed (a
-            # fork's or a re-import's large values are not written twice).
-            absent = self.backend.missing(new)
-            for oid, payload in new.items():
-                if oid in absent:
-                    io.put(Kind.META, payload, oid)
-                else:
-                    io.touch(oid, Kind.META, len(payload))
-        meta_payload = canonical_json(small)
-        meta = object_id(Kind.META, meta_payload)
-        if io is not None and (old is None or old.meta != meta):
-            io.put(Kind.META, meta_payload, meta)
-        layout = None
-        if order:
-            layout_payload = canonical_json(list(order))
-            layout = object_id(Kind.META, layout_payload)
-            if io is not None and (old is None or old.layout != layout):
-                io.put(Kind.META, layout_payload, layout)
-                io.cache[layout] = list(order)
-        return M.MetaRef(meta, layout, tuple(sorted(values)))
-
-    def _relayout(self, io: ObjectIO, old: M.MetaRef, metadata: Mapping[str, JSON],
-                  lists: Iterable[str]) -> list[str] | None:
-        """Return the key order after a metadata change (None: the state records none).
-
-        Kept names stay where they were: the metadata keys still present, and every list
-        name (an emptied list too, and the given ``lists``). A removed key leaves the
-        order; a new key goes before the first list, as in a document's metadata; a new
-        list name goes at the end.
-        """
-        order = self._key_order(io, old)
-        if not order:
-            return None
-        names = set(lists)
-        # A name of the order that was not metadata in the old state is a list's.
-        old_meta = set(io.metadata(old.meta)) | {k for k, _ in old.values}
-        is_list = {k for k in order if k not in old_meta or k == MESSAGES} | names
-        kept = [k for k in order if k in metadata or k in is_list]
-        new_keys = [k for k in metadata if k not in set(order)]
-        first_list = next((i for i, k in enumerate(kept) if k not in metadata), len(kept))
-        out = kept[:first_list] + new_keys + kept[first_list:]
-        return out + sorted(names - set(out))
-
-    @staticmethod
-    def _key_order_arg(key_order: Any, metadata: Mapping[str, JSON]) -> list[str] | None:
-        """Validate a caller's key order: unique strings, every metadata key in it."""
-        if key_order is None:
-            return None
-        if isinstance(key_order, str | bytes | Mapping) or not isinstance(key_order, Iterable):
-            raise InvalidArgument("key_order must be a list of names", field="key_order")
-        order = list(key_order)
-        if (len(order) > KEY_ORDER_MAX or not all(isinstance(k, str) for k in order)
-                or len(set(order)) != len(order)):
-            raise InvalidArgument("key_order must hold unique names", field="key_order")
-        missing = [k for k in metadata if k not in set(order)]
-        return order + missing
-
     def _dropped_bytes(self, io: ObjectIO, ref: ListRef, keep: int) -> int:
         # The manifest keeps only a total; sizes of what a cut drops come from the object
         # index (no chunk is read), from whichever side of the cut is shorter.
@@ -577,10 +425,10 @@ class Store:
         validate_session_id(sid)
         meta = self._metadata(metadata)
         fields: dict[str, JSON] = dict(metadata or {})
-        order = self._key_order_arg(key_order, fields)
+        order = MD.key_order_arg(key_order, fields)
         items = self._items(messages)
         extra = self._extra_lists(lists)
-        title = _title(json.loads(meta))
+        title = title_of(json.loads(meta))
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             io.put_items(items)
@@ -588,7 +436,7 @@ class Store:
             for name, it in extra.items():
                 io.put_items(it)
                 refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, io)
-            m = self._put_manifest(io, self._put_metadata(io, fields, order), refs)
+            m = self._put_manifest(io, MD.put(io, fields, order), refs)
             return _Change(op, m, len(items.ids), items.nbytes, title, created_at=created_at,
                            metadata=fields, index=IndexUpdate(0, items.ids))
 
@@ -606,14 +454,14 @@ class Store:
         """
         self._metadata(metadata)
         fields: dict[str, JSON] = dict(metadata or {})
-        order = self._key_order_arg(key_order, fields)
+        order = MD.key_order_arg(key_order, fields)
         items = self._items(messages)
         extra = self._extra_lists(lists)
         pages = _HashPages()
         refs = {MESSAGES: L.splice(L.EMPTY, 0, items.ids, items.nbytes, pages)}
         for name, it in extra.items():
             refs[name] = L.splice(L.EMPTY, 0, it.ids, it.nbytes, pages)
-        payload = M.encode_full(self._put_metadata(None, fields, order), refs)
+        payload = M.encode_full(MD.put(None, fields, order), refs)
         return object_id(Kind.MANIFEST, payload).hex()
 
     def version_state_id(self, sid: str, *, seq: int | None = None) -> str:
@@ -683,7 +531,7 @@ class Store:
         if metadata is not None:
             self._metadata(metadata)
         fields = None if metadata is None else dict(metadata)
-        order = None if fields is None else self._key_order_arg(key_order, fields)
+        order = None if fields is None else MD.key_order_arg(key_order, fields)
         extra = self._extra_lists(lists)
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
@@ -697,10 +545,10 @@ class Store:
             title = head.title
             meta = man.meta_ref
             if fields is not None:
-                keys = order if order is not None else self._relayout(
+                keys = order if order is not None else MD.relayout(
                     io, man.meta_ref, fields, [*refs, *extra])
-                meta = self._put_metadata(io, fields, keys, man.meta_ref)
-                title = _title(fields)
+                meta = MD.put(io, fields, keys, man.meta_ref)
+                title = title_of(fields)
             # A save always writes a full manifest: its id is the state's id (state_id).
             m = self._put_manifest(io, meta, refs)
             return _Change(op, m, new.count, new.nbytes, title,
@@ -790,9 +638,9 @@ class Store:
             title, meta_ref = head.title, man.meta_ref
             fields = None if metadata is None else dict(metadata)
             if fields is not None:
-                meta_ref = self._put_metadata(
-                    io, fields, self._relayout(io, man.meta_ref, fields, refs), man.meta_ref)
-                title = _title(fields)
+                meta_ref = MD.put(
+                    io, fields, MD.relayout(io, man.meta_ref, fields, refs), man.meta_ref)
+                title = title_of(fields)
             new, old = refs[MESSAGES], man.messages
             keep = staged[MESSAGES][0] if MESSAGES in staged else old.count
             index = None
@@ -846,11 +694,11 @@ class Store:
             if size > self.limits.max_metadata_bytes:
                 raise InvalidMetadata(f"metadata is {size} bytes, over the limit of"
                                       f" {self.limits.max_metadata_bytes}")
-            keys = self._relayout(io, ref, {**merged, **dict.fromkeys(kept)}, man.lists)
-            meta = self._put_metadata(io, merged, keys, ref, kept)
+            keys = MD.relayout(io, ref, {**merged, **dict.fromkeys(kept)}, man.lists)
+            meta = MD.put(io, merged, keys, ref, kept)
             m = self._put_manifest(io, meta, man.lists, (head.manifest, man))
             return _Change(Op.UPDATE_METADATA, m, head.message_count, head.nbytes,
-                           _title(merged) if "title" in merged else head.title,
+                           title_of(merged) if "title" in merged else head.title,
                            noop=meta == man.meta_ref, metadata=merged)
 
         return self._mutate(sid, expected, build, at=at)
@@ -876,9 +724,9 @@ class Store:
                 cp = L.common_prefix(old, new)
                 shrank = cp < len(old)
                 index = IndexUpdate(cp, new[cp:])
-            metadata = self._read_metadata(io, io.manifest(target.manifest))
+            metadata = MD.read(io, io.manifest(target.manifest))
             return _Change(Op.RESTORE, target.manifest, target.message_count, target.nbytes,
-                           _title(metadata), intentional_shrink=shrank, resolves=True,
+                           title_of(metadata), intentional_shrink=shrank, resolves=True,
                            requires=[(sid, seq, target.manifest)], metadata=metadata,
                            index=index)
 
@@ -902,9 +750,9 @@ class Store:
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             man = io.manifest(source.manifest)
-            metadata = self._read_metadata(io, man)
+            metadata = MD.read(io, man)
             return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
-                           _title(metadata), requires=[(sid, source.seq, source.manifest)],
+                           title_of(metadata), requires=[(sid, source.seq, source.manifest)],
                            metadata=metadata, index=IndexUpdate(0, L.read_ids(man.messages, io)))
 
         return self._mutate(target_sid, ANY, build, mode="create", at=at)
@@ -956,14 +804,14 @@ class Store:
             session_id=head.sid,
             seq=entry.seq if entry else head.seq,
             manifest=(entry.manifest if entry else head.manifest).hex(),
-            metadata=self._read_metadata(io, man),
+            metadata=MD.read(io, man),
             message_count=count,
             bytes=nbytes,
             created_at=head.created_at,
             updated_at=entry.created_at if entry else head.updated_at,
             list_counts=list_counts,
             deleted=head.deleted and entry is None,
-            key_order=tuple(self._key_order(io, man.meta_ref)),
+            key_order=tuple(MD.key_order(io, man.meta_ref)),
         )
 
     def load_meta(self, sid: str, *, seq: int | None = None) -> SessionMeta:
@@ -1040,7 +888,7 @@ class Store:
             b = io.manifest(self._entry(sid, to_seq).manifest)
             ids_a, ids_b = L.read_ids(a.messages, io), L.read_ids(b.messages, io)
             cp = L.common_prefix(ids_a, ids_b)
-            ma, mb = self._read_metadata(io, a), self._read_metadata(io, b)
+            ma, mb = MD.read(io, a), MD.read(io, b)
             changes = {
                 k: {"from": ma.get(k), "to": mb.get(k)}
                 for k in sorted(set(ma) | set(mb))
@@ -1210,7 +1058,7 @@ class Store:
                 refs[name] = L.splice(ref, cp, ids[cp:], sum(sizes[o] for o in ids), io)
                 if name == MESSAGES:
                     index = IndexUpdate(cp, list(ids[cp:]))
-            metadata = self._read_metadata(io, man)
+            metadata = MD.read(io, man)
             fixed = dict(metadata)
             for name in found.lists:
                 if name != MESSAGES:
@@ -1219,11 +1067,11 @@ class Store:
             for key, name in recovery.DERIVED_COUNTS.items():
                 if isinstance(fixed.get(key), int) and not isinstance(fixed[key], bool):
                     fixed[key] = refs.get(name, L.EMPTY).count
-            meta = man.meta_ref if fixed == metadata else self._put_metadata(
-                io, fixed, self._relayout(io, man.meta_ref, fixed, refs), man.meta_ref)
+            meta = man.meta_ref if fixed == metadata else MD.put(
+                io, fixed, MD.relayout(io, man.meta_ref, fixed, refs), man.meta_ref)
             m = self._put_manifest(io, meta, refs)
             msgs = refs[MESSAGES]
-            return _Change(Op.RECOVER, m, msgs.count, msgs.nbytes, _title(fixed),
+            return _Change(Op.RECOVER, m, msgs.count, msgs.nbytes, title_of(fixed),
                            resolves=True, requires=[(sid, s, m) for s, m in found.read],
                            metadata=fixed, index=index)
 
