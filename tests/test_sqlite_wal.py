@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from cas_store import open_store
 from cas_store.backends import sqlite as S
@@ -54,3 +58,38 @@ def test_close_stops_the_checkpointer_and_a_reopened_store_starts_another(
         for i in range(200):
             again.append("c", [_msg(i)])
         assert again.load_meta("c").message_count == 1500 + 200 + 1700
+
+
+
+def _level_on_another_thread(backend: S.SQLiteBackend, work: Callable[[], object]) -> int:
+    seen: list[int] = []
+
+    def run() -> None:
+        work()
+        seen.append(backend._con().execute("PRAGMA synchronous").fetchone()[0])
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return seen[0]
+
+
+@pytest.mark.parametrize(("mode", "level"), [("NORMAL", 1), ("FULL", 2), ("EXTRA", 3)])
+def test_every_connection_that_writes_or_checkpoints_has_the_durability_asked_for(
+        tmp_path: Path, mode: str, level: int) -> None:
+    # The write-side settings are applied before a connection's first write (not at
+    # connect): a commit, a batch, a checkpoint on any thread must still get them.
+    with open_store(tmp_path / "s.db", synchronous=mode) as store:
+        backend = store.backend
+        assert isinstance(backend, S.SQLiteBackend)
+        store.create("a", {}, [_msg(0)])
+        assert backend._con().execute("PRAGMA synchronous").fetchone()[0] == level
+
+        def batched() -> None:
+            with backend.batch():
+                store.append("a", [_msg(1)])
+
+        assert _level_on_another_thread(backend, batched) == level
+        assert _level_on_another_thread(backend, backend.checkpoint) == level
+        limit = backend._con().execute("PRAGMA journal_size_limit").fetchone()[0]
+        assert limit == backend._wal_limit

@@ -329,14 +329,15 @@ class SQLiteBackend(SS.SearchIndex, Backend):
     def _schema_current(self, con: sqlite3.Connection) -> bool:
         # A store at this schema version needs no set-up; anything else (a new file, an
         # older or newer schema, a table missing) takes the write path, which decides.
+        # Naming the four tables is the check that they exist: the statement does not
+        # prepare if one is missing (cheaper than counting them in sqlite_schema).
         try:
             row = con.execute(
-                "SELECT (SELECT value FROM store_info WHERE key = 'schema'), (SELECT count(*)"
-                " FROM sqlite_schema WHERE type = 'table' AND name IN"
-                " ('store_info', 'objects', 'versions', 'sessions'))").fetchone()
+                "SELECT value FROM store_info WHERE key = 'schema' AND NOT EXISTS"
+                " (SELECT 1 FROM objects, versions, sessions WHERE 0)").fetchone()
         except sqlite3.OperationalError:
             return False
-        return bool(row[0] == str(SCHEMA_VERSION) and row[1] == 4)
+        return row is not None and row[0] == str(SCHEMA_VERSION)
 
     # --- connections -------------------------------------------------------------------------
 
@@ -347,21 +348,17 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             return con
         con = None
         try:
+            # The timeout is SQLite's busy timeout (no PRAGMA needed for it).
             con = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False,
                 timeout=self.busy_timeout,
             )
-            con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             self._ensure_wal(con)
-            con.execute(f"PRAGMA synchronous = {self.synchronous}")
             # 64 MiB of page cache (default 2 MiB): the object index is keyed by random
             # hashes, so inserts touch pages all over it; measured 2x faster bulk imports.
+            # Reads keep it too: a second full load of a large session reads its packs'
+            # pages from here, not through the OS.
             con.execute("PRAGMA cache_size = -65536")
-            # Checkpoint every 64 MiB of WAL instead of 4 MiB: index pages that many
-            # commits touch are copied back once, not once per commit or two. Measured:
-            # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
-            con.execute("PRAGMA wal_autocheckpoint = 16384")
-            con.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
             # The search index's content is a view over this function (the text of a
             # chunk's frame); the view is in our own schema, so it may call it.
             con.create_function("cas_message_text", 1, SS.message_text, deterministic=True)
@@ -383,6 +380,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         self._local.con = con
         self._local.pid = os.getpid()
         self._local.depth = 0
+        self._local.tuned = False
         with self._all_lock:
             self._all.append(con)
         return con
@@ -408,6 +406,19 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                 delay = min(delay * 2, 0.2)
         if str(mode).lower() != "wal":
             raise StorageError(f"{self.path}: could not switch to WAL (got {mode})")
+
+    def _tune(self, con: sqlite3.Connection) -> None:
+        # What only writes and checkpoints use is set before a connection's first one, not
+        # at connect: a handle that only reads (a request's metadata read) skips them.
+        if self._local.tuned:
+            return
+        con.execute(f"PRAGMA synchronous = {self.synchronous}")
+        # Checkpoint every 64 MiB of WAL instead of 4 MiB: index pages that many
+        # commits touch are copied back once, not once per commit or two. Measured:
+        # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
+        con.execute("PRAGMA wal_autocheckpoint = 16384")
+        con.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
+        self._local.tuned = True
 
     def _after_commit(self) -> None:
         # Two stat calls per commit. When the WAL has outgrown its share of the database,
@@ -467,6 +478,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         # BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads
         # then writes would fail with SQLITE_BUSY under a concurrent writer instead of waiting.
         try:
+            self._tune(con)
             con.execute("BEGIN IMMEDIATE")
         except _DB_ERRORS as exc:
             raise self._translate(exc) from None
@@ -541,6 +553,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         if self.damage is not None:
             raise self.damage
         try:
+            self._tune(con)
             con.execute("BEGIN IMMEDIATE")
         except _DB_ERRORS as exc:
             raise self._translate(exc) from None
@@ -1012,7 +1025,12 @@ class SQLiteBackend(SS.SearchIndex, Backend):
 
     def checkpoint(self) -> None:
         """Fold the WAL back into the database file (for measuring size on disk)."""
-        self._read("PRAGMA wal_checkpoint(TRUNCATE)")
+        con = self._con()
+        try:
+            self._tune(con)
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except _DB_ERRORS as exc:
+            raise self._translate(exc) from None
 
     def integrity_check(self, max_errors: int = 100, *, quick: bool = False) -> list[str]:
         """Return what SQLite's own integrity check finds (empty: the file is sound).
@@ -1072,7 +1090,9 @@ class _Checkpointer:
                 # PASSIVE copies what it can without waiting for (or blocking) writers
                 # and readers; a busy or closed store is simply tried again next time.
                 with contextlib.suppress(sqlite3.Error, StorageError):
-                    self.backend._con().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    con = self.backend._con()
+                    self.backend._tune(con)
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.passes += 1
 
     def stop(self) -> None:
