@@ -31,7 +31,7 @@ Unit = tuple[Oid, int, list[tuple[Oid, int]]]  # a level-1 page, its count, its 
 HANDOVER_BYTES = 64 * 1024
 #: The worker's share of a batch's compressed bytes: of the first (both threads only
 #: decompress), and of each next one (decompressed while this thread parses).
-FIRST_SHARE = 0.5
+FIRST_SHARE = 0.6
 NEXT_SHARE = 1.0
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -131,7 +131,7 @@ def parse_array(data: bytes, exact: bool) -> list[JSON]:
     return value
 
 
-def json_array(payloads: Sequence[bytes]) -> bytes:
+def json_array(payloads: Sequence[bytes | memoryview]) -> bytes:
     """Return canonical JSON payloads joined into one JSON array."""
     # One json.loads over the joined payloads is several times faster than one call per
     # message, and each payload is a canonical JSON value already.

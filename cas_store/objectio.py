@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +19,19 @@ from . import lists as L
 from . import loading, packs
 from . import manifest as M
 from .backends import LOAD_BATCH, ObjectWrite
-from .errors import CorruptObject, ObjectNotFound
+from .errors import CasError, CorruptObject, ObjectNotFound
 from .model import JSON
-from .objects import Kind, Oid, Page, compress, decode_page_full, decompress, encode_page, object_id
+from .objects import (
+    Kind,
+    Oid,
+    Page,
+    compress,
+    decode_page_full,
+    decompress,
+    decompress_many,
+    encode_page,
+    object_id,
+)
 
 if TYPE_CHECKING:
     from .store import Store
@@ -201,19 +211,30 @@ class ObjectIO:
             out.extend(self._parse(part, joined))
         return out
 
-    def list_items(self, ref: L.ListRef) -> list[JSON]:
-        """Return every item of a list, frozen pages read from their packs where kept so."""
+    def list_items(self, ref: L.ListRef, meanwhile: Callable[[], Any] | None = None
+                   ) -> list[JSON]:
+        """Return every item of a list, frozen pages read from their packs where kept so.
+
+        ``meanwhile`` is called once on this thread, while a worker decompresses (or
+        first, when nothing is handed over): other reads of the same operation.
+        """
         if (not self.backend.packs or self.store.limits.verify_reads or self.staged
                 or ref.frozen < 2 * L.MAX_PAGE):
+            if meanwhile is not None:
+                meanwhile()
             return self.items(L.read_ids(ref, self))
         out: list[JSON] = []
         # About a thousand items at a time: one query for their packs, one parse, and
-        # the decompression shared with a worker thread: half of the first batch while
-        # this thread does the other half, then batch i + 1 while this thread parses
-        # batch i (docs/design.md, "Packs").
+        # the decompression shared with a worker thread: part of the first batch while
+        # this thread reads the rest (meanwhile, the tail's chunks) and decompresses the
+        # other part, then batch i + 1 while this thread parses batch i (docs/design.md,
+        # "Packs").
         batches = loading.batches(L.units(ref, self))
         first = self._unit_frames(batches[0]) if batches else []
         mine, theirs, ahead = loading.share(first, loading.FIRST_SHARE, wait=False)
+        if meanwhile is not None:
+            meanwhile()
+        tail = self._tail_payloads(list(ref.tail)) if ref.tail else None
         for i, batch in enumerate(batches):
             frames = [*mine, *theirs]
             payloads = [*packs.payloads(mine), *(ahead.result() if ahead else ())]
@@ -223,8 +244,23 @@ class ObjectIO:
             data, exact = self._unit_array(batch, packs.read_bodies(frames, payloads))
             out.extend(loading.parse_array(data, exact))
         if ref.tail:
-            out.extend(self.items(list(ref.tail)))
+            tail_ids = list(ref.tail)
+            out.extend(self.items(tail_ids) if tail is None else self._parse(tail_ids, tail))
         return out
+
+    def _tail_payloads(self, tail: list[Oid]) -> bytes | None:
+        """Return the tail's chunks as one JSON array (None: let ``items`` read and name them)."""
+        unique = list(dict.fromkeys(tail))
+        got = self.backend.get_frames(unique)
+        if len(got) != len(unique) or any(got[o][0] != Kind.CHUNK for o in unique):
+            return None
+        try:
+            payloads = decompress_many([got[o][1] for o in unique], 1, copy=False)
+        except CasError:
+            return None
+        self.store.reads["chunk"] += len(unique)
+        by_id = dict(zip(unique, payloads, strict=True))
+        return loading.json_array([by_id[o] for o in tail])
 
     def _unit_frames(self, batch: Sequence[loading.Unit]) -> list[tuple[Oid, bytes]]:
         """Return the stored pack frames a batch of level-1 units is read from, in one query.

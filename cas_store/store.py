@@ -833,10 +833,13 @@ class Store:
         with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = ObjectIO(self)
-            meta, man = self._meta(io, head, entry)
-            messages = io.list_items(man.messages)
+            man = io.manifest(entry.manifest if entry else head.manifest)
+            # The metadata is read while a worker decompresses the first messages.
+            meta: list[SessionMeta] = []
+            messages = io.list_items(
+                man.messages, meanwhile=lambda: meta.append(self._meta(io, head, entry)[0]))
             extra = {n: io.list_items(r) for n, r in man.lists.items() if n != MESSAGES}
-            return Session(meta, messages, extra)
+            return Session(meta[0], messages, extra)
 
     def load_version(self, sid: str, seq: int) -> Session:
         """Return the session as of version seq (also of a deleted session)."""

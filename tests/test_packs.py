@@ -426,3 +426,33 @@ def test_a_sound_frame_holding_bad_json_fails_the_load_as_damage(path: Path) -> 
         assert store.load("other").messages == msgs(5000, 5010)
         named = {p.object_id for p in store.fsck().problems}
         assert {ids[3].hex(), victim.hex()} <= named
+
+
+@pytest.mark.parametrize("damage", ["flipped", "missing"])
+def test_a_damaged_chunk_in_a_long_lists_tail_is_named_by_the_load(
+        path: Path, damage: str) -> None:
+    # A full load reads the tail (the chunks after the last frozen leaf) in one batch
+    # beside the packs; a chunk there that does not decompress, or is gone, must fail the
+    # load naming that chunk, as a read by ids does.
+    from cas_store import ObjectNotFound
+
+    want = msgs(0, 3000)
+    with open_store(path) as store:
+        store.create("a", {"title": "t"}, want)
+        store.create("b", {}, msgs(5000, 5100))
+        man = bytes.fromhex(store.load_meta("a").manifest)
+        tail = list(store.io().manifest(man).messages.tail)  # type: ignore[arg-type]
+        assert tail, "the list must end in chunks not yet in a frozen leaf"
+        assert store.load("a").messages == want
+    victim = tail[len(tail) // 2]
+    if damage == "flipped":
+        _flip(path, victim)
+    else:
+        with sqlite3.connect(path) as con:
+            con.execute("DELETE FROM objects WHERE oid = ?", (victim,))
+    error = CorruptObject if damage == "flipped" else ObjectNotFound
+    with open_store(path) as store:
+        with pytest.raises(error) as caught:
+            store.load("a")
+        assert caught.value.details["object_id"] == victim.hex()
+        assert store.load("b").messages == msgs(5000, 5100)
