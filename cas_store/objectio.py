@@ -230,19 +230,28 @@ class ObjectIO:
         # other part, then batch i + 1 while this thread parses batch i (docs/design.md,
         # "Packs").
         batches = loading.batches(L.units(ref, self))
-        first = self._unit_frames(batches[0]) if batches else []
-        mine, theirs, ahead = loading.share(first, loading.FIRST_SHARE, wait=False)
-        if meanwhile is not None:
-            meanwhile()
-        tail = self._tail_payloads(list(ref.tail)) if ref.tail else None
-        for i, batch in enumerate(batches):
-            frames = [*mine, *theirs]
-            payloads = [*packs.payloads(mine), *(ahead.result() if ahead else ())]
-            if i + 1 < len(batches):
-                mine, theirs, ahead = loading.share(self._unit_frames(batches[i + 1]),
-                                                    loading.NEXT_SHARE, wait=True)
-            data, exact = self._unit_array(batch, packs.read_bodies(frames, payloads))
-            out.extend(loading.parse_array(data, exact))
+        with loading.Pipeline() as worker:
+            first = self._unit_frames(batches[0]) if batches else []
+            mine, theirs = loading.cut(first, loading.FIRST_SHARE)
+            ahead = (worker.put(theirs, wait=False, last=len(batches) == 1) if theirs
+                     else None)
+            if meanwhile is not None:
+                meanwhile()
+            tail = self._tail_payloads(list(ref.tail)) if ref.tail else None
+            for i, batch in enumerate(batches):
+                frames = [*mine, *theirs]
+                own = packs.payloads(mine)
+                if i + 1 < len(batches):
+                    # The next batch goes to the worker before this one is waited for.
+                    mine, theirs = loading.cut(self._unit_frames(batches[i + 1]),
+                                               loading.NEXT_SHARE)
+                    ahead, now = (worker.put(theirs, last=i + 2 == len(batches)) if theirs
+                                  else None), ahead
+                else:
+                    now = ahead
+                payloads = [*own, *(now.result() if now else ())]
+                data, exact = self._unit_array(batch, packs.read_bodies(frames, payloads))
+                out.extend(loading.parse_array(data, exact))
         if ref.tail:
             tail_ids = list(ref.tail)
             out.extend(self.items(tail_ids) if tail is None else self._parse(tail_ids, tail))
