@@ -485,3 +485,19 @@ def chunk_payloads(frames: Mapping[Oid, tuple[Kind, bytes]]) -> dict[Oid, bytes]
             decompress(o, frames[o][1], verify=False)  # raises naming the bad object
         raise
     return dict(zip(ids, got, strict=True))
+
+
+def chunked(seq: Sequence[Any], n: int) -> Iterator[list[Any]]:
+    """Yield seq's items in order, in lists of at most n."""
+    for i in range(0, len(seq), n):
+        yield list(seq[i : i + n])
+
+
+def index_problems(orphans: int, gone: int) -> list[str]:
+    """Return a search check's findings: spans naming no indexed doc, docs naming no chunk."""
+    out = []
+    if orphans:
+        out.append(f"{orphans} index rows name a message that is not indexed")
+    if gone:
+        out.append(f"{gone} indexed messages are not stored chunks")
+    return out

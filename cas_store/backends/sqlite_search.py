@@ -24,7 +24,7 @@ from ..objects import Kind, Oid, decompress
 from ..packs import parse_ref
 from ..search import message_fields
 from . import sqlite_packs as SP
-from .base import HIT_END, HIT_START, Commit, SearchHit, SearchTerm
+from .base import HIT_END, HIT_START, Commit, SearchHit, SearchTerm, index_problems
 
 _OPEN = 2**62  # to_seq of a span still in the head, for range comparisons
 
@@ -321,14 +321,10 @@ class SearchIndex:
             out.append(f"the full-text index does not match the messages' text ({exc})")
         orphans = self._read("SELECT count(*) FROM search_spans s LEFT JOIN search_docs d"
                              " ON d.doc = s.doc WHERE d.doc IS NULL")[0][0]
-        if orphans:
-            out.append(f"{orphans} index rows name a message that is not indexed")
         gone = self._read("SELECT count(*) FROM search_docs d LEFT JOIN objects o"
                           " ON o.rowid = d.doc WHERE o.rowid IS NULL OR o.kind NOT IN (?, ?)",
                           (int(Kind.CHUNK), SP.PACKED))[0][0]
-        if gone:
-            out.append(f"{gone} indexed messages are not stored chunks")
-        return out
+        return out + index_problems(orphans, gone)
 
     def search_bytes(self) -> int:
         """Return the bytes of the index's tables (dbstat), or 0 where SQLite lacks dbstat."""
