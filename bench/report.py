@@ -12,7 +12,7 @@ from importlib import metadata as md
 from pathlib import Path
 
 from .adapters.base import Adapter
-from .runner import BATCH, SAMPLES, Caps, Row
+from .runner import BATCH, COLD_READS, LOAD_READS, META_READS, SAMPLES, Caps, Row
 from .workload import SEED, SYSTEM_EVERY
 
 PACKAGES = ("cas-store", "langgraph", "langgraph-checkpoint-sqlite", "openai-agents",
@@ -330,9 +330,10 @@ def markdown(res: Results, caps: Caps, elapsed: float, quick: bool,
         "reported as stopped — never extrapolated.",
         "- Bytes on disk: every file of the store after closing it (SQLite folds its WAL into "
         "the database on close); *disk open*: the same files just before closing, after the "
-        "timed appends. Reads run after reopening; each is the median of up to 30 "
-        "(metadata) or 5 (loads) calls. *Cold metadata read*: a fresh handle opened, one "
-        "metadata read, closed (median of 7); SQLiteSession's is its get_items(limit=1) query "
+        f"timed appends. Reads run after reopening; each is the median of up to {META_READS} "
+        f"(metadata) or {LOAD_READS} (loads) calls. *Cold metadata read*: a fresh handle "
+        f"opened, one metadata read, closed (median of {COLD_READS}); SQLiteSession's is its "
+        "get_items(limit=1) query "
         "as raw SQL on a fresh sqlite3 connection. *Load peak RSS*: growth of ru_maxrss over a "
         "full load in a fresh interpreter (imports excluded).",
         "",

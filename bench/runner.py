@@ -18,6 +18,12 @@ SAMPLES = 200            # appends timed at the end of each N
 ONE_BY_ONE_MAX = 10_000  # beyond this, bulk growth (--one-by-one raises it)
 BATCH = 1_000            # messages per bulk write
 SEED_SAMPLE_BUDGET = 30.0  # seconds of timed appends per N for a store that rewrites it all
+# Reads per figure, each figure their median: a cold read and a full load are short and
+# noisy on a shared machine (one run's raw cold read took 0.67 ms against 0.17-0.21 ms
+# elsewhere, with 7 of them), so they take more samples than they once did (7 and 5).
+META_READS = 30
+COLD_READS = 21
+LOAD_READS = 9
 
 
 @dataclass
@@ -181,12 +187,12 @@ class StoreRun:
         self.a.open()
         gc.collect()
         if self.a.cold_meta() is not None:
-            row.cold_meta, _, _ = timed_reads(self.a.cold_meta, 7, 3.0)
+            row.cold_meta, _, _ = timed_reads(self.a.cold_meta, COLD_READS, 3.0)
         code = self.a.load_code()
         if code is not None:
             row.load_rss = peak_rss(code, n)
-        row.meta, row.meta_reps, _ = timed_reads(self.a.load_meta, 30, 5.0)
-        row.load, row.load_reps, got = timed_reads(self.a.load, 5, 8.0)
+        row.meta, row.meta_reps, _ = timed_reads(self.a.load_meta, META_READS, 5.0)
+        row.load, row.load_reps, got = timed_reads(self.a.load, LOAD_READS, 8.0)
         if len(got) != n:
             raise AssertionError(f"{self.cls.key}: load returned {len(got)} of {n}")
         del got
