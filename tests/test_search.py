@@ -94,9 +94,10 @@ def test_each_distinct_message_is_indexed_once(store: Store, store_path: Path) -
     for i in range(10):
         store.fork("a", f"f{i}")
         store.append(f"f{i}", [u(f"own {i}")])
+    # The index takes the commits in at the first search after them.
+    assert len(store.search('"shared message 3"', limit=100).hits) == 11
     con = sqlite3.connect(store_path)
     assert con.execute("SELECT count(*) FROM search_docs").fetchone()[0] == 30
-    assert len(store.search('"shared message 3"', limit=100).hits) == 11
 
 
 @pytest.mark.all_backends
@@ -174,6 +175,7 @@ def test_fsck_finds_a_damaged_index_and_reindex_repairs_it(store: Store,
                                                            store_path: Path) -> None:
     store.create("s", {}, [u("one"), u("two")])
     store.append("s", [u("three")])
+    assert store.search("one", limit=1).hits  # the index has taken both versions in
     con = sqlite3.connect(store_path)
     with con:
         con.execute("DELETE FROM search_spans WHERE idx = 1")
@@ -249,3 +251,55 @@ def test_a_pending_mark_that_never_clears_fails_the_search_not_loops(tmp_path: P
         con.execute("DROP TRIGGER stays_pending")
     with open_store(path) as store:
         assert len(store.search("number", limit=5).hits) == 5
+
+
+# --- the index follows the log after the commit (SQLite: sqlite_search.py, "catch-up") ----
+
+
+@pytest.mark.all_backends
+def test_versions_gc_prunes_before_any_search_keep_the_heads_messages_found(
+        store: Store, store_path: Path) -> None:
+    # An append's change to the index waits in its log entry until the next search; GC
+    # pruning those entries first must not take their messages out of the head's index.
+    store.create("s", {}, [u("alpha zero")])
+    for word in ("one", "two", "three", "four", "five"):
+        store.append("s", [u(f"alpha {word}")])
+    report = gc(store, keep_last=1, grace=0)
+    assert report.versions_pruned == 5
+    with open_store(store_path) as again:  # a fresh handle, as after a restart
+        assert sorted(i for _, i, _ in where(again, "alpha", limit=100)) == list(range(6))
+        assert where(again, "three") == [("s", 3, 6)]
+        assert again.fsck().ok
+
+
+@pytest.mark.all_backends
+def test_small_and_large_commits_reach_the_index_in_commit_order(store: Store) -> None:
+    # Small commits are taken in at the next search, a large one (an import) at once,
+    # after every small one before it: the spans must come out as if each had been
+    # indexed by its own commit.
+    store.create("s", {}, [u(f"word m{i}") for i in range(3)])  # v1
+    store.append("s", [u("word tail")])  # v2
+    store.append("s", [u(f"word bulk{i}") for i in range(40)])  # v3: a large commit
+    store.save("s", [u(f"word m{i}") for i in range(3)] + [u("word other")])  # v4: a cut
+    assert sorted(i for _, i, _ in where(store, "word", limit=100)) == [0, 1, 2, 3]
+    assert where(store, "other") == [("s", 3, 4)]
+    assert where(store, "tail") == []
+    assert where(store, "tail", versions="all") == [("s", 3, 3)]
+    assert where(store, "bulk39", versions="all") == [("s", 43, 3)]
+    assert store.fsck().ok
+
+
+def test_a_damaged_entry_for_the_index_fails_the_search_and_reindex_repairs_it(
+        store: Store, store_path: Path) -> None:
+    store.create("s", {}, [u("one")])
+    store.append("s", [u("two")])
+    with sqlite3.connect(store_path) as con:
+        assert con.execute("UPDATE versions SET iadd = x'00' WHERE seq = 2").rowcount == 1
+    with pytest.raises(CorruptStore, match="log entry"):
+        store.search("two")
+    report = store.fsck()
+    assert any(p.kind == "search_index" and "could not be taken in" in p.detail
+               for p in report.problems)
+    store.reindex()
+    assert where(store, "two") == [("s", 1, 2)]
+    assert store.fsck().ok

@@ -137,6 +137,16 @@ _MIGRATIONS: list[list[str]] = [
         f" LEFT JOIN objects p ON o.kind = {SP.PACKED} AND p.oid = substr(o.data, 1, 32)"
         " WHERE d.pending = 0",
     ],
+    # 6: the search index follows the log after the commit (sqlite_search.py, "catch-up"):
+    # a log entry carries how its commit changed the head's message list (the count kept,
+    # the chunk ids added) until the index has taken it in; 'search_at' is the cursor up
+    # to which it has. Every entry so far was indexed by its commit.
+    [
+        "ALTER TABLE versions ADD COLUMN ikeep INTEGER",
+        "ALTER TABLE versions ADD COLUMN iadd BLOB",
+        "INSERT OR REPLACE INTO store_info SELECT 'search_at', coalesce(max(cursor), 0)"
+        " FROM versions",
+    ],
 ]
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
@@ -789,10 +799,6 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             # visible to that listing (see gc(): start time, then the lease).
             now = time.time()
             indexing = change.index is not None and self.index_search
-            # The search index needs the head's message count before the move (its open
-            # spans are indices 0..count-1, none once deleted): read it only then.
-            old = con.execute("SELECT message_count, deleted FROM sessions WHERE sid = ?",
-                              (entry.sid,)).fetchone() if indexing else None
             # The compare-and-swap is the head write itself: one statement that moves the
             # head only from the expected version (an insert for a session not yet there).
             values = (head.seq, head.manifest, head.message_count, head.nbytes, head.title,
@@ -852,14 +858,20 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             # commit order and a reader that sees cursor N sees every cursor below it.
             cursor = con.execute("UPDATE store_info SET value = value + 1"
                                  " WHERE key = 'cursor' RETURNING value").fetchone()[0]
+            # The search index takes this commit in at the next search (or now, for a
+            # large one): the entry carries the change to the head's list until then.
+            keep, add = self._index_later(con, change) if indexing else (None, None)
             con.execute(
-                f"INSERT INTO versions ({_VERSION_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO versions ({_VERSION_COLS}, ikeep, iadd)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
-                 entry.message_count, entry.nbytes, flags, int(cursor)),
+                 entry.message_count, entry.nbytes, flags, int(cursor), keep, add),
             )
-            if indexing:
-                held = 0 if old is None or old[1] else old[0]
-                self._index(con, entry.sid, entry.seq, change, held)
+            if indexing and keep is None:
+                assert change.index is not None
+                self._index(con, entry.sid, entry.seq, change.index)
+                con.execute("UPDATE store_info SET value = ? WHERE key = 'search_at'",
+                            (str(cursor),))
         self._after_commit()
 
     def version(self, sid: str, seq: int) -> LogEntry | None:
@@ -950,6 +962,9 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         """Delete these log entries except the head; return how many went."""
         con = self._con()
         with self._write(con):
+            # An entry the search index has not taken in yet would take its change to the
+            # head's list with it: the index takes every such entry in first.
+            self._catch_up(con)
             row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (sid,)).fetchone()
             head = row[0] if row else None
             gone = 0

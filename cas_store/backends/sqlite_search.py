@@ -5,8 +5,10 @@ chunk's text out of its stored frame, or out of its pack, through ``cas_message_
 (registered on every connection), so no text is stored twice. One document per distinct
 chunk (``search_docs``, keyed by the chunk row's rowid); spans (``search_spans``) say at
 which index of which session a chunk sits from which version until which (``to_seq``
-NULL: in the head). A commit adds its spans and marks new documents pending in its own
-transaction; their words go into FTS5 before the next search (docs/search.md).
+NULL: in the head). A commit's log entry carries how it changed the head's list; the
+next search (or fsck, or GC before pruning) takes the entries in, in commit order,
+writing spans and marking new documents pending; their words go into FTS5 before the
+search reads (docs/search.md).
 
 ``SearchIndex`` is the part of ``SQLiteBackend`` that keeps this index; it runs on the
 backend's connections and transactions.
@@ -20,13 +22,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CasError, CorruptObject, CorruptStore, InvalidArgument, StorageError
-from ..objects import Kind, Oid, decompress
+from ..objects import OID_SIZE, Kind, Oid, decompress
 from ..packs import parse_ref
 from ..search import message_fields
 from . import sqlite_packs as SP
-from .base import HIT_END, HIT_START, Commit, SearchHit, SearchTerm, index_problems
+from .base import (
+    HIT_END,
+    HIT_START,
+    Commit,
+    IndexUpdate,
+    SearchHit,
+    SearchTerm,
+    index_problems,
+)
 
 _OPEN = 2**62  # to_seq of a span still in the head, for range comparisons
+#: Most chunk ids a log entry carries for the index (see _index_later): an append's
+#: few; a larger commit is indexed with its commit, as every commit was before.
+DEFER_MAX = 32
 
 
 def _fields(frame: bytes) -> tuple[str, str]:
@@ -182,20 +195,77 @@ class SearchIndex:
             con.executemany("UPDATE search_spans SET doc = ? WHERE doc = ?",
                             [(by_old[d][0], d) for d, _ in rows])
 
-    def _index(self, con: sqlite3.Connection, sid: str, seq: int, change: Commit,
-               held: int) -> None:
-        """Move the session's spans with the commit: close those cut, open those added."""
-        update = change.index
-        assert update is not None
-        if update.keep < held:  # an append cuts nothing: no span to close
-            con.execute("UPDATE search_spans SET to_seq = ? WHERE sid = ? AND to_seq IS NULL"
-                        " AND idx >= ?", (seq, sid, update.keep))
+    def _index(self, con: sqlite3.Connection, sid: str, seq: int, update: IndexUpdate) -> None:
+        """Move the session's spans with a version: close those cut, open those added."""
+        con.execute("UPDATE search_spans SET to_seq = ? WHERE sid = ? AND to_seq IS NULL"
+                    " AND idx >= ?", (seq, sid, update.keep))
         if update.add:
             docs = self._docs(con, update.add, defer=True)
             con.executemany(
                 "INSERT INTO search_spans (sid, idx, from_seq, to_seq, doc)"
                 " VALUES (?, ?, ?, NULL, ?)",
                 [(sid, update.keep + i, seq, docs[o]) for i, o in enumerate(update.add)])
+
+    def _index_later(self, con: sqlite3.Connection, change: Commit
+                     ) -> tuple[int | None, bytes | None]:
+        """Return what a commit's log entry carries for the index: (count kept, ids added).
+
+        A commit adding more than DEFER_MAX chunks (an import, a fork) carries nothing:
+        the index takes in every entry before it, then this one at once (None, None).
+        """
+        update = change.index
+        assert update is not None
+        if len(update.add) > DEFER_MAX:
+            self._catch_up(con)
+            return None, None
+        return update.keep, b"".join(update.add)
+
+    def _catch_up(self, con: sqlite3.Connection, limit: int = -1) -> int:
+        """Take log entries past 'search_at' into the index, in commit order (at most limit).
+
+        Runs in the caller's write transaction; returns how many entries it read.
+        """
+        row = con.execute("SELECT value FROM store_info WHERE key = 'search_at'").fetchone()
+        try:
+            at = int(row[0]) if row else 0
+        except (TypeError, ValueError):
+            raise CorruptStore("the search index is damaged (its position in the log reads"
+                               f" {row[0]!r}); run `cas-store reindex`") from None
+        rows = con.execute("SELECT sid, seq, cursor, ikeep, iadd FROM versions WHERE cursor > ?"
+                           " ORDER BY cursor LIMIT ?", (at, limit)).fetchall()
+        for sid, seq, cursor, keep, add in rows:
+            if keep is None:
+                continue  # the list did not change, or the commit indexed itself
+            if not (isinstance(keep, int) and isinstance(add, bytes) and isinstance(cursor, int)
+                    and len(add) % OID_SIZE == 0):
+                raise CorruptStore(f"the database file is damaged: the log entry {sid!r}"
+                                   f" {seq} holds a value of the wrong type; run `cas-store"
+                                   " fsck`")
+            adds = tuple(Oid(add[i : i + OID_SIZE]) for i in range(0, len(add), OID_SIZE))
+            self._index(con, sid, seq, IndexUpdate(keep, adds))
+        if rows:
+            last = rows[-1][2]
+            # Taken in: the entry need not carry it any more.
+            con.execute("UPDATE versions SET ikeep = NULL, iadd = NULL WHERE cursor > ?"
+                        " AND cursor <= ? AND ikeep IS NOT NULL", (at, last))
+            con.execute("INSERT OR REPLACE INTO store_info VALUES ('search_at', ?)",
+                        (str(last),))
+        return len(rows)
+
+    def search_catch_up(self) -> None:
+        """Take every log entry the index lacks into it, 500 per transaction."""
+        con = self._con()
+        while True:
+            with self._write(con):
+                if self._catch_up(con, 500) < 500:
+                    return
+
+    def _behind(self) -> int:
+        """Return how many log entries carry changes the index has not taken in."""
+        rows = self._read("SELECT count(*) FROM versions WHERE cursor > coalesce((SELECT"
+                          " CAST(value AS INTEGER) FROM store_info WHERE key = 'search_at'),"
+                          " 0) AND ikeep IS NOT NULL")
+        return int(rows[0][0])
 
     def _unindex(self, con: sqlite3.Connection, oids: Sequence[Oid], before: float) -> None:
         """Take chunks about to be swept out of the index (their rowids may be reused)."""
@@ -243,6 +313,7 @@ class SearchIndex:
             )
         con = self._con()
         try:
+            self.search_catch_up()
             self._flush()
             with self.snapshot():
                 if self.search_state() != "ready":
@@ -278,6 +349,10 @@ class SearchIndex:
             con.execute("DELETE FROM search_spans")
             con.execute("DELETE FROM search_docs")
             con.execute("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+            # Each session's load replays its log; the entries after it are taken in later.
+            con.execute("UPDATE versions SET ikeep = NULL, iadd = NULL WHERE ikeep IS NOT NULL")
+            con.execute("INSERT OR REPLACE INTO store_info SELECT 'search_at',"
+                        " coalesce(max(cursor), 0) FROM versions")
             self._set_search_state(con, "building")
 
     def search_load(self, sid: str, head_seq: int,
@@ -289,6 +364,9 @@ class SearchIndex:
             if (row[0] if row else 0) != head_seq:
                 return False
             con.execute("DELETE FROM search_spans WHERE sid = ?", (sid,))
+            # The spans below replay the log up to head_seq: its entries are taken in.
+            con.execute("UPDATE versions SET ikeep = NULL, iadd = NULL WHERE sid = ?"
+                        " AND seq <= ? AND ikeep IS NOT NULL", (sid, head_seq))
             docs = self._docs(con, [o for _, o, _, _ in spans])
             con.executemany(
                 "INSERT INTO search_spans (sid, idx, from_seq, to_seq, doc)"
@@ -303,7 +381,9 @@ class SearchIndex:
             self._set_search_state(con, "ready")
 
     def search_spans(self, sid: str) -> list[tuple[int, Oid]]:
-        """Return the head's (index, chunk) rows, by index."""
+        """Return the head's (index, chunk) rows, by index (the log taken in first if it can be)."""
+        with contextlib.suppress(CasError):
+            self.search_catch_up()  # a store it cannot write: search_check says how far behind
         rows = self._read("SELECT s.idx, o.oid FROM search_spans s JOIN objects o"
                           " ON o.rowid = s.doc WHERE s.sid = ? AND s.to_seq IS NULL"
                           " ORDER BY s.idx", (sid,))
@@ -312,6 +392,13 @@ class SearchIndex:
     def search_check(self, *, compare_text: bool = True) -> list[str]:
         """Check FTS5's index against the chunks' text, and spans and docs against objects."""
         out = []
+        try:
+            self.search_catch_up()
+        except CasError as exc:
+            behind = self._behind()
+            if behind:
+                out.append(f"{behind} versions are not in the index yet, and could not be"
+                           f" taken in ({exc})")
         try:
             if compare_text:
                 # With rank 1, FTS5 compares its index with the content (every chunk's text).
