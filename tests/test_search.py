@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cas_store import InvalidArgument, Op, Store, gc, open_store
 from cas_store.cli import app
-from cas_store.errors import CorruptStore
+from cas_store.errors import CorruptStore, StorageError
 from cas_store.search import message_fields, parse_query
 
 
@@ -302,4 +302,22 @@ def test_a_damaged_entry_for_the_index_fails_the_search_and_reindex_repairs_it(
                for p in report.problems)
     store.reindex()
     assert where(store, "two") == [("s", 1, 2)]
+    assert store.fsck().ok
+
+
+def test_a_damaged_entry_for_the_index_stops_no_commit_and_no_gc(store: Store,
+                                                                  store_path: Path) -> None:
+    # The index is derived: a large commit (which takes the log in first) and a GC prune
+    # (likewise) go on past an entry it cannot read, leaving the index stale for reindex.
+    store.create("s", {}, [u("one")])
+    store.append("s", [u("two")])
+    with sqlite3.connect(store_path) as con:
+        con.execute("UPDATE versions SET iadd = x'00' WHERE seq = 2")
+    store.append("s", [u(f"bulk {i}") for i in range(40)])
+    assert gc(store, keep_last=1, grace=0).versions_pruned == 2
+    with pytest.raises(StorageError, match="reindex"):
+        store.search("two")
+    store.reindex()
+    assert where(store, "two") == [("s", 1, 3)]
+    assert len(store.search("bulk", limit=100).hits) == 40
     assert store.fsck().ok

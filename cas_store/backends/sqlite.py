@@ -964,7 +964,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         with self._write(con):
             # An entry the search index has not taken in yet would take its change to the
             # head's list with it: the index takes every such entry in first.
-            self._catch_up(con)
+            self._catch_up_or_stale(con)
             row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (sid,)).fetchone()
             head = row[0] if row else None
             gone = 0

@@ -127,7 +127,9 @@ class SearchIndex:
                                 [(d, role) for d, role, _ in fields])
                 con.executemany("INSERT INTO search_fts (rowid, body) VALUES (?, ?)",
                                 [(d, text) for d, _, text in fields])
-        if len(out) != len(set(oids)):
+        if any(o not in out for o in unique):
+            # Gone, or a damaged id index that answers with another row: either way the
+            # message cannot be indexed (fsck names the damage).
             raise StorageError("a message to index is not stored")
         return out
 
@@ -216,9 +218,24 @@ class SearchIndex:
         update = change.index
         assert update is not None
         if len(update.add) > DEFER_MAX:
-            self._catch_up(con)
+            self._catch_up_or_stale(con)
             return None, None
         return update.keep, b"".join(update.add)
+
+    def _catch_up_or_stale(self, con: sqlite3.Connection) -> None:
+        """Take the log in before a write that needs it; if it cannot be, mark the index stale.
+
+        The index is derived data: an entry it cannot read (a damaged row, a chunk gone)
+        must not stop a commit or a GC. Search then answers "run `cas-store reindex`",
+        which rebuilds it from the log; fsck names the damage.
+        """
+        con.execute("SAVEPOINT cas_catch_up")
+        try:
+            self._catch_up(con)
+        except (CorruptStore, StorageError):
+            con.execute("ROLLBACK TO cas_catch_up")
+            self._set_search_state(con, "stale")
+        con.execute("RELEASE cas_catch_up")
 
     def _catch_up(self, con: sqlite3.Connection, limit: int = -1) -> int:
         """Take log entries past 'search_at' into the index, in commit order (at most limit).
