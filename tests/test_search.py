@@ -298,7 +298,7 @@ def test_a_damaged_entry_for_the_index_fails_the_search_and_reindex_repairs_it(
     with pytest.raises(CorruptStore, match="log entry"):
         store.search("two")
     report = store.fsck()
-    assert any(p.kind == "search_index" and "could not be taken in" in p.detail
+    assert any(p.kind == "search_index" and "cannot be read" in p.detail
                for p in report.problems)
     store.reindex()
     assert where(store, "two") == [("s", 1, 2)]

@@ -1039,11 +1039,24 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         return out
 
     def checkpoint(self) -> None:
-        """Fold the WAL back into the database file (for measuring size on disk)."""
+        """Fold the whole WAL back into the database file (for measuring size on disk).
+
+        A checkpoint that meets another one running (this store's background pass, or
+        another process's) returns busy having copied only part: it is tried again until
+        one completes, within the busy timeout.
+        """
         con = self._con()
+        deadline = time.monotonic() + self.busy_timeout
         try:
             self._tune(con)
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            while True:
+                busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy:
+                    return
+                if time.monotonic() > deadline:
+                    raise StoreLocked(f"store {self.path}: the WAL stayed busy for"
+                                      f" {self.busy_timeout:g}s")
+                time.sleep(0.005)
         except _DB_ERRORS as exc:
             raise self._translate(exc) from None
 

@@ -6,7 +6,7 @@ chunk's text out of its stored frame, or out of its pack, through ``cas_message_
 chunk (``search_docs``, keyed by the chunk row's rowid); spans (``search_spans``) say at
 which index of which session a chunk sits from which version until which (``to_seq``
 NULL: in the head). A commit's log entry carries how it changed the head's list; the
-next search (or fsck, or GC before pruning) takes the entries in, in commit order,
+next search (or GC, before pruning) takes the entries in, in commit order,
 writing spans and marking new documents pending; their words go into FTS5 before the
 search reads (docs/search.md).
 
@@ -66,6 +66,15 @@ def packed_text(kind: int, data: bytes | None, pack: bytes | None) -> str:
     except ValueError:
         return ""
     return message_fields(got.member(i))[1] if got is not None and i < len(got) else ""
+
+
+def _carried(sid: str, seq: int, keep: Any, add: Any) -> IndexUpdate:
+    """Return the change a log entry carries for the index; CorruptStore if it is damaged."""
+    if not (isinstance(keep, int) and isinstance(add, bytes) and len(add) % OID_SIZE == 0):
+        raise CorruptStore(f"the database file is damaged: the log entry {sid!r} {seq} holds"
+                           " a value of the wrong type; run `cas-store reindex`")
+    return IndexUpdate(keep, tuple(Oid(add[i : i + OID_SIZE])
+                                   for i in range(0, len(add), OID_SIZE)))
 
 
 def _fts_query(terms: Sequence[SearchTerm]) -> str:
@@ -242,24 +251,12 @@ class SearchIndex:
 
         Runs in the caller's write transaction; returns how many entries it read.
         """
-        row = con.execute("SELECT value FROM store_info WHERE key = 'search_at'").fetchone()
-        try:
-            at = int(row[0]) if row else 0
-        except (TypeError, ValueError):
-            raise CorruptStore("the search index is damaged (its position in the log reads"
-                               f" {row[0]!r}); run `cas-store reindex`") from None
+        at = self._search_at(con)
         rows = con.execute("SELECT sid, seq, cursor, ikeep, iadd FROM versions WHERE cursor > ?"
                            " ORDER BY cursor LIMIT ?", (at, limit)).fetchall()
-        for sid, seq, cursor, keep, add in rows:
-            if keep is None:
-                continue  # the list did not change, or the commit indexed itself
-            if not (isinstance(keep, int) and isinstance(add, bytes) and isinstance(cursor, int)
-                    and len(add) % OID_SIZE == 0):
-                raise CorruptStore(f"the database file is damaged: the log entry {sid!r}"
-                                   f" {seq} holds a value of the wrong type; run `cas-store"
-                                   " fsck`")
-            adds = tuple(Oid(add[i : i + OID_SIZE]) for i in range(0, len(add), OID_SIZE))
-            self._index(con, sid, seq, IndexUpdate(keep, adds))
+        for sid, seq, _, keep, add in rows:
+            if keep is not None:  # None: the list did not change, or the commit indexed itself
+                self._index(con, sid, seq, _carried(sid, seq, keep, add))
         if rows:
             last = rows[-1][2]
             # Taken in: the entry need not carry it any more.
@@ -277,12 +274,29 @@ class SearchIndex:
                 if self._catch_up(con, 500) < 500:
                     return
 
-    def _behind(self) -> int:
-        """Return how many log entries carry changes the index has not taken in."""
-        rows = self._read("SELECT count(*) FROM versions WHERE cursor > coalesce((SELECT"
-                          " CAST(value AS INTEGER) FROM store_info WHERE key = 'search_at'),"
-                          " 0) AND ikeep IS NOT NULL")
-        return int(rows[0][0])
+    @staticmethod
+    def _search_at(con: sqlite3.Connection) -> int:
+        """Return the cursor up to which the index has taken the log in."""
+        row = con.execute("SELECT value FROM store_info WHERE key = 'search_at'").fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except (TypeError, ValueError):
+            raise CorruptStore("the search index is damaged (its position in the log reads"
+                               f" {row[0]!r}); run `cas-store reindex`") from None
+
+    def _carried_by(self, sid: str | None = None) -> list[tuple[str, int, IndexUpdate]]:
+        """Return the changes log entries carry that the index has not taken in (read only).
+
+        In commit order; of one session's entries, or of all. Raises CorruptStore for an
+        entry that does not read as one.
+        """
+        con = self._con()
+        at = self._search_at(con)
+        where = "" if sid is None else " AND sid = ?"
+        rows = self._read("SELECT sid, seq, ikeep, iadd FROM versions WHERE cursor > ? AND"
+                          f" ikeep IS NOT NULL{where} ORDER BY cursor",
+                          (at,) if sid is None else (at, sid))
+        return [(s, q, _carried(s, q, keep, add)) for s, q, keep, add in rows]
 
     def _unindex(self, con: sqlite3.Connection, oids: Sequence[Oid], before: float) -> None:
         """Take chunks about to be swept out of the index (their rowids may be reused)."""
@@ -398,24 +412,31 @@ class SearchIndex:
             self._set_search_state(con, "ready")
 
     def search_spans(self, sid: str) -> list[tuple[int, Oid]]:
-        """Return the head's (index, chunk) rows, by index (the log taken in first if it can be)."""
-        with contextlib.suppress(CasError):
-            self.search_catch_up()  # a store it cannot write: search_check says how far behind
+        """Return the head's (index, chunk) rows, by index, as the index will hold them.
+
+        The entries not taken in yet are applied to what the index holds here, in memory:
+        fsck reads this, and changes nothing.
+        """
         rows = self._read("SELECT s.idx, o.oid FROM search_spans s JOIN objects o"
                           " ON o.rowid = s.doc WHERE s.sid = ? AND s.to_seq IS NULL"
                           " ORDER BY s.idx", (sid,))
-        return [(i, Oid(bytes(o))) for i, o in rows]
+        got = [(int(i), Oid(bytes(o))) for i, o in rows]
+        try:
+            carried = self._carried_by(sid)
+        except CorruptStore:
+            return got  # search_check names the damaged entry; the heads then differ
+        for _, _, update in carried:
+            got = [(i, o) for i, o in got if i < update.keep]
+            got += [(update.keep + n, o) for n, o in enumerate(update.add)]
+        return got
 
     def search_check(self, *, compare_text: bool = True) -> list[str]:
         """Check FTS5's index against the chunks' text, and spans and docs against objects."""
         out = []
         try:
-            self.search_catch_up()
-        except CasError as exc:
-            behind = self._behind()
-            if behind:
-                out.append(f"{behind} versions are not in the index yet, and could not be"
-                           f" taken in ({exc})")
+            self._carried_by()
+        except CorruptStore as exc:
+            out.append(f"a version's change the index has not taken in cannot be read ({exc})")
         try:
             if compare_text:
                 # With rank 1, FTS5 compares its index with the content (every chunk's text).
