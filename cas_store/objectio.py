@@ -19,7 +19,7 @@ from . import lists as L
 from . import loading, packs
 from . import manifest as M
 from .backends import LOAD_BATCH, ObjectWrite
-from .errors import CasError, CorruptObject, ObjectNotFound
+from .errors import CorruptObject, ObjectNotFound
 from .model import JSON
 from .objects import (
     Kind,
@@ -28,7 +28,6 @@ from .objects import (
     compress,
     decode_page_full,
     decompress,
-    decompress_many,
     encode_page,
     object_id,
 )
@@ -237,7 +236,7 @@ class ObjectIO:
                      else None)
             if meanwhile is not None:
                 meanwhile()
-            tail = self._tail_payloads(list(ref.tail)) if ref.tail else None
+            tail = self._fetch_joined(list(ref.tail)) if ref.tail else None
             for i, batch in enumerate(batches):
                 frames = [*mine, *theirs]
                 own = packs.payloads(mine)
@@ -252,24 +251,9 @@ class ObjectIO:
                 payloads = [*own, *(now.result() if now else ())]
                 data, exact = self._unit_array(batch, packs.read_bodies(frames, payloads))
                 out.extend(loading.parse_array(data, exact))
-        if ref.tail:
-            tail_ids = list(ref.tail)
-            out.extend(self.items(tail_ids) if tail is None else self._parse(tail_ids, tail))
+        if tail is not None:
+            out.extend(self._parse(list(ref.tail), tail))
         return out
-
-    def _tail_payloads(self, tail: list[Oid]) -> bytes | None:
-        """Return the tail's chunks as one JSON array (None: let ``items`` read and name them)."""
-        unique = list(dict.fromkeys(tail))
-        got = self.backend.get_frames(unique)
-        if len(got) != len(unique) or any(got[o][0] != Kind.CHUNK for o in unique):
-            return None
-        try:
-            payloads = decompress_many([got[o][1] for o in unique], 1, copy=False)
-        except CasError:
-            return None
-        self.store.reads["chunk"] += len(unique)
-        by_id = dict(zip(unique, payloads, strict=True))
-        return loading.json_array([by_id[o] for o in tail])
 
     def _unit_frames(self, batch: Sequence[loading.Unit]) -> list[tuple[Oid, bytes]]:
         """Return the stored pack frames a batch of level-1 units is read from, in one query.
@@ -329,7 +313,7 @@ class ObjectIO:
             raise
 
     def _fetch_joined(self, part: Sequence[Oid]) -> bytes:
-        """Return the chunks of part, in order, as one JSON array (for a worker thread)."""
+        """Return the chunks of part, in order, as one JSON array (damaged or missing: named)."""
         return loading.json_array(self._segments(part))
 
     def _segments(self, part: Sequence[Oid]) -> list[bytes]:
