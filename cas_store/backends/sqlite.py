@@ -860,18 +860,14 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                                  " WHERE key = 'cursor' RETURNING value").fetchone()[0]
             # The search index takes this commit in at the next search (or now, for a
             # large one): the entry carries the change to the head's list until then.
-            keep, add = self._index_later(con, change) if indexing else (None, None)
+            keep, add = (self._index_later(con, change, int(cursor)) if indexing
+                         else (None, None))
             con.execute(
                 f"INSERT INTO versions ({_VERSION_COLS}, ikeep, iadd)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
                  entry.message_count, entry.nbytes, flags, int(cursor), keep, add),
             )
-            if indexing and keep is None:
-                assert change.index is not None
-                self._index(con, entry.sid, entry.seq, change.index)
-                con.execute("UPDATE store_info SET value = ? WHERE key = 'search_at'",
-                            (str(cursor),))
         self._after_commit()
 
     def version(self, sid: str, seq: int) -> LogEntry | None:

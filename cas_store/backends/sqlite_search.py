@@ -68,6 +68,18 @@ def packed_text(kind: int, data: bytes | None, pack: bytes | None) -> str:
     return message_fields(got.member(i))[1] if got is not None and i < len(got) else ""
 
 
+_SEARCH_AT = "SELECT value FROM store_info WHERE key = 'search_at'"
+
+
+def _position(rows: Sequence[Any]) -> int:
+    """Return the log cursor up to which the index has taken the log in (a _SEARCH_AT read)."""
+    try:
+        return int(rows[0][0]) if rows else 0
+    except (TypeError, ValueError):
+        raise CorruptStore("the search index is damaged (its position in the log reads"
+                           f" {rows[0][0]!r}); run `cas-store reindex`") from None
+
+
 def _carried(sid: str, seq: int, keep: Any, add: Any) -> IndexUpdate:
     """Return the change a log entry carries for the index; CorruptStore if it is damaged."""
     if not (isinstance(keep, int) and isinstance(add, bytes) and len(add) % OID_SIZE == 0):
@@ -217,19 +229,22 @@ class SearchIndex:
                 " VALUES (?, ?, ?, NULL, ?)",
                 [(sid, update.keep + i, seq, docs[o]) for i, o in enumerate(update.add)])
 
-    def _index_later(self, con: sqlite3.Connection, change: Commit
+    def _index_later(self, con: sqlite3.Connection, change: Commit, cursor: int
                      ) -> tuple[int | None, bytes | None]:
         """Return what a commit's log entry carries for the index: (count kept, ids added).
 
         A commit adding more than DEFER_MAX chunks (an import, a fork) carries nothing:
-        the index takes in every entry before it, then this one at once (None, None).
+        the index takes in every entry before it, then this one (log cursor ``cursor``)
+        at once, in the commit's transaction (None, None).
         """
         update = change.index
         assert update is not None
-        if len(update.add) > DEFER_MAX:
-            self._catch_up_or_stale(con)
-            return None, None
-        return update.keep, b"".join(update.add)
+        if len(update.add) <= DEFER_MAX:
+            return update.keep, b"".join(update.add)
+        self._catch_up_or_stale(con)
+        self._index(con, change.entry.sid, change.entry.seq, update)
+        con.execute("INSERT OR REPLACE INTO store_info VALUES ('search_at', ?)", (str(cursor),))
+        return None, None
 
     def _catch_up_or_stale(self, con: sqlite3.Connection) -> None:
         """Take the log in before a write that needs it; if it cannot be, mark the index stale.
@@ -251,7 +266,7 @@ class SearchIndex:
 
         Runs in the caller's write transaction; returns how many entries it read.
         """
-        at = self._search_at(con)
+        at = _position(con.execute(_SEARCH_AT).fetchall())
         rows = con.execute("SELECT sid, seq, cursor, ikeep, iadd FROM versions WHERE cursor > ?"
                            " ORDER BY cursor LIMIT ?", (at, limit)).fetchall()
         for sid, seq, _, keep, add in rows:
@@ -274,24 +289,13 @@ class SearchIndex:
                 if self._catch_up(con, 500) < 500:
                     return
 
-    @staticmethod
-    def _search_at(con: sqlite3.Connection) -> int:
-        """Return the cursor up to which the index has taken the log in."""
-        row = con.execute("SELECT value FROM store_info WHERE key = 'search_at'").fetchone()
-        try:
-            return int(row[0]) if row else 0
-        except (TypeError, ValueError):
-            raise CorruptStore("the search index is damaged (its position in the log reads"
-                               f" {row[0]!r}); run `cas-store reindex`") from None
-
     def _carried_by(self, sid: str | None = None) -> list[tuple[str, int, IndexUpdate]]:
         """Return the changes log entries carry that the index has not taken in (read only).
 
         In commit order; of one session's entries, or of all. Raises CorruptStore for an
-        entry that does not read as one.
+        entry that does not read as one. Call it inside a snapshot beside other reads.
         """
-        con = self._con()
-        at = self._search_at(con)
+        at = _position(self._read(_SEARCH_AT))
         where = "" if sid is None else " AND sid = ?"
         rows = self._read("SELECT sid, seq, ikeep, iadd FROM versions WHERE cursor > ? AND"
                           f" ikeep IS NOT NULL{where} ORDER BY cursor",
@@ -417,14 +421,17 @@ class SearchIndex:
         The entries not taken in yet are applied to what the index holds here, in memory:
         fsck reads this, and changes nothing.
         """
-        rows = self._read("SELECT s.idx, o.oid FROM search_spans s JOIN objects o"
-                          " ON o.rowid = s.doc WHERE s.sid = ? AND s.to_seq IS NULL"
-                          " ORDER BY s.idx", (sid,))
-        got = [(int(i), Oid(bytes(o))) for i, o in rows]
-        try:
-            carried = self._carried_by(sid)
-        except CorruptStore:
-            return got  # search_check names the damaged entry; the heads then differ
+        # One read state: a search taking the log in between the two reads would move
+        # entries from the second into the first.
+        with self.snapshot():
+            rows = self._read("SELECT s.idx, o.oid FROM search_spans s JOIN objects o"
+                              " ON o.rowid = s.doc WHERE s.sid = ? AND s.to_seq IS NULL"
+                              " ORDER BY s.idx", (sid,))
+            got = [(int(i), Oid(bytes(o))) for i, o in rows]
+            try:
+                carried = self._carried_by(sid)
+            except CorruptStore:
+                return got  # search_check names the damaged entry; the heads then differ
         for _, _, update in carried:
             got = [(i, o) for i, o in got if i < update.keep]
             got += [(update.keep + n, o) for n, o in enumerate(update.add)]
