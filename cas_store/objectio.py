@@ -9,8 +9,6 @@ once. A full load reads frozen pages from their packs (``loading``).
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,31 +63,6 @@ class Items:
     def nbytes(self) -> int:
         """Return the items' canonical bytes in all."""
         return sum(len(p) for p in self.payloads)
-
-
-class SharedCache:
-    """A bounded, thread-safe LRU of decoded immutable objects, keyed by id."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: OrderedDict[Oid, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, oid: Oid) -> Any:
-        """Return the cached value or None."""
-        with self._lock:
-            value = self._items.get(oid)
-            if value is not None:
-                self._items.move_to_end(oid)
-            return value
-
-    def put(self, oid: Oid, value: Any) -> None:
-        """Cache a value, evicting the least recently used past the limit."""
-        with self._lock:
-            self._items[oid] = value
-            self._items.move_to_end(oid)
-            while len(self._items) > self.limit:
-                self._items.popitem(last=False)
 
 
 class ObjectIO:
@@ -227,33 +200,57 @@ class ObjectIO:
         # the decompression shared with a worker thread: part of the first batch while
         # this thread reads the rest (meanwhile, the tail's chunks) and decompresses the
         # other part, then batch i + 1 while this thread parses batch i (docs/design.md,
-        # "Packs").
+        # "Packs"). A batch joined before (its pages are immutable) is only parsed again
+        # ("Repeat loads").
+        cache = self.store._loaded
+        keep = ref.nbytes <= cache.budget // 2
         batches = loading.batches(L.units(ref, self))
+        keys = [tuple(unit for unit, _, _ in batch) for batch in batches]
+        kept = cache.get_many(keys) if keep else {}
+        todo = [batch for key, batch in zip(keys, batches, strict=True) if key not in kept]
         with loading.Pipeline() as worker:
-            first = self._unit_frames(batches[0]) if batches else []
+            first = self._unit_frames(todo[0]) if todo else []
             mine, theirs = loading.cut(first, loading.FIRST_SHARE)
-            ahead = (worker.put(theirs, wait=False, last=len(batches) == 1) if theirs
+            ahead = (worker.put(theirs, wait=False, last=len(todo) == 1) if theirs
                      else None)
             if meanwhile is not None:
                 meanwhile()
-            tail = self._fetch_joined(list(ref.tail)) if ref.tail else None
-            for i, batch in enumerate(batches):
-                frames = [*mine, *theirs]
-                own = packs.payloads(mine)
-                if i + 1 < len(batches):
-                    # The next batch goes to the worker before this one is waited for.
-                    mine, theirs = loading.cut(self._unit_frames(batches[i + 1]),
-                                               loading.NEXT_SHARE)
-                    ahead, now = (worker.put(theirs, last=i + 2 == len(batches)) if theirs
-                                  else None), ahead
-                else:
-                    now = ahead
-                payloads = [*own, *(now.result() if now else ())]
-                data, exact = self._unit_array(batch, packs.read_bodies(frames, payloads))
-                out.extend(loading.parse_array(data, exact))
+            tail = self._tail_joined(ref.tail, keep) if ref.tail else None
+            j = 0  # the index in todo of the next batch read
+            for key, batch in zip(keys, batches, strict=True):
+                joined = kept.get(key)
+                if joined is None:
+                    frames = [*mine, *theirs]
+                    own = packs.payloads(mine)
+                    if j + 1 < len(todo):
+                        # The next batch goes to the worker before this one is waited for.
+                        mine, theirs = loading.cut(self._unit_frames(todo[j + 1]),
+                                                   loading.NEXT_SHARE)
+                        ahead, now = (worker.put(theirs, last=j + 2 == len(todo)) if theirs
+                                      else None), ahead
+                    else:
+                        now = ahead
+                    j += 1
+                    payloads = [*own, *(now.result() if now else ())]
+                    joined = self._unit_array(batch, packs.read_bodies(frames, payloads))
+                    if keep:
+                        cache.put(key, joined, len(joined[0]))
+                out.extend(loading.parse_array(*joined))
         if tail is not None:
             out.extend(self._parse(list(ref.tail), tail))
         return out
+
+    def _tail_joined(self, tail: Sequence[Oid], keep: bool) -> bytes:
+        """Return the tail's chunks as one JSON array, reading only those not kept yet."""
+        cache = self.store._loaded
+        got = cache.get_many(tail) if keep else {}
+        need = [o for o in dict.fromkeys(tail) if o not in got]
+        if need:
+            for oid, payload in zip(need, self._segments(need), strict=True):
+                got[oid] = payload
+                if keep:
+                    cache.put(oid, payload, len(payload))
+        return loading.json_array([got[o] for o in tail])
 
     def _unit_frames(self, batch: Sequence[loading.Unit]) -> list[tuple[Oid, bytes]]:
         """Return the stored pack frames a batch of level-1 units is read from, in one query.

@@ -43,6 +43,7 @@ from .backends import (
     LogEntry,
     Retry,
 )
+from .caches import ByteCache, SharedCache
 from .errors import (
     Conflict,
     IntegrityError,
@@ -74,7 +75,7 @@ from .model import (
     StoreStats,
     Version,
 )
-from .objectio import Items, ObjectIO, SharedCache, stored_json
+from .objectio import Items, ObjectIO, stored_json
 from .objects import (
     Kind,
     Oid,
@@ -110,6 +111,9 @@ class Limits:
     max_metadata_bytes: int = 4 * 1024 * 1024
     recovery_window: float = 7 * DAY
     verify_reads: bool = False  # zstd frame checksums still catch corruption on read
+    #: Bytes of decoded messages a store keeps for repeat full loads (caches.ByteCache;
+    #: 0: none). A session of more than half of it is not kept (it would push out all).
+    load_cache_bytes: int = 32 * 1024 * 1024
     max_attempts: int = 200
     #: Metadata keys whose scalar values every head keeps for session lists and filters.
     summary_keys: tuple[str, ...] = DEFAULT_SUMMARY_KEYS
@@ -201,6 +205,10 @@ class Store:
         # entry can never be stale; it spares an append re-reading (and re-resolving the
         # delta chain of) the manifest the previous append just wrote.
         self._decoded = SharedCache(20_000)
+        # Decoded message bytes for repeat full loads: a chat UI reopens the conversation
+        # it just appended to, whose frozen pages have not changed (docs/design.md,
+        # "Repeat loads").
+        self._loaded = ByteCache(self.limits.load_cache_bytes)
         self._feed: Feed | None = None
         self._feed_lock = threading.Lock()
 
