@@ -852,6 +852,10 @@ def serve_cmd(
     max_messages: Annotated[int | None, typer.Option(
         metavar="N", help="Most messages one request may carry (default 100000; env"
         " CAS_STORE_MAX_MESSAGES).", show_default=False)] = None,
+    load_cache_mb: Annotated[int | None, typer.Option(
+        metavar="MIB", help="MiB of decoded messages kept for repeat loads of a"
+        " conversation (default 32; 0: none; env CAS_STORE_LOAD_CACHE_MB).",
+        show_default=False)] = None,
     allowed_host: Annotated[list[str] | None, typer.Option(
         "--allowed-host", metavar="NAME", help="Also accept requests whose Host is NAME"
         " (repeatable; env CAS_STORE_ALLOWED_HOSTS, comma-separated). Loopback names and"
@@ -883,6 +887,7 @@ def serve_cmd(
         "max_body_bytes": max_body_bytes, "body_timeout": body_timeout,
         "header_timeout": header_timeout, "keep_alive_timeout": keep_alive_timeout,
         "max_connections": max_connections, "max_messages": max_messages,
+        "load_cache_mb": load_cache_mb,
         "allowed_hosts": allowed_host, "recover_on_start": recover, "log_level": log_level,
     }
     try:

@@ -58,10 +58,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     settings = settings or Settings()
     owned = store is None
     if store is None:
-        from .. import open_store
+        from .. import Limits, open_store
 
         store = open_store(settings.store, objects=settings.objects,
-                           synchronous=settings.synchronous)
+                           synchronous=settings.synchronous,
+                           limits=Limits(load_cache_bytes=settings.load_cache_mb << 20))
     the_store = store
 
     @asynccontextmanager

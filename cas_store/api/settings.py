@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         default=100_000, ge=1,
         description="Most messages one request may carry (413 above it).",
     )
+    load_cache_mb: int = Field(
+        default=32, ge=0,
+        description="MiB of decoded messages kept for repeat full loads (0: none).",
+    )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host names accepted in the Host header besides the loopback names and"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,22 @@ def test_rate_limited_log_counts_what_it_held_back(caplog: pytest.LogCaptureFixt
     limiter.interval = 0
     assert limiter.warn("x %d", 4)
     assert "(2 more since the last such line)" in caplog.records[-1].getMessage()
+
+
+def test_the_load_cache_is_sized_by_its_setting(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from cas_store.api import create_app
+
+    monkeypatch.delenv("CAS_STORE_LOAD_CACHE_MB", raising=False)
+    assert Settings().load_cache_mb == 32
+    monkeypatch.setenv("CAS_STORE_LOAD_CACHE_MB", "0")
+    for mb in (None, 5):
+        given = {} if mb is None else {"load_cache_mb": mb}
+        app = create_app(Settings(store=str(tmp_path / f"s{mb}.db"), **given),
+                         static_dir=None)
+        try:
+            assert app.state.store._loaded.budget == (0 if mb is None else 5 << 20)
+        finally:
+            app.state.store.close()
+    with pytest.raises(ValueError):
+        Settings(load_cache_mb=-1)
