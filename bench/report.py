@@ -12,7 +12,16 @@ from importlib import metadata as md
 from pathlib import Path
 
 from .adapters.base import Adapter
-from .runner import BATCH, COLD_READS, LOAD_READS, META_READS, SAMPLES, Caps, Row
+from .runner import (
+    BATCH,
+    COLD_READS,
+    FRESH_LOADS,
+    LOAD_READS,
+    META_READS,
+    SAMPLES,
+    Caps,
+    Row,
+)
 from .workload import SEED, SYSTEM_EVERY
 
 PACKAGES = ("cas-store", "langgraph", "langgraph-checkpoint-sqlite", "openai-agents",
@@ -149,9 +158,9 @@ def full_table(res: Results) -> list[str]:
     out = [
         "| store | N | how N was reached | timed appends | append p50 ms | append p95 ms "
         "| p50 × raw | written/append KiB (write_bytes) | write() KiB/append | disk MB "
-        "| disk ÷ zstd floor | disk open ÷ closed | full load ms | load peak RSS MB "
-        "| metadata read ms | cold metadata read ms | old version (N/2) ms |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| disk ÷ zstd floor | disk open ÷ closed | full load ms | fresh-handle load ms "
+        "| load peak RSS MB | metadata read ms | cold metadata read ms | old version (N/2) ms |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in res.sizes:
         base = res.get("raw", n)
@@ -159,14 +168,15 @@ def full_table(res: Results) -> list[str]:
             r = res.get(a.key, n)
             if r is None:
                 out.append(f"| {a.label} | {n:,} | {res.stopped(a.key, n)} |"
-                           + " |" * 14)
+                           + " |" * 15)
                 continue
             out.append(
                 f"| {a.label} | {n:,} | {r.reached} | {r.samples} | {_ms(r.p50)} | {_ms(r.p95)} "
                 f"| {_ratio(r.p50 / base.p50) if base else '–'} | {_kb(r.written)} "
                 f"| {_kb(r.wchar)} | {_mb(r.disk)} | {_ratio(r.disk / r.floor)} "
                 f"| {_ratio(r.open_disk / r.disk) if r.disk else '–'} "
-                f"| {_ms(r.load)} | {_mb(r.load_rss) if r.load_rss is not None else '–'} "
+                f"| {_ms(r.load)} | {_ms(r.fresh_load)} "
+                f"| {_mb(r.load_rss) if r.load_rss is not None else '–'} "
                 f"| {_ms(r.meta)} | {_ms(r.cold_meta)} "
                 f"| {_ms(r.version) if a.versions else '–'} |")
     return out
@@ -194,8 +204,15 @@ def targets(res: Results) -> list[str]:
     oa = {n: r for n in ns if (r := res.get("openai", n))}
     load = {n: cas[n].load / js[n].load for n in ns
             if n >= 1000 and n in js and cas[n].load and js[n].load}
-    out.append(f"1. Full load ≤ 1.0× json.load of the whole-session file, N = 1,000 to "
-               f"100,000: {verdict(bool(load) and max(load.values()) <= 1.0)} ({each(load)}).")
+    fresh = {n: cas[n].fresh_load / js[n].load for n in ns
+             if n >= 1000 and n in js and cas[n].fresh_load and js[n].load}
+    repeat_ok = bool(load) and max(load.values()) <= 1.0
+    fresh_ok = bool(fresh) and max(fresh.values()) <= 1.0
+    out.append("1. Full load ≤ 1.0× json.load of the whole-session file, N = 1,000 to "
+               "100,000: " + (verdict(True) if repeat_ok and fresh_ok else
+                              "**met on repeat loads only**" if repeat_ok else verdict(False))
+               + f" (repeat loads on an open store: {each(load)}; the first load on a "
+               f"fresh handle, open and close included: {each(fresh)}).")
     app = {n: cas[n].p50 / oa[n].p50 for n in ns if n in oa}
     out.append(f"2. Append p50 ≤ 0.8× SQLiteSession's, N = 100 to 100,000: "
                f"{verdict(bool(app) and max(app.values()) <= 0.8)} ({each(app)}).")
@@ -252,6 +269,9 @@ def readme_table(res: Results, info: dict[str, str], caps: Caps) -> list[str]:
     row("full load ÷ json.load of the whole file: cas-store / SQLiteSession",
         lambda n: f"{_ratio(g('cas', n).load / g('json', n).load)} / "
                   f"{_ratio(g('openai', n).load / g('json', n).load)}")
+    row("… the first load on a fresh handle (open, load, close): cas-store / SQLiteSession",
+        lambda n: f"{_ratio(g('cas', n).fresh_load / g('json', n).load)} / "
+                  f"{_ratio(g('openai', n).fresh_load / g('json', n).load)}")
     row("bytes on disk ÷ compressed messages: cas-store, every version kept",
         lambda n: g("cas", n).disk / g("cas", n).floor)
     row("… SQLiteSession / whole-JSON file, no versions",
@@ -331,7 +351,10 @@ def markdown(res: Results, caps: Caps, elapsed: float, quick: bool,
         "- Bytes on disk: every file of the store after closing it (SQLite folds its WAL into "
         "the database on close); *disk open*: the same files just before closing, after the "
         f"timed appends. Reads run after reopening; each is the median of up to {META_READS} "
-        f"(metadata) or {LOAD_READS} (loads) calls. *Cold metadata read*: a fresh handle "
+        f"(metadata) or {LOAD_READS} (loads) calls on one open handle; a store may keep "
+        "what it decoded for the next load (cas-store does: docs/design.md, \"Repeat "
+        f"loads\"). *Fresh-handle load*: a handle opened, one full load, closed (median "
+        f"of {FRESH_LOADS}; a file is read whole either way). *Cold metadata read*: a fresh handle "
         f"opened, one metadata read, closed (median of {COLD_READS}); SQLiteSession's is its "
         "get_items(limit=1) query "
         "as raw SQL on a fresh sqlite3 connection. *Load peak RSS*: growth of ru_maxrss over a "

@@ -24,6 +24,7 @@ SEED_SAMPLE_BUDGET = 30.0  # seconds of timed appends per N for a store that rew
 META_READS = 30
 COLD_READS = 21
 LOAD_READS = 9
+FRESH_LOADS = 5
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Row:
     version_reps: int = 0
     open_disk: int = 0          # bytes on disk while the store is open, after the appends
     cold_meta: float | None = None  # first metadata read on a fresh handle
+    fresh_load: float | None = None  # full load on a fresh handle (open, load, close)
     load_rss: int | None = None     # peak RSS growth of a full load in a fresh interpreter
     stopped: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -188,6 +190,10 @@ class StoreRun:
         gc.collect()
         if self.a.cold_meta() is not None:
             row.cold_meta, _, _ = timed_reads(self.a.cold_meta, COLD_READS, 3.0)
+        if self.a.fresh_load() is not None:
+            row.fresh_load, _, got = timed_reads(self.a.fresh_load, FRESH_LOADS, 8.0)
+            if len(got) != n:
+                raise AssertionError(f"{self.cls.key}: load returned {len(got)} of {n}")
         code = self.a.load_code()
         if code is not None:
             row.load_rss = peak_rss(code, n)

@@ -82,6 +82,14 @@ class Adapter:
         """Open a fresh handle, read the metadata once, close it; None: no such read."""
         return None
 
+    def fresh_load(self) -> list[Message] | None:
+        """Open a fresh handle, load the whole conversation once, close it; None: not measured.
+
+        A store that keeps nothing between loads (a file read whole) loads the same way
+        as ``load``.
+        """
+        return None
+
     def load_code(self) -> str | None:
         """Return Python source that loads the whole conversation into ``got`` (run in a
         fresh interpreter to measure peak memory), or None."""

@@ -63,6 +63,10 @@ class CasStoreAdapter(Adapter):
         with open_store(self.root / "store.db", synchronous="FULL") as fresh:
             return fresh.load_meta(SID)
 
+    def fresh_load(self) -> list[Message] | None:
+        with open_store(self.root / "store.db", synchronous="FULL") as fresh:
+            return fresh.load(SID).messages
+
     def load_code(self) -> str | None:
         return (f"from cas_store import open_store\n"
                 f"s = open_store({str(self.root / 'store.db')!r})\n"

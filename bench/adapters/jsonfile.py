@@ -56,6 +56,9 @@ class JsonFileAdapter(Adapter):
             messages: list[Message] = json.load(f)["messages"]
         return messages
 
+    def fresh_load(self) -> list[Message] | None:
+        return self.load()
+
     def load_code(self) -> str | None:
         return f"import json\ngot = json.load(open({self.path!r}, encoding='utf-8'))['messages']\n"
 

@@ -66,6 +66,14 @@ class OpenAISessionAdapter(Adapter):
         items: Any = self.loop.run_until_complete(self._s().get_items())
         return list(items)
 
+    def fresh_load(self) -> list[Message] | None:
+        session = _FullSyncSession("bench-conversation", db_path=self.root / "agents.db")
+        try:
+            items: Any = self.loop.run_until_complete(session.get_items())
+            return list(items)
+        finally:
+            session.close()
+
     def cold_meta(self) -> Any:
         # SQLiteSession's own query for get_items(limit=1), as raw SQL on a fresh connection.
         con = sqlite3.connect(self.root / "agents.db")

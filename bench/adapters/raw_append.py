@@ -54,6 +54,9 @@ class RawAppendAdapter(Adapter):
             f.readline()
             return [json.loads(line) for line in f]
 
+    def fresh_load(self) -> list[Message] | None:
+        return self.load()
+
     def load_meta(self) -> Any:
         with open(self.path, "rb") as f:
             return json.loads(f.readline())
