@@ -194,6 +194,10 @@ class StoreRun:
             row.fresh_load, _, got = timed_reads(self.a.fresh_load, FRESH_LOADS, 8.0)
             if len(got) != n:
                 raise AssertionError(f"{self.cls.key}: load returned {len(got)} of {n}")
+            # Kept alive, a loaded session's objects would slow every later read (the
+            # cyclic GC walks them), which is why the last load's is dropped too.
+            del got
+            gc.collect()
         code = self.a.load_code()
         if code is not None:
             row.load_rss = peak_rss(code, n)
