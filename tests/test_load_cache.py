@@ -135,3 +135,50 @@ def test_byte_cache_keeps_the_most_recent_within_its_budget() -> None:
     cache.put("big", b"x" * 11, 11)  # larger than the budget: not kept, nothing pushed out
     assert cache.get("big") is None and len(cache) == 2
     assert ByteCache(0).get_many(["a"]) == {}
+
+
+def test_loads_beside_appends_and_saves_see_whole_versions(tmp_path: Path) -> None:
+    # Threads share one store and its cache while another appends and saves a shorter
+    # list: every load returns exactly some version's messages, never a mix of two.
+    import threading
+
+    extra = msgs(5000, 5300)
+    cut = 150  # after this append, a save cuts the first 2,000 back to 1,500
+
+    def whole(got: list[Any]) -> bool:
+        n = len(got)
+        if 2000 <= n <= 2000 + cut + 1:
+            return got == [*msgs(0, 2000), *extra[: n - 2000]]
+        return n > 1500 + cut and got == [*msgs(0, 1500), *extra[: n - 1500]]
+
+    with open_store(tmp_path / "s.db") as store:
+        store.create("a", {}, msgs(0, 2000))
+        errors: list[BaseException] = []
+        stop = threading.Event()
+        seen: list[int] = []
+
+        def reader() -> None:
+            try:
+                while not stop.is_set():
+                    got = store.load("a").messages
+                    assert whole(got), len(got)
+                    seen.append(len(got))
+            except BaseException as exc:  # the test thread's to raise
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            for i, m in enumerate(extra):
+                store.append("a", [m])
+                if i == cut:
+                    store.save("a", [*msgs(0, 1500), *extra[: i + 1]])
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+        assert not errors, errors[0]
+        assert len(seen) > 10 and len(store._loaded) > 0
+        assert min(seen) < 2000 <= max(seen)  # loads ran on both sides of the save
+        assert store.load("a").messages == [*msgs(0, 1500), *extra]
