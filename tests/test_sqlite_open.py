@@ -43,6 +43,26 @@ def test_a_store_missing_a_table_is_damaged_not_set_up_again(tmp_path: Path) -> 
     con.close()
 
 
+@pytest.mark.parametrize("table", ["sessions", "objects", "versions", "search_spans"])
+def test_a_missing_table_is_named_by_reads_and_by_fsck(tmp_path: Path, table: str) -> None:
+    # An open does not look for every table (that cost each open 7 µs): the first
+    # statement that needs the missing one says the store is damaged, and fsck reports
+    # it instead of failing.
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        store.create("a", {}, [{"role": "user", "content": "hi"}])
+    with sqlite3.connect(path) as con:
+        con.execute(f"DROP TABLE {table}")
+    with open_store(path) as store:
+        if table in ("sessions", "objects"):
+            with pytest.raises(CorruptStore, match=f"its {table} table is missing"):
+                store.load("a")
+        report = store.fsck()
+    assert not report.ok
+    assert any(p.kind == "corrupt_store" and f"{table} table is missing" in p.detail
+               for p in report.problems)
+
+
 def test_schema_text_that_is_not_utf8_opens_as_a_damaged_store(tmp_path: Path) -> None:
     # SQLite quotes the damaged schema in its error, and Python cannot decode that: the
     # store must still open (damaged, reads refused with CorruptStore) and fsck report it.
