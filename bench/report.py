@@ -266,7 +266,8 @@ def readme_table(res: Results, info: dict[str, str], caps: Caps) -> list[str]:
     row("append median ÷ raw append: cas-store / SQLiteSession",
         lambda n: f"{_ratio(g('cas', n).p50 / g('raw', n).p50)} / "
                   f"{_ratio(g('openai', n).p50 / g('raw', n).p50)}")
-    row("full load ÷ json.load of the whole file: cas-store / SQLiteSession",
+    row("full load ÷ json.load of the whole file, repeat loads on an open store: "
+        "cas-store / SQLiteSession",
         lambda n: f"{_ratio(g('cas', n).load / g('json', n).load)} / "
                   f"{_ratio(g('openai', n).load / g('json', n).load)}")
     row("… the first load on a fresh handle (open, load, close): cas-store / SQLiteSession",
