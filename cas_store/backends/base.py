@@ -469,14 +469,22 @@ class Backend(abc.ABC):
         """Release connections held by this process."""
 
 
+#: Up to this many chunk frames are decompressed one call each, not in one batch call.
+FEW_FRAMES = 64
+
+
 def chunk_payloads(frames: Mapping[Oid, tuple[Kind, bytes]]) -> dict[Oid, bytes]:
-    """Return the payload of each chunk frame, decompressed in one batch (one thread).
+    """Return the payload of each chunk frame, decompressed on this thread.
 
     Raises CorruptObject naming an object that is not a chunk or does not decompress.
     """
     for o, (kind, _) in frames.items():
         if kind != Kind.CHUNK:
             raise CorruptObject(f"object {o.hex()} is not a chunk", object_id=o.hex())
+    if len(frames) <= FEW_FRAMES:
+        # zstd's batch call costs ≈ 18 µs more than one call per frame, whatever the
+        # count, and saves ≈ 0.1 µs a frame: a reload after an append reads one chunk.
+        return {o: decompress(o, frame, verify=False) for o, (_, frame) in frames.items()}
     ids = list(frames)
     try:
         got = decompress_many([frames[o][1] for o in ids], threads=1)
