@@ -181,11 +181,17 @@ class _Reader:
         return out
 
     def varint(self) -> int:
+        # Indexed in place, not through take(): a manifest read holds a dozen varints.
+        data, pos = self.data, self.pos
         shift = n = 0
         while True:
-            b = self.take(1)[0]
+            if pos >= len(data):
+                raise ValueError("manifest is truncated")
+            b = data[pos]
+            pos += 1
             n |= (b & 0x7F) << shift
             if not b & 0x80:
+                self.pos = pos
                 return n
             shift += 7
             if shift > 63:

@@ -8,7 +8,6 @@ once. A full load reads frozen pages from their packs (``loading``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from .objects import (
     decompress,
     encode_page,
     object_id,
+    parse_json,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def stored_json(payload: bytes, oid: Oid, what: type | None = None) -> Any:
     that is sound but holds something else must still fail as a damaged store.
     """
     try:
-        value = json.loads(payload)
+        value = parse_json(payload)
         sound = what is None or isinstance(value, what)
     except ValueError:
         sound = False

@@ -106,6 +106,32 @@ def _plain(value: Any) -> bool:
 _ORJSON_OPTS = orjson.OPT_SORT_KEYS
 
 
+# orjson reads an integer outside [-2**63, 2**64) as a float; every such integer has at
+# least 19 digits. Mapping digits to "0" and the rest to " " finds a run in two C passes.
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_RUN = b"0" * 19
+
+
+def orjson_exact(data: bytes | memoryview) -> bool:
+    """Return True if orjson parses this canonical JSON exactly as json.loads does."""
+    return _RUN not in bytes(data).translate(_DIGITS)
+
+
+def parse_json(data: bytes) -> Any:
+    """Return the value of stored canonical JSON, exactly as json.loads reads it.
+
+    By orjson (several times faster) where it reads the bytes alike; what it refuses
+    (NaN, lone surrogates, bytes that are not JSON) is json's to decide. Raises
+    ValueError as json.loads does.
+    """
+    if orjson_exact(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
 def canonical_json(value: Any) -> bytes:
     """Return the canonical bytes of a JSON value: UTF-8, sorted keys, no whitespace.
 

@@ -35,6 +35,7 @@ from .objects import (
     decompress,
     decompress_many,
     object_id,
+    orjson_exact,
     read_uleb,
     write_uleb,
 )
@@ -43,15 +44,8 @@ FORMAT = 1
 FIXED = 2 + OID_SIZE + 4  # format and flags bytes, page id, header length
 EXACT = 1
 
-# orjson reads an integer outside [-2**63, 2**64) as a float; every such integer has at
-# least 19 digits. Mapping digits to "0" and the rest to " " finds a run in two C passes.
-_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-_RUN = b"0" * 19
-
-
-def exact(data: bytes | memoryview) -> bool:
-    """Return True if orjson parses this canonical JSON exactly as json.loads does."""
-    return _RUN not in bytes(data).translate(_DIGITS)
+#: True if orjson parses canonical JSON exactly as json.loads does (objects.orjson_exact).
+exact = orjson_exact
 
 
 def pack_id(page: Oid) -> Oid:

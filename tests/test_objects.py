@@ -18,6 +18,7 @@ from cas_store.objects import (
     encode_item,
     encode_metadata,
     object_id,
+    parse_json,
 )
 
 
@@ -189,3 +190,36 @@ def test_canonical_bytes_of_small_values_hold_about_their_size() -> None:
         tracemalloc.stop()
     assert len(held) == 10_000
     assert used < 10_000 * (size + 200), (used, size)
+
+
+@pytest.mark.parametrize("value", [
+    {"n": 10**30, "m": -(2**63) - 1, "u": 2**64, "k": 2**64 - 1, "f": 1e308, "g": 0.1},
+    [-0.0, 5e-324, 123456789012345678, 1234567890123456789, "\u00e9\U0001f600", None],
+    {"deep": [[{"a": [1, 2.5, "x"]}]], "empty": {}, "t": True, "s": "a\"b\\c\n"},
+])
+def test_parse_json_reads_stored_json_exactly_as_json_loads(value: object) -> None:
+    # orjson reads a 64-bit-overflowing integer as a float: parse_json must not.
+    data = canonical_json(value)
+    got = parse_json(data)
+    assert got == json.loads(data)
+    assert repr(got) == repr(json.loads(data))  # ints stay ints, -0.0 stays -0.0
+
+
+def test_parse_json_refuses_what_json_refuses() -> None:
+    for bad in (b"{", b"[1,]", b"\xff", b"nul"):
+        with pytest.raises(ValueError):
+            parse_json(bad)
+    assert parse_json(b"NaN") != parse_json(b"NaN")  # json's reading, not orjson's refusal
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
+                                                           allow_infinity=False)
+    | st.text(st.characters(exclude_categories=("Cs",))),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=5), kids,
+                                                               max_size=4),
+    max_leaves=20))
+def test_parse_json_agrees_with_json_loads_on_any_stored_value(value: object) -> None:
+    data = canonical_json(value)
+    assert repr(parse_json(data)) == repr(json.loads(data))

@@ -28,7 +28,7 @@ from ..errors import (
     StoreLocked,
     VersionNotFound,
 )
-from ..objects import OID_SIZE, Kind, Oid
+from ..objects import OID_SIZE, Kind, Oid, parse_json
 from . import sqlite_packs as SP
 from . import sqlite_search as SS
 from .base import (
@@ -220,9 +220,11 @@ def _summary(text: Any) -> dict[str, Any]:
     # than failing every list that reaches its row.
     if text == "{}":
         return {}
+    if not isinstance(text, str):
+        return {}
     try:
-        value = json.loads(text)
-    except (ValueError, TypeError):
+        value = parse_json(text.encode())
+    except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -231,6 +233,7 @@ _HEAD_COLS = (
     "sid, seq, manifest, message_count, nbytes, title, created_at, updated_at, deleted,"
     " suspect_pending, summary"
 )
+_ONE_FRAME = "SELECT oid, kind, data FROM objects WHERE oid = ?"
 _VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags, cursor"
 _MOVE_HEAD = (
     "UPDATE sessions SET seq = ?, manifest = ?, message_count = ?, nbytes = ?, title = ?,"
@@ -621,6 +624,13 @@ class SQLiteBackend(SS.SearchIndex, Backend):
     def get_frames(self, oids: Sequence[Oid]) -> dict[Oid, tuple[Kind, bytes]]:
         """Return (kind, frame) for each stored id, in batches of a few hundred."""
         out: dict[Oid, tuple[Kind, bytes]] = {}
+        if len(oids) == 1:
+            # A manifest or a metadata object, read by every metadata read: one fixed
+            # statement (its plan cached), no batching.
+            rows = self._read(_ONE_FRAME, (oids[0],))
+            if rows and rows[0][1] != SP.PACKED:
+                oid, kind, data = rows[0]
+                return {oid: (KINDS.get(kind) or stored_kind(kind, oid), data)}
         unique = list(dict.fromkeys(oids))
         kinds = KINDS
         for part in _chunks(unique, LOAD_BATCH):
