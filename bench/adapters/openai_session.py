@@ -41,6 +41,10 @@ class OpenAISessionAdapter(Adapter):
     def open(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.session = _FullSyncSession("bench-conversation", db_path=self.root / "agents.db")
+        # The session opens its connection at its first call. Open it now, as a server's
+        # would be: a cold read on a fresh connection is then not the file's only one
+        # (which would set up and remove the WAL files each time), as cas-store's is not.
+        self.load_meta()
 
     def close(self) -> None:
         if self.session is not None:
