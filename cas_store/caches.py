@@ -43,13 +43,20 @@ class SharedCache:
 class ByteCache:
     """A thread-safe LRU of immutable values of known size, within ``budget`` bytes in all.
 
-    A budget of 0 keeps nothing. A value larger than the budget is not kept.
+    A value is kept the second time it is offered, not the first: what is read once (an
+    export, a scan of every session) passes through without pushing out what is read
+    again and again, and costs no memory. A budget of 0 keeps nothing; a value larger
+    than the budget is not kept.
     """
+
+    #: How many keys offered once are remembered (by hash: about 100 bytes each).
+    SEEN = 8192
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.used = 0
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._seen: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> Any:
@@ -73,10 +80,18 @@ class ByteCache:
         return out
 
     def put(self, key: Hashable, value: Any, size: int) -> None:
-        """Keep value (size bytes), evicting the least recently used to stay in budget."""
+        """Offer value (size bytes): kept if offered before, evicting the least recent."""
         if size > self.budget:
             return
         with self._lock:
+            # A hash, not the key: a batch's key is a tuple of ids, ≈ 1 KB. Two keys
+            # sharing a hash only let one in a load early.
+            mark = hash(key)
+            if mark not in self._seen:
+                self._seen[mark] = None
+                if len(self._seen) > self.SEEN:
+                    self._seen.popitem(last=False)
+                return
             old = self._items.pop(key, None)
             if old is not None:
                 self.used -= old[1]

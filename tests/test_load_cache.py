@@ -58,11 +58,16 @@ def test_a_repeat_load_reads_no_pack_and_no_chunk(tmp_path: Path,
     with open_store(tmp_path / "s.db") as store:
         spy = Spy(store, monkeypatch)
         assert store.load("a").messages == want
+        # Read once, nothing is kept (an export or a scan pushes nothing out).
+        assert len(store._loaded) == 0 and store._loaded.used == 0
         first_packs, first_chunks = spy.pack_reads, spy.chunks()
         assert first_packs >= 3 and first_chunks > 0  # three batches of a thousand, a tail
+        assert store.load("a").messages == want  # read again: now kept
+        assert spy.pack_reads == 2 * first_packs and spy.chunks() == 2 * first_chunks
+        second_packs, second_chunks = spy.pack_reads, spy.chunks()
         again = store.load("a").messages
         assert again == want
-        assert (spy.pack_reads, spy.chunks()) == (first_packs, first_chunks)
+        assert (spy.pack_reads, spy.chunks()) == (second_packs, second_chunks)
         # Each load parses anew: a caller changing what it got changes no later load.
         again[0]["content"] = "changed"
         assert store.load("a").messages == want
@@ -74,6 +79,7 @@ def test_after_an_append_a_reload_reads_only_the_new_chunk(
         store.create("a", {}, msgs(0, 1500))
         spy = Spy(store, monkeypatch)
         store.load("a")
+        store.load("a")  # the second read of the same pages keeps them
         extra = _quiet_message(store, "a", 0)
         store.append("a", [extra])
         packs_before, chunks_before = spy.pack_reads, spy.chunks()
@@ -95,9 +101,10 @@ def test_a_session_over_half_the_budget_is_not_kept(tmp_path: Path,
         with store:
             spy = Spy(store, monkeypatch)
             assert store.load("a").messages == want
-            first = spy.pack_reads
             assert store.load("a").messages == want
-            assert (spy.pack_reads == first) == kept
+            second = spy.pack_reads
+            assert store.load("a").messages == want
+            assert (spy.pack_reads == second) == kept
             assert store._loaded.used <= budget
 
 
@@ -105,7 +112,9 @@ def test_fsck_reads_the_disk_not_what_a_load_kept(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     with open_store(path) as store:
         store.create("a", {}, msgs(0, 1000))
-        assert store.load("a").messages == msgs(0, 1000)
+        for _ in range(2):  # kept from the second read on
+            assert store.load("a").messages == msgs(0, 1000)
+        assert len(store._loaded) > 0
         io = store.io()
         man = io.manifest(bytes.fromhex(store.load_meta("a").manifest))  # type: ignore[arg-type]
         page = next(u for u, _, kids in L.units(man.messages, io)
@@ -124,17 +133,40 @@ def test_fsck_reads_the_disk_not_what_a_load_kept(tmp_path: Path) -> None:
 
 def test_byte_cache_keeps_the_most_recent_within_its_budget() -> None:
     cache = ByteCache(10)
-    cache.put("a", b"aaaa", 4)
-    cache.put("b", b"bbbb", 4)
+
+    def offer(key: str, value: bytes) -> None:
+        cache.put(key, value, len(value))
+
+    offer("a", b"aaaa")
+    assert cache.get("a") is None and cache.used == 0  # offered once: passed through
+    offer("a", b"aaaa")
+    offer("b", b"bbbb")
+    offer("b", b"bbbb")
     assert cache.get("a") == b"aaaa"  # a is now the most recent
-    cache.put("c", b"cccc", 4)  # 12 > 10: the least recent (b) goes
+    offer("c", b"cccc")
+    offer("c", b"cccc")  # 12 > 10: the least recent (b) goes
     assert cache.get_many(["a", "b", "c"]) == {"a": b"aaaa", "c": b"cccc"}
     assert cache.used == 8 and len(cache) == 2
-    cache.put("a", b"AA", 2)  # a replaced: its old size is given back
-    assert cache.used == 6
-    cache.put("big", b"x" * 11, 11)  # larger than the budget: not kept, nothing pushed out
+    offer("a", b"AA")  # a replaced: its old size is given back
+    assert cache.used == 6 and cache.get("a") == b"AA"
+    offer("big", b"x" * 11)
+    offer("big", b"x" * 11)  # larger than the budget: not kept, nothing pushed out
     assert cache.get("big") is None and len(cache) == 2
-    assert ByteCache(0).get_many(["a"]) == {}
+    zero = ByteCache(0)
+    zero.put("a", b"", 1)
+    zero.put("a", b"", 1)
+    assert zero.get_many(["a"]) == {}
+
+
+def test_byte_cache_forgets_keys_offered_once_beyond_its_memory() -> None:
+    cache = ByteCache(1 << 20)
+    cache.put("first", b"x", 1)
+    for i in range(ByteCache.SEEN):
+        cache.put(i, b"y", 1)  # each offered once: "first" is forgotten
+    cache.put("first", b"x", 1)
+    assert cache.get("first") is None
+    cache.put("first", b"x", 1)
+    assert cache.get("first") == b"x"
 
 
 def test_loads_beside_appends_and_saves_see_whole_versions(tmp_path: Path) -> None:
