@@ -31,6 +31,7 @@ from .errors import (
     VersionNotFound,
 )
 from .gc import GCReport, gc
+from .inputs import Limits, validate_session_id
 from .metadata import merge_patch
 from .model import (
     ANY,
@@ -46,7 +47,7 @@ from .model import (
     StoreStats,
     Version,
 )
-from .store import Limits, Store, validate_session_id
+from .store import Store
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import random
-import re
 import threading
 import time
 import uuid
@@ -50,15 +49,22 @@ from .errors import (
     InvalidArgument,
     InvalidMessage,
     InvalidMetadata,
-    InvalidSessionId,
     SessionExists,
     SessionNotFound,
     StorageError,
     VersionNotFound,
 )
 from .feed import Change, Feed, read_changes
+from .inputs import (
+    LIST_NAME_RE,
+    MESSAGES,
+    Encoded,
+    Limits,
+    encode_items,
+    validate_session_id,
+)
 from .lists import ListRef
-from .metadata import DEFAULT_SUMMARY_KEYS, merge_patch, summary_of, title_of
+from .metadata import merge_patch, summary_of, title_of
 from .model import (
     ANY,
     JSON,
@@ -80,94 +86,13 @@ from .objects import (
     Kind,
     Oid,
     Page,
-    compress,
-    encode_item,
     encode_metadata,
     encode_page,
     object_id,
 )
 
-#: Longest session id: what a chat UI naming files ``<sid>.json`` accepts (255-byte names).
-SESSION_ID_MAX = 255
-# Letters, digits, "_" and "-" anywhere (chat UIs issue ids such as "-a1" or "_tmp"), "."
-# after the first character only: no id can be "." or "..", or hide as a dot file.
-SESSION_ID_RE = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{SESSION_ID_MAX - 1}}}")
-
 if TYPE_CHECKING:
     from .search import ReindexReport, SearchPage
-
-LIST_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-MESSAGES = "messages"
-DAY = 86400.0
-
-
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Input limits and policy knobs of a store."""
-
-    max_message_bytes: int = 16 * 1024 * 1024
-    max_metadata_bytes: int = 4 * 1024 * 1024
-    recovery_window: float = 7 * DAY
-    verify_reads: bool = False  # zstd frame checksums still catch corruption on read
-    #: Bytes of decoded messages a store keeps for repeat full loads (caches.ByteCache;
-    #: 0: none). A session of more than half of it is not kept (it would push out all).
-    load_cache_bytes: int = 32 * 1024 * 1024
-    max_attempts: int = 200
-    #: Metadata keys whose scalar values every head keeps for session lists and filters.
-    summary_keys: tuple[str, ...] = DEFAULT_SUMMARY_KEYS
-
-
-def validate_session_id(sid: Any) -> str:
-    """Return sid if it is a valid session id, else raise InvalidSessionId."""
-    if not isinstance(sid, str) or not SESSION_ID_RE.fullmatch(sid):
-        raise InvalidSessionId(
-            f"invalid session id {sid!r}: use 1-{SESSION_ID_MAX} of A-Z a-z 0-9 . _ -, not"
-            " starting with ."
-        )
-    return sid
-
-
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """A list validated, encoded and compressed by ``encode_list``, ready for the store.
-
-    The CPU-heavy half of a write (canonical JSON, hashing, compression) can so run in
-    worker processes while one process commits. Pass it wherever a list of messages or
-    of named-list items is accepted. Only ``encode_list`` makes one: the store re-hashes
-    each payload and checks its limits; fsck checks the frames like any stored object.
-    """
-
-    ids: tuple[Oid, ...]
-    payloads: tuple[bytes, ...]
-    frames: tuple[bytes, ...]
-    objects: bool  # every item is a JSON object (required of messages)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def encode_list(values: Iterable[JSON], *, field: str = "messages", objects: bool = True,
-                limits: Limits | None = None) -> Encoded:
-    """Validate, encode and compress list items (messages when objects=True) for a save.
-
-    Raises InvalidMessage naming the index of the first bad item, like the store would.
-    """
-    ids, payloads = _encode_items(values, field, objects, (limits or Limits()).max_message_bytes)
-    return Encoded(tuple(ids), tuple(payloads), tuple(compress(p) for p in payloads), objects)
-
-
-def _encode_items(values: Iterable[JSON], field: str, objects: bool,
-                  limit: int) -> tuple[list[Oid], list[bytes]]:
-    """Return the chunk ids and canonical payloads of list items, or raise naming the index."""
-    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
-        raise InvalidArgument(f"{field} must be a list", field=field)
-    payloads = [encode_item(v, i, field=field, require_object=objects, limit=limit)
-                for i, v in enumerate(values)]
-    return [object_id(Kind.CHUNK, p) for p in payloads], payloads
-
-
 
 
 @dataclass(slots=True)
@@ -229,7 +154,7 @@ class Store:
     def _items(self, values: Any, field: str = MESSAGES, *, objects: bool = True) -> Items:
         if isinstance(values, Encoded):
             return self._encoded_items(values, field, objects)
-        return Items(*_encode_items(values, field, objects, self.limits.max_message_bytes))
+        return Items(*encode_items(values, field, objects, self.limits.max_message_bytes))
 
     def _encoded_items(self, enc: Encoded, field: str, objects: bool) -> Items:
         # Cheap re-checks of what encode_list promised: the id is the payload's hash

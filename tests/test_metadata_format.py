@@ -125,8 +125,8 @@ def test_gc_keeps_the_metadata_objects_of_kept_versions(store: Store) -> None:
 def test_the_metadata_limit_counts_values_the_patch_did_not_read(tmp_path: Path) -> None:
     import pytest
 
+    from cas_store import Limits
     from cas_store.errors import InvalidMetadata
-    from cas_store.store import Limits
 
     with open_store(tmp_path / "l.db", limits=Limits(max_metadata_bytes=600_000)) as store:
         store.create("s", _big_metadata(), [])

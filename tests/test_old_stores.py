@@ -8,9 +8,10 @@ from pathlib import Path
 from cas_store import lists as L
 from cas_store import open_store
 from cas_store.backends import IndexUpdate
+from cas_store.inputs import MESSAGES
 from cas_store.model import ANY, Op
 from cas_store.objects import Oid
-from cas_store.store import MESSAGES, _Change
+from cas_store.store import _Change
 
 
 def _fixed(ids: Sequence[Oid], nbytes: int, io: L.PageIO) -> L.ListRef:

@@ -9,11 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from support import msgs
 
-from cas_store import Store, open_store
+from cas_store import Limits, Store, open_store
 from cas_store.api import create_app
 from cas_store.api.settings import Settings
 from cas_store.errors import InvalidArgument
-from cas_store.store import Limits
 
 
 def _sidebar(store: Store) -> None:

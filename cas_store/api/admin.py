@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from .. import __version__
-from ..store import SESSION_ID_RE
+from ..inputs import SESSION_ID_RE
 from .bodies import JsonRoute
 from .deps import StoreDep, has_token
 from .responses import COMMON, READ

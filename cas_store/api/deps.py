@@ -12,8 +12,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import Conflict, InvalidArgument
+from ..inputs import SESSION_ID_MAX
 from ..model import ANY, Expected, Version
-from ..store import SESSION_ID_MAX, Store
+from ..store import Store
 from .schemas import MAX_SEQ, SESSION_ID_PATTERN
 
 ETAG_HEADER = "ETag"

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import SESSION_ID_MAX, SESSION_ID_RE
+from ..inputs import SESSION_ID_MAX, SESSION_ID_RE
 
 #: A session id as the engine accepts it (also the pattern of the {sid} path segment).
 SESSION_ID_PATTERN = f"^{SESSION_ID_RE.pattern}$"

@@ -43,8 +43,9 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ..errors import InvalidArgument, SessionExists, SessionNotFound, VersionNotFound
+from ..inputs import LIST_NAME_RE, MESSAGES
 from ..model import SessionMeta
-from ..store import LIST_NAME_RE, MESSAGES, Store
+from ..store import Store
 
 __all__ = ["CasSaver"]
 

@@ -23,8 +23,9 @@ import blake3
 from agents.memory.session_settings import SessionSettings, resolve_session_limit
 
 from ..errors import Conflict, SessionExists, SessionNotFound, StorageError
+from ..inputs import SESSION_ID_RE
 from ..model import Version
-from ..store import SESSION_ID_RE, Store
+from ..store import Store
 
 __all__ = ["CasSession"]
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..inputs import MESSAGES
 from ..model import JSON, SessionMeta
-from ..store import MESSAGES, Store
+from ..store import Store
 from .reader import (
     BAK_SUFFIX,
     LIVE_SUFFIX,

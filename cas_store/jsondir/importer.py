@@ -15,9 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, NotFound, SessionNotFound
+from ..inputs import (
+    SESSION_ID_MAX,
+    SESSION_ID_RE,
+    Limits,
+    encode_list,
+    validate_session_id,
+)
 from ..model import JSON, Op, Version
 from ..objects import Kind, canonical_json
-from ..store import SESSION_ID_MAX, SESSION_ID_RE, Limits, Store, encode_list, validate_session_id
+from ..store import Store
 from . import reader
 from .reader import (
     TOMBSTONE_FILE,

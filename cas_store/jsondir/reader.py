@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from ..inputs import LIST_NAME_RE, MESSAGES
 from ..model import JSON
 from ..objects import canonical_json
-from ..store import LIST_NAME_RE, MESSAGES
 
 #: A list-valued field at least this big (canonical JSON bytes) is stored as a named list.
 LIST_FIELD_MIN_BYTES = 4096
