@@ -46,6 +46,7 @@ from .base import (
     LogEntry,
     ObjectInfo,
     Retry,
+    chunked,
     stored_kind,
 )
 from .blobs import BlobStore, open_blob_store
@@ -202,11 +203,6 @@ def _where(where: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _chunks(seq: Sequence[Any], n: int = _BATCH) -> Iterator[list[Any]]:
-    for i in range(0, len(seq), n):
-        yield list(seq[i : i + n])
 
 
 def _redact(url: str) -> str:
@@ -424,7 +420,7 @@ class PostgresBackend(PS.SearchIndex, Backend):
         """Return (kind, frame) of each stored id, a thousand ids a query."""
         out: dict[Oid, tuple[Kind, bytes]] = {}
         kinds = KINDS
-        for part in _chunks(list(dict.fromkeys(oids))):
+        for part in chunked(list(dict.fromkeys(oids)), _BATCH):
             if self.blobs is None:
                 rows = self._read("SELECT oid, kind, data FROM objects WHERE oid = ANY(%s)",
                                   (part,), binary=True)
@@ -442,14 +438,14 @@ class PostgresBackend(PS.SearchIndex, Backend):
         """Return the given ids that have no index row."""
         wanted = list(dict.fromkeys(oids))
         found: set[bytes] = set()
-        for part in _chunks(wanted):
+        for part in chunked(wanted, _BATCH):
             found.update(bytes(r[0]) for r in self._read(
                 "SELECT oid FROM objects WHERE oid = ANY(%s)", (part,), binary=True))
         return {o for o in wanted if o not in found}
 
     def _column_by_id(self, column: str, oids: Sequence[Oid]) -> dict[Oid, int]:
         out: dict[Oid, int] = {}
-        for part in _chunks(list(dict.fromkeys(oids))):
+        for part in chunked(list(dict.fromkeys(oids)), _BATCH):
             for oid, value in self._read(
                 f"SELECT oid, {column} FROM objects WHERE oid = ANY(%s)", (part,), binary=True
             ):
@@ -488,7 +484,7 @@ class PostgresBackend(PS.SearchIndex, Backend):
     def delete_objects(self, oids: Sequence[Oid], written_before: float) -> tuple[int, int]:
         """Delete ids still written before the cutoff (re-checked under each row's lock)."""
         count = freed = 0
-        for part in _chunks(sorted(set(oids))):
+        for part in chunked(sorted(set(oids)), _BATCH):
             for attempt in range(5):
                 try:
                     n, b = self._delete_part(part, written_before)

@@ -42,6 +42,7 @@ from .base import (
     ObjectInfo,
     Retry,
     chunk_payloads,
+    chunked,
     stored_kind,
 )
 
@@ -245,11 +246,6 @@ _INSERT_HEAD = (
     " deleted, suspect_pending, summary, sid) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
     " ON CONFLICT (sid) DO NOTHING"
 )
-
-
-def _chunks(seq: Sequence[Any], n: int = _BATCH) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
 
 
 class SQLiteBackend(SS.SearchIndex, Backend):
@@ -635,7 +631,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                 return {oid: (KINDS.get(kind) or stored_kind(kind, oid), data)}
         unique = list(dict.fromkeys(oids))
         kinds = KINDS
-        for part in _chunks(unique, LOAD_BATCH):
+        for part in chunked(unique, LOAD_BATCH):
             marks = ",".join("?" * len(part))
             # Hot path of every load: sqlite3 already returns BLOBs as bytes, and a dict
             # lookup is several times cheaper than constructing the enum per row.
@@ -651,7 +647,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
     def chunk_payloads(self, oids: Sequence[Oid]) -> dict[Oid, bytes]:
         """Return each stored chunk's payload; a packed one straight from its decoded pack."""
         out: dict[Oid, bytes] = {}
-        for part in _chunks(list(dict.fromkeys(oids)), LOAD_BATCH):
+        for part in chunked(list(dict.fromkeys(oids)), LOAD_BATCH):
             marks = ",".join("?" * len(part))
             rows = self._read(f"SELECT oid, kind, data FROM objects WHERE oid IN ({marks})",
                               part)
@@ -672,7 +668,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
     def packed_in(self, oids: Sequence[Oid]) -> dict[Oid, Oid]:
         """Return the pack holding each of these chunks that is stored packed."""
         out: dict[Oid, Oid] = {}
-        for part in _chunks(list(dict.fromkeys(oids))):
+        for part in chunked(list(dict.fromkeys(oids)), _BATCH):
             marks = ",".join("?" * len(part))
             for oid, data in self._read(f"SELECT oid, data FROM objects WHERE oid IN ({marks})"
                                         f" AND kind = {SP.PACKED}", part):
@@ -683,7 +679,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         """Return the given ids that are not stored."""
         wanted = list(dict.fromkeys(oids))
         found: set[bytes] = set()
-        for part in _chunks(wanted):
+        for part in chunked(wanted, _BATCH):
             marks = ",".join("?" * len(part))
             found.update(
                 bytes(r[0])
@@ -693,7 +689,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
 
     def _column_by_id(self, column: str, oids: Sequence[Oid]) -> dict[Oid, int]:
         out: dict[Oid, int] = {}
-        for part in _chunks(list(dict.fromkeys(oids))):
+        for part in chunked(list(dict.fromkeys(oids)), _BATCH):
             marks = ",".join("?" * len(part))
             for oid, value in self._read(
                 f"SELECT oid, {column} FROM objects WHERE oid IN ({marks})", part
@@ -730,7 +726,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         """Delete ids still written before the cutoff, in one transaction per batch."""
         count = freed = 0
         con = self._con()
-        for part in _chunks(list(oids)):
+        for part in chunked(list(oids), _BATCH):
             with self._write(con):
                 marks = ",".join("?" * len(part))
                 self._unindex(con, part, written_before)
@@ -980,7 +976,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (sid,)).fetchone()
             head = row[0] if row else None
             gone = 0
-            for part in _chunks([s for s in seqs if s != head]):
+            for part in chunked([s for s in seqs if s != head], _BATCH):
                 marks = ",".join("?" * len(part))
                 gone += con.execute(
                     f"DELETE FROM versions WHERE sid = ? AND seq IN ({marks})", (sid, *part)
