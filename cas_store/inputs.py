@@ -84,7 +84,7 @@ def encode_list(values: Iterable[JSON], *, field: str = "messages", objects: boo
 
 
 def encode_items(values: Iterable[JSON], field: str, objects: bool,
-                  limit: int) -> tuple[list[Oid], list[bytes]]:
+                 limit: int) -> tuple[list[Oid], list[bytes]]:
     """Return the chunk ids and canonical payloads of list items, or raise naming the index."""
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise InvalidArgument(f"{field} must be a list", field=field)

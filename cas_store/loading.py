@@ -10,22 +10,17 @@ Queries and parses stay on the loading thread, inside its snapshot.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
-
-import orjson
 
 from . import packs
 from .backends import LOAD_BATCH
 from .errors import CorruptObject
 from .model import JSON
-from .objects import Oid
+from .objects import Oid, parse_json
 
 Unit = tuple[Oid, int, list[tuple[Oid, int]]]  # a level-1 page, its count, its leaves
 #: A load hands decompression to a worker only from this many compressed bytes in a
@@ -151,22 +146,15 @@ def batches(units: Sequence[Unit]) -> list[list[Unit]]:
 
 
 def parse_array(data: bytes, exact: bool) -> list[JSON]:
-    """Parse a JSON array of canonical items; with exact, by orjson (see packs.exact).
+    """Parse a JSON array of canonical items; with exact, by orjson (objects.parse_json).
 
     Raises CorruptObject if the stored bytes do not parse (a frame sound by its checksum
     but holding something else; fsck names the object).
     """
-    value: Any = None
-    if exact:
-        # orjson parses faster and, for bytes without a 19-digit run, exactly alike;
-        # anything it refuses is json's to decide.
-        with contextlib.suppress(orjson.JSONDecodeError):
-            value = orjson.loads(data)
-    if value is None:
-        try:
-            value = json.loads(data)
-        except ValueError:
-            value = None
+    try:
+        value = parse_json(data, exact)
+    except ValueError:
+        value = None
     if not isinstance(value, list):
         raise CorruptObject("stored messages do not parse as JSON; run `cas-store fsck` to"
                             " find the damaged object", object_id="")

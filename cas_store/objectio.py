@@ -27,6 +27,7 @@ from .objects import (
     decompress,
     encode_page,
     object_id,
+    orjson_exact,
     parse_json,
 )
 
@@ -270,7 +271,7 @@ class ObjectIO:
 
         Each level-1 page from its own pack (bodies); one without (not closed yet, or
         damaged) leaf by leaf from theirs; a leaf without a sound pack (written before
-        packs, or damaged) by its chunks. Exact: orjson may parse it (``packs.exact``).
+        packs, or damaged) by its chunks. Exact: orjson may parse it (``objects.orjson_exact``).
         """
         found = dict(bodies)
         pieces: list[Oid] = []
@@ -289,7 +290,7 @@ class ObjectIO:
                 segments = iter(self._segments([c for leaf in lacking for c in pages[leaf]]))
                 for leaf in lacking:
                     joined = b",".join(next(segments) for _ in pages[leaf])
-                    found[leaf] = (len(pages[leaf]), joined, packs.exact(joined))
+                    found[leaf] = (len(pages[leaf]), joined, orjson_exact(joined))
         parts: list[memoryview | bytes] = [b"["]
         exact = True
         for piece in pieces:
@@ -303,7 +304,7 @@ class ObjectIO:
     def _parse(self, part: Sequence[Oid], joined: bytes) -> list[JSON]:
         """Parse the joined chunks of part; a damaged one is named (read again, one by one)."""
         try:
-            return loading.parse_array(joined, packs.exact(joined))
+            return loading.parse_array(joined, orjson_exact(joined))
         except CorruptObject:
             for oid, payload in zip(part, self._segments(part), strict=True):
                 stored_json(payload, oid)

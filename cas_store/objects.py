@@ -117,14 +117,15 @@ def orjson_exact(data: bytes | memoryview) -> bool:
     return _RUN not in bytes(data).translate(_DIGITS)
 
 
-def parse_json(data: bytes) -> Any:
+def parse_json(data: bytes, exact: bool | None = None) -> Any:
     """Return the value of stored canonical JSON, exactly as json.loads reads it.
 
-    By orjson (several times faster) where it reads the bytes alike; what it refuses
-    (NaN, lone surrogates, bytes that are not JSON) is json's to decide. Raises
-    ValueError as json.loads does.
+    By orjson (several times faster) where it reads the bytes alike (``exact``, when
+    the caller knows it already: a pack records it); what it refuses (NaN, lone
+    surrogates, bytes that are not JSON) is json's to decide. Raises ValueError as
+    json.loads does.
     """
-    if orjson_exact(data):
+    if orjson_exact(data) if exact is None else exact:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

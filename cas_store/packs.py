@@ -44,10 +44,6 @@ FORMAT = 1
 FIXED = 2 + OID_SIZE + 4  # format and flags bytes, page id, header length
 EXACT = 1
 
-#: True if orjson parses canonical JSON exactly as json.loads does (objects.orjson_exact).
-exact = orjson_exact
-
-
 def pack_id(page: Oid) -> Oid:
     """Return the id of the pack of a page (derived from the page's id alone)."""
     return object_id(Kind.PACK, page)
@@ -61,7 +57,7 @@ def encode(page: Oid, members: Sequence[bytes]) -> bytes:
         write_uleb(len(m), head)
     size = FIXED + len(head)
     joined = b",".join(members)
-    flags = EXACT if exact(joined) else 0
+    flags = EXACT if orjson_exact(joined) else 0
     return b"".join((bytes((FORMAT, flags)), page, size.to_bytes(4, "little"), head, joined))
 
 
@@ -167,7 +163,7 @@ def check(oid: Oid, payload: bytes, page: Sequence[Oid] | None = None) -> str:
         return str(exc)
     if pack_id(pack.page) != oid:
         return "pack does not belong to the page it names"
-    if pack.exact and not exact(pack.body):
+    if pack.exact and not orjson_exact(pack.body):
         return "pack is flagged exact for orjson but holds a long digit run"
     if page is not None:
         if len(page) != len(pack):
