@@ -50,6 +50,30 @@ def test_a_cursor_is_never_reused_when_gc_drops_the_newest_entries(store: Store)
     assert [c.cursor for c in store.changes()] == [3]
 
 
+def test_a_store_whose_counter_ran_ahead_of_its_log_keeps_counting_after_the_upgrade(
+        store_path: Path) -> None:
+    # A store written by the counter-row schema (6), where GC then dropped the newest
+    # entries: its row says 3 while the newest entry left holds cursor 1.
+    with open_store(store_path) as s:
+        s.create("a", {}, [m("1")])
+        s.create("b", {}, [])
+        v = s.delete("b")
+        assert s.backend.drop_session("b", v.seq)
+    con = sqlite3.connect(store_path)
+    con.execute("UPDATE store_info SET value = '6' WHERE key = 'schema'")
+    con.execute("UPDATE store_info SET value = '3' WHERE key = 'cursor'")
+    con.commit()
+    con.close()
+    with open_store(store_path) as s:
+        assert s.backend.last_cursor() == 3
+        s.append("a", [m("2")])
+        assert [c.cursor for c in s.changes()] == [1, 4]
+    con = sqlite3.connect(store_path)
+    assert con.execute("SELECT value FROM store_info WHERE key = 'schema'").fetchone() == (
+        str(sqlite_backend.SCHEMA_VERSION),)
+    con.close()
+
+
 def test_migration_numbers_existing_entries_by_time_and_marks_search_stale(
         store_path: Path) -> None:
     # A store as the first schema wrote it: no cursor column, no search tables.

@@ -148,8 +148,24 @@ _MIGRATIONS: list[list[str]] = [
         "INSERT OR REPLACE INTO store_info SELECT 'search_at', coalesce(max(cursor), 0)"
         " FROM versions",
     ],
+    # 7: a commit no longer writes the 'cursor' row; the next cursor is one past the newest
+    # entry's or that row's, whichever is larger (_NEXT_CURSOR), and only deleting log
+    # entries raises the row. Code before this step would count on from the stale row and
+    # hand a cursor out twice: the version bump keeps it from opening such a store.
+    [],
 ]
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
+
+# The change feed's cursors. A commit takes one past the newest handed out, read from the
+# log's cursor index and the 'cursor' row; the row is written only by what deletes log
+# entries (which may take the newest with them), so a cursor is never handed out twice
+# and an append writes one page fewer than a counter row bumped on every commit
+# (docs/design.md, "Performance").
+_LAST_CURSOR = ("SELECT max(coalesce((SELECT max(cursor) FROM versions), 0),"
+                " coalesce((SELECT CAST(value AS INTEGER) FROM store_info"
+                " WHERE key = 'cursor'), 0))")
+_NEXT_CURSOR = _LAST_CURSOR.replace("SELECT max(", "SELECT 1 + max(", 1)
+_KEEP_CURSOR = f"INSERT OR REPLACE INTO store_info SELECT 'cursor', ({_LAST_CURSOR})"
 
 _INTENTIONAL = 1
 _SUSPECT = 2
@@ -866,10 +882,9 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             flags = (_INTENTIONAL if entry.intentional_shrink else 0) | (
                 _SUSPECT if entry.suspect_shrink else 0
             )
-            # The feed's counter moves under the write lock, so cursors increase in
-            # commit order and a reader that sees cursor N sees every cursor below it.
-            cursor = con.execute("UPDATE store_info SET value = value + 1"
-                                 " WHERE key = 'cursor' RETURNING value").fetchone()[0]
+            # Read under the write lock, so cursors increase in commit order and a reader
+            # that sees cursor N sees every cursor below it.
+            cursor = con.execute(_NEXT_CURSOR).fetchone()[0]
             # The search index takes this commit in at the next search (or now, for a
             # large one): the entry carries the change to the head's list until then.
             keep, add = (self._index_later(con, change, int(cursor)) if indexing
@@ -975,6 +990,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             self._catch_up_or_stale(con)
             row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (sid,)).fetchone()
             head = row[0] if row else None
+            con.execute(_KEEP_CURSOR)
             gone = 0
             for part in chunked([s for s in seqs if s != head], _BATCH):
                 marks = ",".join("?" * len(part))
@@ -990,6 +1006,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             row = con.execute("SELECT seq FROM sessions WHERE sid = ?", (sid,)).fetchone()
             if row is None or row[0] != expected_seq:
                 return False
+            con.execute(_KEEP_CURSOR)
             con.execute("DELETE FROM versions WHERE sid = ?", (sid,))
             con.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
             con.execute("DELETE FROM search_spans WHERE sid = ?", (sid,))
@@ -1010,8 +1027,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
 
     def last_cursor(self) -> int:
         """Return the feed's counter: the newest cursor handed out."""
-        rows = self._read("SELECT value FROM store_info WHERE key = 'cursor'")
-        return int(rows[0][0]) if rows else 0
+        return int(self._read(_LAST_CURSOR)[0][0])
 
     def watch(self) -> CommitWatch:
         """Return a watch on PRAGMA data_version: it moves when any other connection commits."""
