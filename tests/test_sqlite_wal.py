@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -34,13 +35,46 @@ def test_wal_stays_near_its_share_of_the_database_while_open(tmp_path: Path) -> 
         store.append("c", [_msg(i)])
     sizes = backend.file_sizes()
     wal, db = sizes["s.db-wal"], sizes["s.db"]
-    limit = max(S.WAL_FLOOR, int(db * S.WAL_RATIO))
+    limit = max(S.WAL_FLOOR_PAGES * S.PAGE_SIZE, int(db * S.WAL_RATIO))
     assert wal <= limit + 128 * 1024, (wal, db)
     assert len(store.load("c").messages) == 2303
     store.close()
     # Closed: the WAL is folded back and every message is there on reopening.
     with open_store(tmp_path / "s.db") as again:
         assert again.load_meta("c").message_count == 2303
+
+
+def _page_size(path: Path) -> int:
+    con = sqlite3.connect(path)
+    try:
+        return int(con.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        con.close()
+
+
+def test_a_new_store_takes_the_page_size_and_an_older_file_keeps_its_own(
+        tmp_path: Path) -> None:
+    with open_store(tmp_path / "new.db") as store:
+        store.create("c", {}, [_msg(0)])
+        assert store.backend._wal_floor == S.WAL_FLOOR_PAGES * S.PAGE_SIZE  # type: ignore[attr-defined]
+    assert _page_size(tmp_path / "new.db") == S.PAGE_SIZE
+    # A file made with SQLite's default pages, as stores were before PAGE_SIZE.
+    old = tmp_path / "old.db"
+    con = sqlite3.connect(old)
+    con.execute("PRAGMA page_size = 4096")
+    con.execute("CREATE TABLE t (x)")
+    con.execute("DROP TABLE t")
+    con.close()
+    assert _page_size(old) == 4096
+    with open_store(old) as store:
+        store.create("c", {}, [_msg(i) for i in range(300)])
+        for i in range(300, 320):
+            store.append("c", [_msg(i)])
+        # Its WAL floor holds as many 4 KiB pages as a new store's does of its own.
+        assert store.backend._wal_floor == S.WAL_FLOOR_PAGES * 4096  # type: ignore[attr-defined]
+    assert _page_size(old) == 4096
+    with open_store(old) as again:
+        assert again.load_meta("c").message_count == 320
 
 
 def test_close_stops_the_checkpointer_and_a_reopened_store_starts_another(

@@ -173,11 +173,17 @@ _SUSPECT = 2
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 
 #: While the store is open its WAL is checkpointed (passively, by a background thread)
-#: once it passes this fraction of the database file, or WAL_FLOOR when that is larger,
-#: and is cut back to that size when SQLite restarts it: the files on disk stay within
-#: about 1.25-1.5x the closed size. See docs/design.md, "Performance".
+#: once it passes this fraction of the database file, or WAL_FLOOR_PAGES pages when that
+#: is larger, and is cut back to that size when SQLite restarts it: the files on disk stay
+#: within about 1.25-1.5x the closed size. See docs/design.md, "Performance".
 WAL_RATIO = 0.25
-WAL_FLOOR = 64 * 1024
+WAL_FLOOR_PAGES = 16
+
+#: Page size of a new store's file (SQLite's default is 4096; a file keeps the size it
+#: was created with). Every table and index takes at least a page and an append rewrites
+#: about seven, so half-size pages make a small store and its WAL smaller, and the last
+#: page of each pack wastes less; loads measured alike. See docs/design.md, "Performance".
+PAGE_SIZE = 2048
 
 
 _NUM = (int, float)
@@ -292,7 +298,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._wal_path = self.path + "-wal"
-        self._wal_limit = WAL_FLOOR
+        self._wal_floor = self._wal_limit = WAL_FLOOR_PAGES * PAGE_SIZE
         self._checkpointer: _Checkpointer | None = None
         parent = os.path.dirname(self.path)
         if parent and not os.path.isdir(parent):
@@ -420,6 +426,8 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             try:
                 mode = con.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
+                    # Takes effect only on a file with no pages yet (a new store).
+                    con.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                     mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 break
             except sqlite3.OperationalError as exc:
@@ -438,6 +446,9 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         if self._local.tuned:
             return
         con.execute(f"PRAGMA synchronous = {self.synchronous}")
+        # The floor is in pages: a store created with larger ones (before PAGE_SIZE) keeps
+        # a WAL of as many commits as before.
+        self._wal_floor = WAL_FLOOR_PAGES * con.execute("PRAGMA page_size").fetchone()[0]
         # Checkpoint every 64 MiB of WAL instead of 4 MiB: index pages that many
         # commits touch are copied back once, not once per commit or two. Measured:
         # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
@@ -458,7 +469,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
             db = os.stat(self.path).st_size
         except OSError:
             return
-        limit = self._wal_limit = max(WAL_FLOOR, int(db * WAL_RATIO))
+        limit = self._wal_limit = max(self._wal_floor, int(db * WAL_RATIO))
         con = self._con()
         if getattr(self._local, "wal_limit", None) != limit:
             con.execute(f"PRAGMA journal_size_limit = {limit}").fetchall()
