@@ -44,6 +44,34 @@ def test_wal_stays_near_its_share_of_the_database_while_open(tmp_path: Path) -> 
         assert again.load_meta("c").message_count == 2303
 
 
+def test_the_wal_fill_read_from_the_index_header_is_sqlites_own_count(tmp_path: Path) -> None:
+    # The checkpoint is asked for by the frames in the WAL, read from the -shm header:
+    # it must agree with what SQLite reports, before and after the WAL restarts.
+    with open_store(tmp_path / "s.db") as store:
+        backend = store.backend
+        assert isinstance(backend, S.SQLiteBackend)
+        store.create("c", {}, [])
+        frame = S.PAGE_SIZE + 24
+
+        def frames_in_wal() -> int:
+            # -1 while the store's own checkpointer holds the checkpoint lock: ask again.
+            deadline = time.monotonic() + 30
+            while True:
+                _, n, _ = backend._con().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if n >= 0 or time.monotonic() > deadline:
+                    return int(n)
+                time.sleep(0.01)
+
+        for i in range(60):
+            store.append("c", [_msg(i)])
+            assert backend._wal_used() == 32 + frames_in_wal() * frame
+        backend._con().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        store.append("c", [_msg(60)])
+        frames = frames_in_wal()
+        assert 0 < frames < 40
+        assert backend._wal_used() == 32 + frames * frame
+
+
 def _page_size(path: Path) -> int:
     con = sqlite3.connect(path)
     try:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -178,6 +179,10 @@ SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 #: within about 1.25-1.5x the closed size. See docs/design.md, "Performance".
 WAL_RATIO = 0.25
 WAL_FLOOR_PAGES = 16
+#: The checkpoint is asked for once the WAL's frames fill this share of that size, so it
+#: is usually done, and the WAL restarted, before the frames reach the end of the file:
+#: the file then neither grows nor shrinks between checkpoints.
+WAL_TRIGGER = 0.7
 
 #: Page size of a new store's file (SQLite's default is 4096; a file keeps the size it
 #: was created with). Every table and index takes at least a page and an append rewrites
@@ -300,6 +305,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         self._wal_path = self.path + "-wal"
         self._wal_floor = self._wal_limit = WAL_FLOOR_PAGES * PAGE_SIZE
         self._checkpointer: _Checkpointer | None = None
+        self._shm: tuple[int, int] | None = None  # (pid, descriptor) of the -shm file
         parent = os.path.dirname(self.path)
         if parent and not os.path.isdir(parent):
             os.makedirs(parent, exist_ok=True)
@@ -457,14 +463,15 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         self._local.tuned = True
 
     def _after_commit(self) -> None:
-        # Two stat calls per commit. When the WAL has outgrown its share of the database,
-        # the checkpointer thread copies its pages back without blocking anyone; a busy
+        # One read of the WAL-index header per commit. When the WAL's frames near its
+        # share of the database (WAL_TRIGGER), the checkpointer thread copies its pages
+        # back without blocking anyone; a busy
         # writer always commits more meanwhile, so once that pass is done this connection
         # copies the few frames left (one short checkpoint), and SQLite restarts the WAL
         # at the next commit, cutting the file back to journal_size_limit.
         try:
-            wal = os.stat(self._wal_path).st_size
-            if wal <= self._wal_limit:
+            wal = self._wal_used()
+            if wal <= self._wal_limit * WAL_TRIGGER:
                 return
             db = os.stat(self.path).st_size
         except OSError:
@@ -474,7 +481,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         if getattr(self._local, "wal_limit", None) != limit:
             con.execute(f"PRAGMA journal_size_limit = {limit}").fetchall()
             self._local.wal_limit = limit
-        if wal <= limit or getattr(self._local, "batch", False):
+        if wal <= limit * WAL_TRIGGER or getattr(self._local, "batch", False):
             return
         cp = self._checkpointer
         if cp is None or cp.pid != os.getpid():
@@ -485,6 +492,23 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                 con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         else:
             cp.request()
+
+    def _wal_used(self) -> int:
+        # Bytes of frames in the WAL now, from the WAL-index header at the start of the
+        # -shm file (SQLite's documented layout, native byte order: page size at byte 14,
+        # frame count at 16); the WAL file's own size says how far it once grew instead.
+        # Where that header cannot be read, the file's size stands in.
+        shm = self._shm
+        if shm is None or shm[0] != os.getpid():
+            try:
+                shm = self._shm = (os.getpid(), os.open(self.path + "-shm", os.O_RDONLY))
+            except OSError:
+                return os.stat(self._wal_path).st_size
+        head = os.pread(shm[1], 20, 0)
+        if len(head) < 20:
+            return os.stat(self._wal_path).st_size
+        page, frames = struct.unpack_from("=HI", head, 14)
+        return 32 + int(frames) * ((int(page) if page != 1 else 65536) + 24)
 
     @contextlib.contextmanager
     def _write(self, con: sqlite3.Connection) -> Iterator[None]:
@@ -1114,6 +1138,10 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         cp, self._checkpointer = self._checkpointer, None
         if cp is not None and cp.pid == os.getpid():
             cp.stop()
+        shm, self._shm = self._shm, None
+        if shm is not None and shm[0] == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(shm[1])
         with self._all_lock:
             for con in self._all:
                 with contextlib.suppress(sqlite3.Error):
