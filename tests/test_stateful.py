@@ -344,7 +344,12 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 def run_machine(machine: type[StoreMachine]) -> None:
+    global _counter
     RECOVERS.clear()
+    # Messages numbered from 0 in every run: their ids (and so the store's page
+    # boundaries and the answers the model follows) must not depend on what else this
+    # process ran before, or the derandomized run below is not the same run every time.
+    _counter = itertools.count()
     # derandomize: the same examples every run, so the share of real recoveries checked
     # below is a fixed property of the rules, not luck (it ranged 0-100% across seeds).
     run_state_machine_as_test(machine, settings=settings(
