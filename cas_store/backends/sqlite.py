@@ -465,10 +465,10 @@ class SQLiteBackend(SS.SearchIndex, Backend):
     def _after_commit(self) -> None:
         # One read of the WAL-index header per commit. When the WAL's frames near its
         # share of the database (WAL_TRIGGER), the checkpointer thread copies its pages
-        # back without blocking anyone; a busy
-        # writer always commits more meanwhile, so once that pass is done this connection
-        # copies the few frames left (one short checkpoint), and SQLite restarts the WAL
-        # at the next commit, cutting the file back to journal_size_limit.
+        # back without blocking anyone; a busy writer always commits more meanwhile, so
+        # once that pass is done this connection copies the few frames left (one short
+        # checkpoint), and SQLite restarts the WAL at the next commit, cutting the file
+        # back to journal_size_limit.
         try:
             wal = self._wal_used()
             if wal <= self._wal_limit * WAL_TRIGGER:
@@ -500,10 +500,14 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         # Where that header cannot be read, the file's size stands in.
         shm = self._shm
         if shm is None or shm[0] != os.getpid():
-            try:
-                shm = self._shm = (os.getpid(), os.open(self.path + "-shm", os.O_RDONLY))
-            except OSError:
-                return os.stat(self._wal_path).st_size
+            with self._all_lock:  # writers on several threads open it once between them
+                shm = self._shm
+                if shm is None or shm[0] != os.getpid():
+                    try:
+                        fd = os.open(self.path + "-shm", os.O_RDONLY)
+                    except OSError:
+                        return os.stat(self._wal_path).st_size
+                    shm = self._shm = (os.getpid(), fd)
         head = os.pread(shm[1], 20, 0)
         if len(head) < 20:
             return os.stat(self._wal_path).st_size
@@ -1138,7 +1142,8 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         cp, self._checkpointer = self._checkpointer, None
         if cp is not None and cp.pid == os.getpid():
             cp.stop()
-        shm, self._shm = self._shm, None
+        with self._all_lock:
+            shm, self._shm = self._shm, None
         if shm is not None and shm[0] == os.getpid():
             with contextlib.suppress(OSError):
                 os.close(shm[1])
