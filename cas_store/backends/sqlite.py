@@ -165,7 +165,7 @@ SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 _LAST_CURSOR = ("SELECT max(coalesce((SELECT max(cursor) FROM versions), 0),"
                 " coalesce((SELECT CAST(value AS INTEGER) FROM store_info"
                 " WHERE key = 'cursor'), 0))")
-_NEXT_CURSOR = _LAST_CURSOR.replace("SELECT max(", "SELECT 1 + max(", 1)
+_NEXT_CURSOR = f"SELECT 1 + ({_LAST_CURSOR})"
 _KEEP_CURSOR = f"INSERT OR REPLACE INTO store_info SELECT 'cursor', ({_LAST_CURSOR})"
 
 _INTENTIONAL = 1
