@@ -360,9 +360,7 @@ def _without_local_constants() -> Iterator[None]:
 
 
 def run_machine(machine: type[StoreMachine]) -> None:
-    global _counter
     RECOVERS.clear()
-    _counter = itertools.count()
     # derandomize: the same examples every run, so the share of real recoveries checked
     # below is a fixed property of the rules, not luck (it ranged 0-100% across seeds).
     # Hypothesis also draws now and then from the constants of every local module this
