@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import lists as L
 from . import loading, packs
 from . import manifest as M
-from .backends import LOAD_BATCH, ObjectWrite
+from .backends import LOAD_BATCH, HeadRow, LogEntry, ObjectWrite
 from .errors import CorruptObject, ObjectNotFound
 from .model import JSON
 from .objects import (
@@ -74,6 +74,8 @@ class ObjectIO:
         self.backend = store.backend
         self.cache: dict[Oid, Any] = {}
         self.staged: dict[Oid, ObjectWrite] = {}
+        # Frames read ahead of their first use (a delta chain's manifests, from the log).
+        self.ahead: dict[Oid, tuple[Kind, bytes]] = {}
 
     # reading ------------------------------------------------------------------------------
 
@@ -86,11 +88,12 @@ class ObjectIO:
                 w = self.staged[o]
                 assert w.frame is not None
                 out[o] = decompress(o, w.frame, verify=False)
-        frames = self.backend.get_frames(need)
+        fetch = [o for o in need if o not in self.ahead]
+        frames = self.backend.get_frames(fetch) if fetch else {}
         verify = self.store.limits.verify_reads
         self.store.reads[kind.name.lower()] += len(need)
         for o in need:
-            got = frames.get(o)
+            got = frames.get(o) or self.ahead.pop(o, None)
             if got is None:
                 raise ObjectNotFound(f"object {o.hex()} is missing", object_id=o.hex())
             stored_kind, frame = got
@@ -135,18 +138,49 @@ class ObjectIO:
             raise CorruptObject(f"manifest {oid.hex()} is malformed",
                                 object_id=oid.hex()) from None
 
-    def manifest(self, oid: Oid) -> M.Manifest:
-        """Return a manifest resolved to its full form (delta chains followed, cached)."""
+    def manifest(self, oid: Oid, at: tuple[str, int] | None = None) -> M.Manifest:
+        """Return a manifest resolved to its full form (delta chains followed, cached).
+
+        ``at``: the (session, seq) of the version whose manifest this is. Then a delta
+        chain not cached is read in one go from the versions before it in the log (its
+        links, as a rule) rather than one link at a time.
+        """
         got = self._cached_manifest(oid)
         if got is None:
+            load = self.raw_manifest if at is None else self._chain_reader(*at)
             try:
-                got = M.resolve(oid, self.raw_manifest, self._cached_manifest)
+                got = M.resolve(oid, load, self._cached_manifest)
             except ValueError as exc:
                 raise CorruptObject(f"manifest {oid.hex()}: {exc}",
                                     object_id=oid.hex()) from None
             self.cache[oid] = got
             self.store._decoded.put(oid, got)
         return got
+
+    def manifest_of(self, version: HeadRow | LogEntry) -> M.Manifest:
+        """Return the resolved manifest of a session's head or log entry (see manifest)."""
+        return self.manifest(version.manifest, (version.sid, version.seq))
+
+    def _chain_reader(self, sid: str, seq: int) -> Callable[[Oid], M.Raw]:
+        """Return a raw-manifest reader that, at a delta's first uncached base, reads ahead.
+
+        Each delta is written on the session's head of the time, so a chain's links are
+        as a rule the manifests of the versions just before it: one log query and one
+        batched read bring them all (``depth`` of them), where following the links takes
+        one read each. A link the log does not hold (pruned by GC, or a chain entering
+        another session's history) is read on its own, as before; what is read ahead is
+        checked like any read, by its id, when used.
+        """
+        seen: list[M.Raw] = []
+
+        def load(oid: Oid) -> M.Raw:
+            if len(seen) == 1 and seen[0].base == oid and seen[0].depth > 1:
+                self.ahead.update(self.backend.log_manifest_frames(sid, seq, seen[0].depth))
+            raw = self.raw_manifest(oid)
+            seen.append(raw)
+            return raw
+
+        return load
 
     def _cached_manifest(self, oid: Oid) -> M.Manifest | None:
         got = self.cache.get(oid)

@@ -218,7 +218,7 @@ def session_spans(store: Store, sid: str) -> tuple[int, list[tuple[int, Oid, int
     open_: list[tuple[Oid, int]] = []  # position -> (chunk, from_seq)
     prev: list[Oid] = []
     for e in entries:
-        ids = [] if e.op == "delete" else L.read_ids(io.manifest(e.manifest).messages, io)
+        ids = [] if e.op == "delete" else L.read_ids(io.manifest_of(e).messages, io)
         cp = L.common_prefix(prev, ids)
         for i in range(cp, len(open_)):
             spans.append((i, open_[i][0], open_[i][1], e.seq))
@@ -275,7 +275,7 @@ def check(store: Store, *, compare_text: bool = True) -> list[FsckProblem]:
     io = store.io()
     for head in backend.iter_heads():
         want: Sequence[Oid] = [] if head.deleted else L.read_ids(
-            io.manifest(head.manifest).messages, io)
+            io.manifest_of(head).messages, io)
         got = backend.search_spans(head.sid)
         if [o for _, o in got] != list(want) or [i for i, _ in got] != list(range(len(got))):
             problems.append(FsckProblem(

@@ -431,7 +431,7 @@ class Store:
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
-            man = io.manifest(head.manifest)
+            man = io.manifest_of(head)
             if not items.ids:
                 return _Change(Op.APPEND, head.manifest, head.message_count, head.nbytes,
                                head.title, noop=True)
@@ -469,7 +469,7 @@ class Store:
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
-            man = io.manifest(head.manifest)
+            man = io.manifest_of(head)
             new, cut, lost, cp = self._replace_list(io, man.messages, items)
             refs = {**man.lists, MESSAGES: new}
             for name, it in extra.items():
@@ -505,7 +505,7 @@ class Store:
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
-            man = io.manifest(head.manifest)
+            man = io.manifest_of(head)
             ref = man.messages
             if keep > ref.count:
                 raise InvalidArgument(
@@ -553,11 +553,11 @@ class Store:
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
-            man = io.manifest(head.manifest)
+            man = io.manifest_of(head)
             src, requires = man, []
             if base is not None and base != head.seq:
                 entry = self._entry(sid, base)
-                src = io.manifest(entry.manifest)
+                src = io.manifest_of(entry)
                 requires = [(sid, base, entry.manifest)]
             refs = dict(man.lists)
             for name, (keep, items) in staged.items():
@@ -609,7 +609,7 @@ class Store:
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
-            man = io.manifest(head.manifest)
+            man = io.manifest_of(head)
             ref = man.meta_ref
             # Large values the patch does not name are carried over by id, neither read
             # nor re-encoded: a one-key patch costs the small fields, whatever the rest.
@@ -650,14 +650,14 @@ class Store:
             shrank = False
             index = None
             if head.deleted:
-                index = IndexUpdate(0, L.read_ids(io.manifest(target.manifest).messages, io))
+                index = IndexUpdate(0, L.read_ids(io.manifest_of(target).messages, io))
             elif target.manifest != head.manifest:
-                old = L.read_ids(io.manifest(head.manifest).messages, io)
-                new = L.read_ids(io.manifest(target.manifest).messages, io)
+                old = L.read_ids(io.manifest_of(head).messages, io)
+                new = L.read_ids(io.manifest_of(target).messages, io)
                 cp = L.common_prefix(old, new)
                 shrank = cp < len(old)
                 index = IndexUpdate(cp, new[cp:])
-            metadata = MD.read(io, io.manifest(target.manifest))
+            metadata = MD.read(io, io.manifest_of(target))
             return _Change(Op.RESTORE, target.manifest, target.message_count, target.nbytes,
                            title_of(metadata), intentional_shrink=shrank, resolves=True,
                            requires=[(sid, seq, target.manifest)], metadata=metadata,
@@ -682,7 +682,7 @@ class Store:
             source = self._entry(sid, seq)
 
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
-            man = io.manifest(source.manifest)
+            man = io.manifest_of(source)
             metadata = MD.read(io, man)
             return _Change(Op.FORK, source.manifest, source.message_count, source.nbytes,
                            title_of(metadata), requires=[(sid, source.seq, source.manifest)],
@@ -723,8 +723,7 @@ class Store:
 
     def _meta(self, io: ObjectIO, head: HeadRow, entry: LogEntry | None) -> tuple[SessionMeta,
                                                                              M.Manifest]:
-        manifest_oid = entry.manifest if entry else head.manifest
-        man = io.manifest(manifest_oid)
+        man = io.manifest_of(entry or head)
         return self._session_meta(io, head, entry, man, man.messages.count,
                                   man.messages.nbytes,
                                   {n: r.count for n, r in man.lists.items() if n != MESSAGES}
@@ -766,7 +765,7 @@ class Store:
         with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = ObjectIO(self)
-            man = io.manifest(entry.manifest if entry else head.manifest)
+            man = io.manifest_of(entry or head)
             # The metadata is read while a worker decompresses the first messages.
             meta: list[SessionMeta] = []
             messages = io.list_items(
@@ -792,7 +791,7 @@ class Store:
         with self.backend.snapshot(), _reading(sid):
             head, entry = self._state(sid, seq)
             io = ObjectIO(self)
-            lists = io.manifest(entry.manifest if entry else head.manifest).lists
+            lists = io.manifest_of(entry or head).lists
             ref = lists.get(list_name, L.EMPTY)
             start = max(ref.count + offset, 0) if offset < 0 else offset
             stop = ref.count if limit is None else start + limit
@@ -820,8 +819,8 @@ class Store:
             if self.backend.head(sid) is None:
                 raise SessionNotFound(f"no session {sid!r}", session_id=sid)
             io = ObjectIO(self)
-            a = io.manifest(self._entry(sid, from_seq).manifest)
-            b = io.manifest(self._entry(sid, to_seq).manifest)
+            a = io.manifest_of(self._entry(sid, from_seq))
+            b = io.manifest_of(self._entry(sid, to_seq))
             ids_a, ids_b = L.read_ids(a.messages, io), L.read_ids(b.messages, io)
             cp = L.common_prefix(ids_a, ids_b)
             ma, mb = MD.read(io, a), MD.read(io, b)
@@ -936,7 +935,7 @@ class Store:
             io = ObjectIO(self)
 
             def lists_of(e: LogEntry, io: ObjectIO = io) -> dict[str, list[Oid]]:
-                return {n: L.read_ids(r, io) for n, r in io.manifest(e.manifest).lists.items()}
+                return {n: L.read_ids(r, io) for n, r in io.manifest_of(e).lists.items()}
 
             with self.backend.snapshot(), _reading(sid):
                 entries = self._recent_entries(sid, window_start)
@@ -983,7 +982,7 @@ class Store:
     def _commit_recovery(self, sid: str, expected: int, found: recovery.Plan) -> Version:
         def build(head: HeadRow | None, io: ObjectIO) -> _Change:
             assert head is not None
-            man = io.manifest(head.manifest)
+            man = io.manifest_of(head)
             refs = dict(man.lists)
             index = None
             for name, ids in found.lists.items():

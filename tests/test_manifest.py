@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import msg, msgs
@@ -93,3 +94,84 @@ def test_cold_load_meta_of_a_delta_reads_one_manifest(store: Store, store_path: 
     assert cold.reads["manifest"] == 1 and cold.reads["page"] == 0
     assert cold.load("s").lists == {"context": [1, 2]}
     cold.close()
+
+
+def _metadata_chain(store: Store, sid: str, links: int) -> None:
+    """Give sid a head whose manifest is a delta chain of links manifests (a full one first)."""
+    store.create(sid, {"n": 0}, msgs(0, 2))
+    for n in range(1, links):
+        store.update_metadata(sid, {"n": n})
+
+
+def _count_reads(store: Store) -> list[str]:
+    """Record each call of the backend's object reads (by name) from now on."""
+    calls: list[str] = []
+    backend = store.backend
+    for name in ("get_frames", "log_manifest_frames"):
+        real = getattr(backend, name)
+
+        def counted(*args: object, _real: Any = real, _name: str = name) -> Any:
+            calls.append(_name)
+            return _real(*args)
+
+        setattr(backend, name, counted)
+    return calls
+
+
+@pytest.mark.all_backends
+def test_a_fresh_handle_reads_a_delta_chain_from_the_log_at_once(store: Store,
+                                                                 store_path: Path) -> None:
+    from cas_store import open_store
+
+    _metadata_chain(store, "s", M.MAX_DEPTH)
+    with open_store(store_path) as cold:
+        head = cold.backend.head("s")
+        assert head is not None
+        calls = _count_reads(cold)
+        with cold.backend.snapshot():
+            man = cold.io().manifest_of(head)
+        # The head, then the 31 links before it in one read of the log (a default
+        # log_manifest_frames reads through get_frames once more); one read a link before.
+        assert len(calls) <= 3 and calls.count("log_manifest_frames") == 1, calls
+        assert cold.reads["manifest"] == M.MAX_DEPTH
+        assert man.depth == M.MAX_DEPTH - 1 and man.messages.count == 2
+        assert cold.load("s").metadata == {"n": M.MAX_DEPTH - 1}
+
+
+@pytest.mark.all_backends
+def test_a_chain_the_log_does_not_hold_is_followed_link_by_link(store: Store,
+                                                                store_path: Path) -> None:
+    from cas_store import open_store
+    from cas_store.gc import gc
+
+    # A fork's chain runs on into its source's history; GC then prunes the source's log.
+    _metadata_chain(store, "src", 10)
+    store.fork("src", "copy")
+    for n in range(10, 15):
+        store.update_metadata("copy", {"n": n})
+    gc(store, keep_last=1, grace=0)
+    with open_store(store_path) as cold:
+        session = cold.load("copy")
+        assert (session.metadata, session.messages) == ({"n": 14}, msgs(0, 2))
+        assert cold.reads["manifest"] == 15
+        assert cold.load("src").metadata == {"n": 9}
+    assert store.fsck().ok
+
+
+def test_a_damaged_link_read_ahead_is_named(tmp_path: Path) -> None:
+    import sqlite3
+
+    from cas_store import open_store
+    from cas_store.errors import CorruptObject
+
+    path = tmp_path / "s.db"
+    with open_store(path) as store:
+        _metadata_chain(store, "s", 12)
+        link = bytes.fromhex(store.versions("s")[5].manifest)
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("UPDATE objects SET data = ? WHERE oid = ?", (b"not a frame", link))
+    con.close()
+    with open_store(path) as cold, pytest.raises(CorruptObject) as err:
+        cold.load("s")
+    assert err.value.object_id == link.hex()

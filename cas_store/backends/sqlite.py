@@ -262,6 +262,9 @@ _HEAD_COLS = (
     " suspect_pending, summary"
 )
 _ONE_FRAME = "SELECT oid, kind, data FROM objects WHERE oid = ?"
+_LOG_MANIFESTS = (
+    "SELECT o.oid, o.kind, o.data FROM versions v JOIN objects o ON o.oid = v.manifest"
+    " WHERE v.sid = ? AND v.seq < ? ORDER BY v.seq DESC LIMIT ?")
 _VERSION_COLS = "sid, seq, manifest, created_at, op, message_count, nbytes, flags, cursor"
 _MOVE_HEAD = (
     "UPDATE sessions SET seq = ?, manifest = ?, message_count = ?, nbytes = ?, title = ?,"
@@ -698,6 +701,14 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                 for oid, kind, data in rows:
                     out[oid] = (kinds.get(kind) or stored_kind(kind, oid), data)
         return out
+
+    def log_manifest_frames(self, sid: str, before: int, limit: int
+                            ) -> dict[Oid, tuple[Kind, bytes]]:
+        """Return (kind, frame) of the manifests of the session's last limit versions before seq."""
+        # One join: a fresh handle's first load followed a 30-link chain with 30 reads.
+        return {oid: (KINDS.get(kind) or stored_kind(kind, oid), data)
+                for oid, kind, data in self._read(_LOG_MANIFESTS, (sid, before, limit))
+                if kind != SP.PACKED}
 
     def chunk_payloads(self, oids: Sequence[Oid]) -> dict[Oid, bytes]:
         """Return each stored chunk's payload; a packed one straight from its decoded pack."""
