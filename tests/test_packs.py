@@ -464,3 +464,22 @@ def test_a_damaged_chunk_in_a_long_lists_tail_is_named_by_the_load(
             store.load("a")
         assert caught.value.details["object_id"] == victim.hex()
         assert store.load("b").messages == msgs(5000, 5100)
+
+
+def test_a_full_load_maps_the_file_and_a_metadata_read_does_not(tmp_path: Path) -> None:
+    from cas_store.backends.sqlite import MMAP_BYTES
+
+    path = tmp_path / "m.db"
+    with open_store(path) as store:
+        store.create("s", {"t": 1}, msgs(0, 1000))
+
+    def mapped(store: Store) -> int:
+        return int(store.backend._con().execute("PRAGMA mmap_size").fetchone()[0])  # type: ignore[attr-defined]
+
+    with open_store(path) as cold:
+        # Mapping and unmapping cost a metadata read more than it saves, so it reads.
+        assert cold.load_meta("s").message_count == 1000
+        assert mapped(cold) == 0
+        assert cold.load("s").messages == msgs(0, 1000)
+        assert mapped(cold) == MMAP_BYTES
+        assert cold.fsck().ok

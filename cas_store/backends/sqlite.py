@@ -190,6 +190,11 @@ WAL_TRIGGER = 0.7
 #: page of each pack wastes less; loads measured alike. See docs/design.md, "Performance".
 PAGE_SIZE = 2048
 
+#: A connection that reads packs (a full load) reads the file through a memory map of up
+#: to this many bytes from then on: the packs' overflow pages then come without a read()
+#: each. Not at connect: mapping and unmapping cost a metadata read more than it saves.
+MMAP_BYTES = 1 << 30
+
 
 _NUM = (int, float)
 _ENTRY_TYPES = (str, int, bytes, _NUM, str, int, int, int, (int, type(None)))
@@ -421,6 +426,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         self._local.pid = os.getpid()
         self._local.depth = 0
         self._local.tuned = False
+        self._local.mapped = False
         with self._all_lock:
             self._all.append(con)
         return con
@@ -729,7 +735,16 @@ class SQLiteBackend(SS.SearchIndex, Backend):
 
     def pack_frames(self, pages: Sequence[Oid]) -> list[tuple[Oid, bytes]]:
         """Return (page, stored frame of its pack) for each of these pages kept as a pack."""
+        self._map()
         return SP.pack_frames(self._read, pages)
+
+    def _map(self) -> None:
+        """Have this thread's connection read the file through a memory map from now on."""
+        con = self._con()
+        if not self._local.mapped:
+            # Takes effect from the next page read, also inside the open read transaction.
+            con.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+            self._local.mapped = True
 
     def packed_in(self, oids: Sequence[Oid]) -> dict[Oid, Oid]:
         """Return the pack holding each of these chunks that is stored packed."""
