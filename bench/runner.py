@@ -21,10 +21,11 @@ SEED_SAMPLE_BUDGET = 30.0  # seconds of timed appends per N for a store that rew
 # Reads per figure, each figure their median: a cold read and a full load are short and
 # noisy on a shared machine (one run's raw cold read took 0.67 ms against 0.17-0.21 ms
 # elsewhere, with 7 of them), so they take more samples than they once did (7 and 5).
+# A fresh handle's load at 10,000 ranged 17-24 ms by process on one machine, so 9 of them.
 META_READS = 30
 COLD_READS = 21
 LOAD_READS = 9
-FRESH_LOADS = 5
+FRESH_LOADS = 9
 
 
 @dataclass
