@@ -12,6 +12,7 @@ import pytest
 
 from cas_store import open_store
 from cas_store.backends import sqlite as S
+from cas_store.backends import sqlite_wal as W
 
 
 def _msg(i: int) -> dict[str, object]:
@@ -26,7 +27,7 @@ def test_wal_stays_near_its_share_of_the_database_while_open(tmp_path: Path) -> 
     store.append("c", [_msg(i) for i in range(2000)])  # one big commit: a WAL of MiBs
     for i in range(2000, 2300):
         store.append("c", [_msg(i)])
-    cp = backend._checkpointer
+    cp = backend._wal.checkpointer
     assert cp is not None and cp.passes > 0
     deadline = time.monotonic() + 30
     while not cp.idle() and time.monotonic() < deadline:
@@ -35,7 +36,7 @@ def test_wal_stays_near_its_share_of_the_database_while_open(tmp_path: Path) -> 
         store.append("c", [_msg(i)])
     sizes = backend.file_sizes()
     wal, db = sizes["s.db-wal"], sizes["s.db"]
-    limit = max(S.WAL_FLOOR_PAGES * S.PAGE_SIZE, int(db * S.WAL_RATIO))
+    limit = max(W.WAL_FLOOR_PAGES * S.PAGE_SIZE, int(db * W.WAL_RATIO))
     assert wal <= limit + 128 * 1024, (wal, db)
     assert len(store.load("c").messages) == 2303
     store.close()
@@ -64,12 +65,12 @@ def test_the_wal_fill_read_from_the_index_header_is_sqlites_own_count(tmp_path: 
 
         for i in range(60):
             store.append("c", [_msg(i)])
-            assert backend._wal_used() == 32 + frames_in_wal() * frame
+            assert backend._wal.used() == 32 + frames_in_wal() * frame
         backend._con().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         store.append("c", [_msg(60)])
         frames = frames_in_wal()
         assert 0 < frames < 40
-        assert backend._wal_used() == 32 + frames * frame
+        assert backend._wal.used() == 32 + frames * frame
 
 
 def _page_size(path: Path) -> int:
@@ -84,7 +85,7 @@ def test_a_new_store_takes_the_page_size_and_an_older_file_keeps_its_own(
         tmp_path: Path) -> None:
     with open_store(tmp_path / "new.db") as store:
         store.create("c", {}, [_msg(0)])
-        assert store.backend._wal_floor == S.WAL_FLOOR_PAGES * S.PAGE_SIZE  # type: ignore[attr-defined]
+        assert store.backend._wal.floor == W.WAL_FLOOR_PAGES * S.PAGE_SIZE  # type: ignore[attr-defined]
     assert _page_size(tmp_path / "new.db") == S.PAGE_SIZE
     # A file made with SQLite's default pages, as stores were before PAGE_SIZE.
     old = tmp_path / "old.db"
@@ -99,7 +100,7 @@ def test_a_new_store_takes_the_page_size_and_an_older_file_keeps_its_own(
         for i in range(300, 320):
             store.append("c", [_msg(i)])
         # Its WAL floor holds as many 4 KiB pages as a new store's does of its own.
-        assert store.backend._wal_floor == S.WAL_FLOOR_PAGES * 4096  # type: ignore[attr-defined]
+        assert store.backend._wal.floor == W.WAL_FLOOR_PAGES * 4096  # type: ignore[attr-defined]
     assert _page_size(old) == 4096
     with open_store(old) as again:
         assert again.load_meta("c").message_count == 320
@@ -111,7 +112,7 @@ def test_close_stops_the_checkpointer_and_a_reopened_store_starts_another(
     store.create("c", {}, [_msg(i) for i in range(1500)])
     for i in range(200):
         store.append("c", [_msg(i)])
-    cp = store.backend._checkpointer  # type: ignore[attr-defined]
+    cp = store.backend._wal.checkpointer  # type: ignore[attr-defined]
     assert cp is not None
     store.close()
     assert not cp._thread.is_alive()
@@ -154,4 +155,4 @@ def test_every_connection_that_writes_or_checkpoints_has_the_durability_asked_fo
         assert _level_on_another_thread(backend, batched) == level
         assert _level_on_another_thread(backend, backend.checkpoint) == level
         limit = backend._con().execute("PRAGMA journal_size_limit").fetchone()[0]
-        assert limit == backend._wal_limit
+        assert limit == backend._wal.limit

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -46,6 +45,7 @@ from .base import (
     chunked,
     stored_kind,
 )
+from .sqlite_wal import WalKeeper
 
 _BATCH = 500  # ids per IN (...) query: well under SQLite's variable limit, few round trips
 # Python's sqlite3 raises UnicodeDecodeError where text in the file (a name in the schema,
@@ -173,17 +173,6 @@ _SUSPECT = 2
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 
-#: While the store is open its WAL is checkpointed (passively, by a background thread)
-#: once it passes this fraction of the database file, or WAL_FLOOR_PAGES pages when that
-#: is larger, and is cut back to that size when SQLite restarts it: the files on disk stay
-#: within about 1.25-1.5x the closed size. See docs/design.md, "Performance".
-WAL_RATIO = 0.25
-WAL_FLOOR_PAGES = 16
-#: The checkpoint is asked for once the WAL's frames fill this share of that size, so it
-#: is usually done, and the WAL restarted, before the frames reach the end of the file:
-#: the file then neither grows nor shrinks between checkpoints.
-WAL_TRIGGER = 0.7
-
 #: Page size of a new store's file (SQLite's default is 4096; a file keeps the size it
 #: was created with). Every table and index takes at least a page and an append rewrites
 #: about seven, so half-size pages make a small store and its WAL smaller, and the last
@@ -310,10 +299,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         self._packs = SP.PackCache()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self._wal_path = self.path + "-wal"
-        self._wal_floor = self._wal_limit = WAL_FLOOR_PAGES * PAGE_SIZE
-        self._checkpointer: _Checkpointer | None = None
-        self._shm: tuple[int, int] | None = None  # (pid, descriptor) of the -shm file
+        self._wal = WalKeeper(self.path, PAGE_SIZE, self._writer)
         parent = os.path.dirname(self.path)
         if parent and not os.path.isdir(parent):
             os.makedirs(parent, exist_ok=True)
@@ -461,67 +447,14 @@ class SQLiteBackend(SS.SearchIndex, Backend):
         if self._local.tuned:
             return
         con.execute(f"PRAGMA synchronous = {self.synchronous}")
-        # The floor is in pages: a store created with larger ones (before PAGE_SIZE) keeps
-        # a WAL of as many commits as before.
-        self._wal_floor = WAL_FLOOR_PAGES * con.execute("PRAGMA page_size").fetchone()[0]
-        # Checkpoint every 64 MiB of WAL instead of 4 MiB: index pages that many
-        # commits touch are copied back once, not once per commit or two. Measured:
-        # bytes written per append 42.6 -> 34.3 KiB, 10,000-file import 54 -> 42 s.
-        con.execute("PRAGMA wal_autocheckpoint = 16384")
-        con.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
+        self._wal.tune(con)
         self._local.tuned = True
 
-    def _after_commit(self) -> None:
-        # One read of the WAL-index header per commit. When the WAL's frames near its
-        # share of the database (WAL_TRIGGER), the checkpointer thread copies its pages
-        # back without blocking anyone; a busy writer always commits more meanwhile, so
-        # once that pass is done this connection copies the few frames left (one short
-        # checkpoint), and SQLite restarts the WAL at the next commit, cutting the file
-        # back to journal_size_limit.
-        try:
-            wal = self._wal_used()
-            if wal <= self._wal_limit * WAL_TRIGGER:
-                return
-            db = os.stat(self.path).st_size
-        except OSError:
-            return
-        limit = self._wal_limit = max(self._wal_floor, int(db * WAL_RATIO))
+    def _writer(self) -> sqlite3.Connection:
+        """Return this thread's connection, set up for writes and checkpoints."""
         con = self._con()
-        if getattr(self._local, "wal_limit", None) != limit:
-            con.execute(f"PRAGMA journal_size_limit = {limit}").fetchall()
-            self._local.wal_limit = limit
-        if wal <= limit * WAL_TRIGGER or getattr(self._local, "batch", False):
-            return
-        cp = self._checkpointer
-        if cp is None or cp.pid != os.getpid():
-            cp = self._checkpointer = _Checkpointer(self)
-        if cp.passes > getattr(self._local, "passes", 0) and cp.idle():
-            self._local.passes = cp.passes
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        else:
-            cp.request()
-
-    def _wal_used(self) -> int:
-        # Bytes of frames in the WAL now, from the WAL-index header at the start of the
-        # -shm file (SQLite's documented layout, native byte order: page size at byte 14,
-        # frame count at 16); the WAL file's own size says how far it once grew instead.
-        # Where that header cannot be read, the file's size stands in.
-        shm = self._shm
-        if shm is None or shm[0] != os.getpid():
-            with self._all_lock:  # writers on several threads open it once between them
-                shm = self._shm
-                if shm is None or shm[0] != os.getpid():
-                    try:
-                        fd = os.open(self.path + "-shm", os.O_RDONLY)
-                    except OSError:
-                        return os.stat(self._wal_path).st_size
-                    shm = self._shm = (os.getpid(), fd)
-        head = os.pread(shm[1], 20, 0)
-        if len(head) < 20:
-            return os.stat(self._wal_path).st_size
-        page, frames = struct.unpack_from("=HI", head, 14)
-        return 32 + int(frames) * ((int(page) if page != 1 else 65536) + 24)
+        self._tune(con)
+        return con
 
     @contextlib.contextmanager
     def _write(self, con: sqlite3.Connection) -> Iterator[None]:
@@ -960,7 +893,7 @@ class SQLiteBackend(SS.SearchIndex, Backend):
                 (entry.sid, entry.seq, entry.manifest, entry.created_at, entry.op,
                  entry.message_count, entry.nbytes, flags, int(cursor), keep, add),
             )
-        self._after_commit()
+        self._wal.after_commit(con, in_batch=getattr(self._local, "batch", False))
 
     def version(self, sid: str, seq: int) -> LogEntry | None:
         """Return one log entry or None."""
@@ -1165,63 +1098,13 @@ class SQLiteBackend(SS.SearchIndex, Backend):
 
     def close(self) -> None:
         """Close every connection this backend opened in this process."""
-        cp, self._checkpointer = self._checkpointer, None
-        if cp is not None and cp.pid == os.getpid():
-            cp.stop()
-        with self._all_lock:
-            shm, self._shm = self._shm, None
-        if shm is not None and shm[0] == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(shm[1])
+        self._wal.close()
         with self._all_lock:
             for con in self._all:
                 with contextlib.suppress(sqlite3.Error):
                     con.close()
             self._all.clear()
         self._local = threading.local()
-
-
-class _Checkpointer:
-    """A daemon thread that runs passive WAL checkpoints when a commit asks for one."""
-
-    def __init__(self, backend: SQLiteBackend) -> None:
-        self.backend = backend
-        self.pid = os.getpid()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._busy = threading.Lock()
-        self.passes = 0  # checkpoints run so far
-        self._thread = threading.Thread(target=self._run, name="cas-checkpoint", daemon=True)
-        self._thread.start()
-
-    def request(self) -> None:
-        """Ask for a checkpoint (coalesced with one already asked for)."""
-        self._wake.set()
-
-    def idle(self) -> bool:
-        """Return True if no checkpoint is asked for or running."""
-        return not self._wake.is_set() and not self._busy.locked()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            if self._stopping:
-                return
-            with self._busy:
-                self._wake.clear()
-                # PASSIVE copies what it can without waiting for (or blocking) writers
-                # and readers; a busy or closed store is simply tried again next time.
-                with contextlib.suppress(sqlite3.Error, StorageError):
-                    con = self.backend._con()
-                    self.backend._tune(con)
-                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.passes += 1
-
-    def stop(self) -> None:
-        """End the thread (after a checkpoint in progress)."""
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(timeout=30)
 
 
 class _DataVersionWatch(CommitWatch):
