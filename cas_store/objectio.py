@@ -168,8 +168,9 @@ class ObjectIO:
         as a rule the manifests of the versions just before it: one log query and one
         batched read bring them all (``depth`` of them), where following the links takes
         one read each. A link the log does not hold (pruned by GC, or a chain entering
-        another session's history) is read on its own, as before; what is read ahead is
-        checked like any read, by its id, when used.
+        another session's history) is read on its own, as before. A frame read ahead is
+        checked as any read is, when used (its kind and checksum; its hash with
+        ``verify_reads``).
         """
         seen: list[M.Raw] = []
 
