@@ -246,15 +246,14 @@ class Backend(abc.ABC):
     def get_frames(self, oids: Sequence[Oid]) -> dict[Oid, tuple[Kind, bytes]]:
         """Return the stored (kind, frame) of each id that exists; missing ids are left out."""
 
+    @abc.abstractmethod
     def log_manifest_frames(self, sid: str, before: int, limit: int
                             ) -> dict[Oid, tuple[Kind, bytes]]:
         """Return (kind, frame) of the manifests of the session's last limit versions before seq.
 
         A delta chain's read-ahead (ObjectIO.manifest): a chain's links are, as a rule,
-        the manifests of the versions just before its head.
+        the manifests of the versions just before its head. Missing ones are left out.
         """
-        return self.get_frames([e.manifest for e in self.versions(sid, limit=limit,
-                                                                   before=before)])
 
     def chunk_payloads(self, oids: Sequence[Oid]) -> dict[Oid, bytes]:
         """Return the payload of each stored chunk (checksums checked, ids not hashed).

@@ -434,6 +434,21 @@ class PostgresBackend(PS.SearchIndex, Backend):
                 out[oid] = (kind_of[oid], data)
         return out
 
+    def log_manifest_frames(self, sid: str, before: int, limit: int
+                            ) -> dict[Oid, tuple[Kind, bytes]]:
+        """Return (kind, frame) of the manifests of the session's last limit versions before seq."""
+        # The log joined to the objects: one round trip, then one batched fetch of the
+        # bytes where an object store keeps them.
+        data = "o.data" if self.blobs is None else "NULL"
+        rows = self._read(f"SELECT o.oid, o.kind, {data} FROM versions v JOIN objects o"
+                          " ON o.oid = v.manifest WHERE v.sid = %s AND v.seq < %s"
+                          " ORDER BY v.seq DESC LIMIT %s", (sid, before, limit), binary=True)
+        kinds = {Oid(oid): KINDS.get(kind) or stored_kind(kind, oid) for oid, kind, _ in rows}
+        if self.blobs is None:
+            return {Oid(oid): (kinds[Oid(oid)], frame) for oid, _, frame in rows}
+        return {oid: (kinds[oid], frame)
+                for oid, frame in self.blobs.get_many(list(kinds)).items()}
+
     def missing(self, oids: Iterable[Oid]) -> set[Oid]:
         """Return the given ids that have no index row."""
         wanted = list(dict.fromkeys(oids))
