@@ -419,19 +419,10 @@ class PostgresBackend(PS.SearchIndex, Backend):
     def get_frames(self, oids: Sequence[Oid]) -> dict[Oid, tuple[Kind, bytes]]:
         """Return (kind, frame) of each stored id, a thousand ids a query."""
         out: dict[Oid, tuple[Kind, bytes]] = {}
-        kinds = KINDS
         for part in chunked(list(dict.fromkeys(oids)), _BATCH):
-            if self.blobs is None:
-                rows = self._read("SELECT oid, kind, data FROM objects WHERE oid = ANY(%s)",
-                                  (part,), binary=True)
-                for oid, kind, data in rows:
-                    out[Oid(oid)] = (kinds.get(kind) or stored_kind(kind, oid), data)
-                continue
-            rows = self._read("SELECT oid, kind FROM objects WHERE oid = ANY(%s)", (part,),
-                              binary=True)
-            kind_of = {Oid(oid): kinds.get(kind) or stored_kind(kind, oid) for oid, kind in rows}
-            for oid, data in self.blobs.get_many(list(kind_of)).items():
-                out[oid] = (kind_of[oid], data)
+            out.update(self._frames(self._read(
+                f"SELECT oid, kind, {self._data} FROM objects WHERE oid = ANY(%s)", (part,),
+                binary=True)))
         return out
 
     def log_manifest_frames(self, sid: str, before: int, limit: int
@@ -439,15 +430,26 @@ class PostgresBackend(PS.SearchIndex, Backend):
         """Return (kind, frame) of the manifests of the session's last limit versions before seq."""
         # The log joined to the objects: one round trip, then one batched fetch of the
         # bytes where an object store keeps them.
-        data = "o.data" if self.blobs is None else "NULL"
-        rows = self._read(f"SELECT o.oid, o.kind, {data} FROM versions v JOIN objects o"
-                          " ON o.oid = v.manifest WHERE v.sid = %s AND v.seq < %s"
-                          " ORDER BY v.seq DESC LIMIT %s", (sid, before, limit), binary=True)
-        kinds = {Oid(oid): KINDS.get(kind) or stored_kind(kind, oid) for oid, kind, _ in rows}
+        return self._frames(self._read(
+            f"SELECT o.oid, o.kind, {self._data} FROM versions v JOIN objects o"
+            " ON o.oid = v.manifest WHERE v.sid = %s AND v.seq < %s"
+            " ORDER BY v.seq DESC LIMIT %s", (sid, before, limit), binary=True))
+
+    @property
+    def _data(self) -> str:
+        # What to select for an object's bytes (the log has no column of that name):
+        # nothing where an object store keeps them.
+        return "data" if self.blobs is None else "NULL"
+
+    def _frames(self, rows: Sequence[Any]) -> dict[Oid, tuple[Kind, bytes]]:
+        """Return (kind, frame) per row (oid, kind, data); bytes from the object store if any."""
+        kinds = KINDS
         if self.blobs is None:
-            return {Oid(oid): (kinds[Oid(oid)], frame) for oid, _, frame in rows}
-        return {oid: (kinds[oid], frame)
-                for oid, frame in self.blobs.get_many(list(kinds)).items()}
+            return {Oid(oid): (kinds.get(kind) or stored_kind(kind, oid), data)
+                    for oid, kind, data in rows}
+        kind_of = {Oid(oid): kinds.get(kind) or stored_kind(kind, oid) for oid, kind, _ in rows}
+        return {oid: (kind_of[oid], data)
+                for oid, data in self.blobs.get_many(list(kind_of)).items()}
 
     def missing(self, oids: Iterable[Oid]) -> set[Oid]:
         """Return the given ids that have no index row."""
