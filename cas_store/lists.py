@@ -258,16 +258,19 @@ def closed(children: Sequence[Oid]) -> bool:
     return len(children) >= MAX_PAGE or (len(children) > 0 and ends_page(children[-1]))
 
 
-def units(ref: ListRef, io: PageIO) -> list[tuple[Oid, int, list[tuple[Oid, int]]]]:
+def units(ref: ListRef, io: PageIO, *, lazy: bool = False
+          ) -> list[tuple[Oid, int, list[tuple[Oid, int]] | None]]:
     """Return the frozen tree's level-1 pages, each with its item count and its leaves.
 
     A tree whose root is a leaf is one unit of that leaf. Reads only internal pages (one
     batched read a level), like ``leaves``: a reader that finds a unit's items in a pack
-    of its own reads nothing else for it.
+    of its own reads nothing else for it. With lazy, a level-1 page whose count its
+    parent gives is not read (its leaves are None) unless it is the last one, the only
+    one appends leave open.
     """
     if ref.tree is None:
         return []
-    out: list[tuple[Oid, int, list[tuple[Oid, int]]]] = []
+    out: list[tuple[Oid, int, list[tuple[Oid, int]] | None]] = []
     nodes = [ref.tree]
     while nodes:
         pages = io.pages(nodes)
@@ -277,12 +280,24 @@ def units(ref: ListRef, io: PageIO) -> list[tuple[Oid, int, list[tuple[Oid, int]
             if page.height == 0:  # a root that is a leaf
                 out.append((n, len(page), [(n, len(page))]))
             elif page.height == 1:
-                counts = page.counts or [FANOUT] * len(page)  # fixed-fanout leaves are full
-                out.append((n, sum(counts), list(zip(page, counts, strict=True))))
+                kids = leaves_of(page)
+                out.append((n, sum(c for _, c in kids), kids))
+            elif page.height == 2 and lazy and page.counts is not None:
+                out.extend((kid, count, None) for kid, count in zip(page, page.counts,
+                                                                      strict=True))
             else:
                 nxt.extend(page)
         nodes = nxt
+    if out and out[-1][2] is None:
+        last = out[-1][0]
+        out[-1] = (last, out[-1][1], leaves_of(io.pages([last])[last]))
     return out
+
+
+def leaves_of(page: Page) -> list[tuple[Oid, int]]:
+    """Return a level-1 page's leaves with their item counts."""
+    counts = page.counts or [FANOUT] * len(page)  # fixed-fanout leaves are full
+    return list(zip(page, counts, strict=True))
 
 
 def _read_counted(root: Oid, io: PageIO, start: int, stop: int) -> list[Oid]:

@@ -22,7 +22,8 @@ from .errors import CorruptObject
 from .model import JSON
 from .objects import Oid, parse_json
 
-Unit = tuple[Oid, int, list[tuple[Oid, int]]]  # a level-1 page, its count, its leaves
+#: A level-1 page, its item count, and its leaves (None: not read, for its pack is expected).
+Unit = tuple[Oid, int, list[tuple[Oid, int]] | None]
 #: A load hands decompression to a worker only from this many compressed bytes in a
 #: batch (a hand-over costs about what decompressing this much takes).
 HANDOVER_BYTES = 64 * 1024

@@ -240,7 +240,7 @@ class ObjectIO:
         # ("Repeat loads").
         cache = self.store._loaded
         keep = ref.nbytes <= cache.budget // 2
-        batches = loading.batches(L.units(ref, self))
+        batches = loading.batches(L.units(ref, self, lazy=True))
         keys = [tuple(unit for unit, _, _ in batch) for batch in batches]
         kept = cache.get_many(keys) if keep else {}
         todo = [batch for key, batch in zip(keys, batches, strict=True) if key not in kept]
@@ -291,10 +291,15 @@ class ObjectIO:
     def _unit_frames(self, batch: Sequence[loading.Unit]) -> list[tuple[Oid, bytes]]:
         """Return the stored pack frames a batch of level-1 units is read from, in one query.
 
-        A closed level-1 page is packed whole; an open one (the last) by its leaves.
+        A closed level-1 page is packed whole; an open one (the last) by its leaves. A
+        unit whose page was not read is closed (only the last is left open), so its own
+        pack is asked for.
         """
         want: list[Oid] = []
         for unit, _, kids in batch:
+            if kids is None:
+                want.append(unit)
+                continue
             leaves = [leaf for leaf, _ in kids]
             want += [unit] if L.closed(leaves) else leaves
         return self.backend.pack_frames(want)
@@ -309,14 +314,18 @@ class ObjectIO:
         packs, or damaged) by its chunks. Exact: orjson may parse it (``objects.orjson_exact``).
         """
         found = dict(bodies)
+        unread = [unit for unit, n, kids in batch
+                  if kids is None and found.get(unit, (-1,))[0] != n]
+        read = self.pages(unread) if unread else {}
         pieces: list[Oid] = []
         leaves: list[tuple[Oid, int]] = []
         for unit, n, kids in batch:
             if found.get(unit, (-1,))[0] == n:
                 pieces.append(unit)
-            else:
-                pieces.extend(leaf for leaf, _ in kids)
-                leaves.extend(kid for kid in kids if found.get(kid[0], (-1,))[0] != kid[1])
+                continue
+            kids = kids if kids is not None else L.leaves_of(read[unit])
+            pieces.extend(leaf for leaf, _ in kids)
+            leaves.extend(kid for kid in kids if found.get(kid[0], (-1,))[0] != kid[1])
         if leaves:
             found.update(packs.bodies(self.backend.pack_frames([leaf for leaf, _ in leaves])))
             lacking = [leaf for leaf, n in leaves if found.get(leaf, (-1,))[0] != n]

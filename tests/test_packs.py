@@ -83,6 +83,25 @@ def _leaves(store: Store, sid: str) -> list[tuple[bytes, int]]:
     return [leaf for _, _, kids in _units(store, sid) for leaf in kids]
 
 
+def test_a_full_load_reads_no_level_1_page_whose_pack_it_finds(path: Path) -> None:
+    # A level-1 page's count is in its parent and its pack is named by its id, so a load
+    # reads the pages above level 1 and the last level-1 page (the one appends leave
+    # open), not the others: their packs are found without them.
+    with open_store(path) as store:
+        store.create("a", {}, msgs(0, 3000))
+        units = _units(store, "a")
+        io = store.io()
+        above, level = 0, [io.manifest(bytes.fromhex(  # type: ignore[arg-type]
+            store.load_meta("a").manifest)).messages.tree]
+        while level and io.pages(level)[level[0]].height >= 2:  # type: ignore[index]
+            above += len(level)
+            level = [kid for page in io.pages(level).values() for kid in page]  # type: ignore[arg-type]
+    assert len(units) > 8 and above >= 1
+    with open_store(path) as store:
+        assert store.load("a").messages == msgs(0, 3000)
+        assert store.reads["page"] == above + 1
+
+
 def test_integers_beyond_64_bits_load_exactly_from_a_pack(path: Path) -> None:
     big = [{"role": "tool", "n": 2**70 + i, "m": -(2**63) - i} for i in range(300)]
     with open_store(path) as store:
