@@ -1,4 +1,4 @@
-"""Counters and timers: /proc/self/io, percentiles, repeated reads under a time budget."""
+"""Counters and timers: /proc/self/io, percentiles, interleaved reads under a time budget."""
 
 from __future__ import annotations
 
@@ -46,19 +46,33 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def timed_reads(fn: Callable[[], Any], reps: int, budget: float) -> tuple[float, int, Any]:
-    """Call fn up to reps times (at least once, stop after budget seconds).
+def interleaved_reads(calls: dict[str, Callable[[], Any]], reps: int, budget: float,
+                      check: Callable[[str, Any], None]) -> dict[str, tuple[float, int]]:
+    """Time each call once a round, round after round; return each one's median and count.
 
-    Returns the median seconds, the number of calls and the last result.
+    Each is called up to reps times (at least once, and no more once its own calls have
+    taken budget seconds). Round-robin, as the appends are, and each round starts one
+    store further on: on a shared machine every store meets the same bursts of
+    neighbours' load, so the ratios between stores hold even when the times do not.
+    ``check`` sees each result, which is then dropped outside the timing (freeing a
+    loaded session is no part of the next load).
     """
-    times: list[float] = []
-    result: Any = None
-    start = time.perf_counter()
-    while len(times) < reps and (not times or time.perf_counter() - start < budget):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times), result
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    spent = dict.fromkeys(calls, 0.0)
+    turn = 0
+    while todo := [k for k in calls
+                   if len(times[k]) < reps and (not times[k] or spent[k] < budget)]:
+        turn += 1
+        at = turn % len(todo)
+        for k in todo[at:] + todo[:at]:
+            t0 = time.perf_counter()
+            result = calls[k]()
+            took = time.perf_counter() - t0
+            check(k, result)
+            del result
+            times[k].append(took)
+            spent[k] += took
+    return {k: (statistics.median(v), len(v)) for k, v in times.items()}
 
 
 _RSS = """

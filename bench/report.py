@@ -351,7 +351,10 @@ def markdown(res: Results, caps: Caps, elapsed: float, quick: bool,
         "reported as stopped — never extrapolated.",
         "- Bytes on disk: every file of the store after closing it (SQLite folds its WAL into "
         "the database on close); *disk open*: the same files just before closing, after the "
-        f"timed appends. Reads run after reopening; each is the median of up to {META_READS} "
+        f"timed appends. Reads run after reopening, the stores' calls interleaved as the "
+        "appends are (one call of each store in turn, figure by figure, each result dropped "
+        "outside the timing), so a slow spell of the machine meets every store alike; each "
+        f"is the median of up to {META_READS} "
         f"(metadata) or {LOAD_READS} (loads) calls on one open handle; a store may keep "
         "what it decoded for the next load (cas-store does: docs/design.md, \"Repeat "
         f"loads\"). *Fresh-handle load*: a handle opened, one full load, closed (median "

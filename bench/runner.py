@@ -6,12 +6,13 @@ import gc
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .adapters.base import Adapter, Message
-from .measure import peak_rss, percentile, proc_io, timed_reads
+from .measure import interleaved_reads, peak_rss, percentile, proc_io
 from .workload import Floor, Workload
 
 SAMPLES = 200            # appends timed at the end of each N
@@ -174,8 +175,8 @@ class StoreRun:
         self.wb += b1[0] - b0[0]
         self.wc += b1[1] - b0[1]
 
-    def conclude(self, n: int) -> Row:
-        """Record the timed appends, then measure disk and reads at size n."""
+    def settle(self, n: int) -> None:
+        """Record the timed appends, measure disk open and closed, and reopen for the reads."""
         row, k, lat = self.row, self.k, self.lat
         assert self.count == n and len(lat) == k
         row.reached = self._how(n, k)
@@ -188,31 +189,28 @@ class StoreRun:
         self.a.close()
         row.disk = self.a.disk_bytes()
         self.a.open()
-        gc.collect()
-        if self.a.cold_meta() is not None:
-            row.cold_meta, _, _ = timed_reads(self.a.cold_meta, COLD_READS, 3.0)
-        if self.a.fresh_load() is not None:
-            row.fresh_load, _, got = timed_reads(self.a.fresh_load, FRESH_LOADS, 8.0)
-            if len(got) != n:
-                raise AssertionError(f"{self.cls.key}: load returned {len(got)} of {n}")
-            # Kept alive, a loaded session's objects would slow every later read (the
-            # cyclic GC walks them), which is why the last load's is dropped too.
-            del got
-            gc.collect()
         code = self.a.load_code()
         if code is not None:
             row.load_rss = peak_rss(code, n)
-        row.meta, row.meta_reps, _ = timed_reads(self.a.load_meta, META_READS, 5.0)
-        row.load, row.load_reps, got = timed_reads(self.a.load, LOAD_READS, 8.0)
-        if len(got) != n:
-            raise AssertionError(f"{self.cls.key}: load returned {len(got)} of {n}")
-        del got
+        gc.collect()
+
+    def readers(self, n: int) -> dict[str, tuple[Callable[[], Any], int]]:
+        """Return this store's timed reads at size n: figure -> (call, items it returns)."""
+        out: dict[str, tuple[Callable[[], Any], int]] = {}
+        # A probe call says whether the store has the read at all (and warms it alike).
+        if self.a.cold_meta() is not None:
+            out["cold_meta"] = (self.a.cold_meta, -1)
+        if self.a.fresh_load() is not None:
+            out["fresh_load"] = (self.a.fresh_load, n)
+        out["meta"] = (self.a.load_meta, -1)
+        out["load"] = (self.a.load, n)
         if self.cls.versions:
-            half = n // 2
-            row.version, row.version_reps, old = timed_reads(
-                lambda: self.a.load_version(half), 5, 8.0)
-            if len(old) != half:
-                raise AssertionError(f"{self.cls.key}: version has {len(old)} of {half}")
+            out["version"] = (lambda: self.a.load_version(n // 2), n // 2)
+        return out
+
+    def report(self, n: int) -> Row:
+        """Log and return the row at size n, its reads measured."""
+        row = self.row
         _log(f"  {self.cls.label:<28} N={n:>7,}  p50 {row.p50 * 1e3:8.3f} ms  "
              f"p95 {row.p95 * 1e3:8.3f} ms  disk {row.disk / 1e6:9.2f} MB  "
              f"load {row.load * 1e3 if row.load else 0:9.2f} ms")
@@ -270,8 +268,48 @@ def measure_size(runs: list[StoreRun], n: int) -> list[Row]:
                 rows[r.cls.key] = r.stop(n, cap)
                 live.remove(r)
     for r in live:
-        rows[r.cls.key] = r.conclude(n)
+        r.settle(n)
+    measure_reads(live, n)
+    for r in live:
+        rows[r.cls.key] = r.report(n)
     return [rows[r.cls.key] for r in runs]
+
+
+#: The reads of each size: (figure, calls per store, seconds per store), in this order
+#: (the full loads one after the other: target 1 sets cas-store's fresh-handle load
+#: beside json.load's).
+READS = (("cold_meta", COLD_READS, 3.0), ("meta", META_READS, 5.0),
+         ("fresh_load", FRESH_LOADS, 8.0), ("load", LOAD_READS, 8.0), ("version", 5, 8.0))
+
+
+def measure_reads(live: list[StoreRun], n: int) -> None:
+    """Time every store's reads at size n, one figure at a time, the stores interleaved.
+
+    As with the appends, one call of each store in turn: a burst of neighbours' load,
+    or a slow hour, then meets every store alike instead of whichever was measuring.
+    """
+    readers = {r.cls.key: r.readers(n) for r in live}
+    by_key = {r.cls.key: r for r in live}
+    for figure, reps, budget in READS:
+        calls = {k: got[figure] for k, got in readers.items() if figure in got}
+        if not calls:
+            continue
+
+        def check(key: str, result: Any, calls: dict[str, tuple[Any, int]] = calls,
+                  figure: str = figure) -> None:
+            want = calls[key][1]
+            if want >= 0 and len(result) != want:
+                raise AssertionError(f"{key}: {figure} returned {len(result)} of {want}")
+
+        timed = interleaved_reads({k: fn for k, (fn, _) in calls.items()}, reps, budget,
+                                  check)
+        for key, (median, count) in timed.items():
+            row = by_key[key].row
+            setattr(row, figure, median)
+            if hasattr(row, figure + "_reps"):
+                setattr(row, figure + "_reps", count)
+        # Objects left by one figure's reads would slow the next (the cyclic GC walks them).
+        gc.collect()
 
 
 def run_all(adapters: list[type[Adapter]], sizes: list[int], workdir: Path,
