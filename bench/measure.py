@@ -47,31 +47,40 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def interleaved_reads(calls: dict[str, Callable[[], Any]], reps: int, budget: float,
-                      check: Callable[[str, Any], None]) -> dict[str, tuple[float, int]]:
-    """Time each call once a round, round after round; return each one's median and count.
+                      check: Callable[[str, Any], None], burst: int = 3
+                      ) -> dict[str, tuple[float, int]]:
+    """Time the calls in turns of a few each, turn after turn; return each one's median and count.
 
     Each is called up to reps times (at least once, and no more once its own calls have
-    taken budget seconds). Round-robin, as the appends are, and each round starts one
-    store further on: on a shared machine every store meets the same bursts of
-    neighbours' load, so the ratios between stores hold even when the times do not.
+    taken budget seconds). The turns go round-robin, as the appends do, and each round
+    starts one store further on: a slow spell of a shared machine then meets every store
+    alike instead of whichever was being read. A turn is ``burst`` calls in a row, so
+    most calls follow one of the same store's (the first of a turn pays for what the
+    store before it left in the caches and the heap, and the median leaves it out).
     ``check`` sees each result, which is then dropped outside the timing (freeing a
     loaded session is no part of the next load).
     """
     times: dict[str, list[float]] = {k: [] for k in calls}
     spent = dict.fromkeys(calls, 0.0)
-    turn = 0
-    while todo := [k for k in calls
-                   if len(times[k]) < reps and (not times[k] or spent[k] < budget)]:
-        turn += 1
-        at = turn % len(todo)
+    rnd = 0
+
+    def wants(k: str) -> bool:
+        return len(times[k]) < reps and (not times[k] or spent[k] < budget)
+
+    while todo := [k for k in calls if wants(k)]:
+        rnd += 1
+        at = rnd % len(todo)
         for k in todo[at:] + todo[:at]:
-            t0 = time.perf_counter()
-            result = calls[k]()
-            took = time.perf_counter() - t0
-            check(k, result)
-            del result
-            times[k].append(took)
-            spent[k] += took
+            for _ in range(burst):
+                if not wants(k):
+                    break
+                t0 = time.perf_counter()
+                result = calls[k]()
+                took = time.perf_counter() - t0
+                check(k, result)
+                del result
+                times[k].append(took)
+                spent[k] += took
     return {k: (statistics.median(v), len(v)) for k, v in times.items()}
 
 

@@ -92,6 +92,15 @@ def _mb(x: float) -> str:
     return f"{x / 1e6:.2f}" if x < 1e8 else f"{x / 1e6:,.0f}"
 
 
+def _first(json_row: Row) -> float:
+    """Return the whole-JSON file's load on a fresh open (its repeat load where not measured).
+
+    The first-load figure of another store is set beside it: both timed in the same turns
+    of the interleaved reads, so a slow spell of the machine meets both.
+    """
+    return json_row.fresh_load or json_row.load or 0.0
+
+
 def _ratio(x: float) -> str:
     return f"{x:.2f}×" if x < 10 else f"{x:.1f}×" if x < 100 else f"{x:,.0f}×"
 
@@ -204,15 +213,17 @@ def targets(res: Results) -> list[str]:
     oa = {n: r for n in ns if (r := res.get("openai", n))}
     load = {n: cas[n].load / js[n].load for n in ns
             if n >= 1000 and n in js and cas[n].load and js[n].load}
-    fresh = {n: cas[n].fresh_load / js[n].load for n in ns
-             if n >= 1000 and n in js and cas[n].fresh_load and js[n].load}
+    # A fresh handle beside json.load of the file opened anew, timed in the same turns.
+    fresh = {n: cas[n].fresh_load / _first(js[n]) for n in ns
+             if n >= 1000 and n in js and cas[n].fresh_load and _first(js[n])}
     repeat_ok = bool(load) and max(load.values()) <= 1.0
     fresh_ok = bool(fresh) and max(fresh.values()) <= 1.0
     out.append("1. Full load ≤ 1.0× json.load of the whole-session file, N = 1,000 to "
                "100,000: " + (verdict(True) if repeat_ok and fresh_ok else
                               "**met on repeat loads only**" if repeat_ok else verdict(False))
                + f" (repeat loads on an open store: {each(load)}; the first load on a "
-               f"fresh handle, open and close included: {each(fresh)}).")
+               f"fresh handle, open and close included, beside json.load of the file "
+               f"opened anew: {each(fresh)}).")
     app = {n: cas[n].p50 / oa[n].p50 for n in ns if n in oa}
     out.append(f"2. Append p50 ≤ 0.8× SQLiteSession's, N = 100 to 100,000: "
                f"{verdict(bool(app) and max(app.values()) <= 0.8)} ({each(app)}).")
@@ -270,9 +281,10 @@ def readme_table(res: Results, info: dict[str, str], caps: Caps) -> list[str]:
         "cas-store / SQLiteSession",
         lambda n: f"{_ratio(g('cas', n).load / g('json', n).load)} / "
                   f"{_ratio(g('openai', n).load / g('json', n).load)}")
-    row("… the first load on a fresh handle (open, load, close): cas-store / SQLiteSession",
-        lambda n: f"{_ratio(g('cas', n).fresh_load / g('json', n).load)} / "
-                  f"{_ratio(g('openai', n).fresh_load / g('json', n).load)}")
+    row("… the first load on a fresh handle (open, load, close; beside the file opened "
+        "anew): cas-store / SQLiteSession",
+        lambda n: f"{_ratio(g('cas', n).fresh_load / _first(g('json', n)))} / "
+                  f"{_ratio(g('openai', n).fresh_load / _first(g('json', n)))}")
     row("bytes on disk ÷ compressed messages: cas-store, every version kept",
         lambda n: g("cas", n).disk / g("cas", n).floor)
     row("… SQLiteSession / whole-JSON file, no versions",
@@ -352,8 +364,9 @@ def markdown(res: Results, caps: Caps, elapsed: float, quick: bool,
         "- Bytes on disk: every file of the store after closing it (SQLite folds its WAL into "
         "the database on close); *disk open*: the same files just before closing, after the "
         f"timed appends. Reads run after reopening, the stores' calls interleaved as the "
-        "appends are (one call of each store in turn, figure by figure, each result dropped "
-        "outside the timing), so a slow spell of the machine meets every store alike; each "
+        "appends are (figure by figure, each store in turn for three calls in a row, each "
+        "result dropped outside the timing), so a slow spell of the machine meets every "
+        "store alike; each "
         f"is the median of up to {META_READS} "
         f"(metadata) or {LOAD_READS} (loads) calls on one open handle; a store may keep "
         "what it decoded for the next load (cas-store does: docs/design.md, \"Repeat "
