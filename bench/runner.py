@@ -285,8 +285,9 @@ READS = (("cold_meta", COLD_READS, 3.0), ("meta", META_READS, 5.0),
 def measure_reads(live: list[StoreRun], n: int) -> None:
     """Time every store's reads at size n, one figure at a time, the stores interleaved.
 
-    As with the appends, one call of each store in turn: a burst of neighbours' load,
-    or a slow hour, then meets every store alike instead of whichever was measuring.
+    As with the appends, the stores take turns (three calls each, ``interleaved_reads``):
+    a burst of neighbours' load, or a slow hour, then meets every store alike instead of
+    whichever was measuring.
     """
     readers = {r.cls.key: r.readers(n) for r in live}
     by_key = {r.cls.key: r for r in live}
