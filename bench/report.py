@@ -329,7 +329,7 @@ def markdown(res: Results, caps: Caps, elapsed: float, quick: bool,
         "",
         f"Run on {today}{' (quick run)' if quick else ''} with `python -m bench`, "
         f"{elapsed / 60:.1f} minutes, one process; at each N the stores' timed appends "
-        "take turns (one append of each store in turn).",
+        "take turns (one append of each store a round, in a new shuffled order each round).",
         "",
         f"- Machine: {info['cpu']}; {info['os']}; a shared virtual machine, so absolute "
         "times are noisy: read the ratios.",

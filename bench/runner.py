@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapters.base import Adapter, Message
-from .measure import interleaved_reads, peak_rss, percentile, proc_io
+from .measure import append_turns, interleaved_reads, peak_rss, percentile, proc_io
 from .workload import Floor, Workload
 
 SAMPLES = 200            # appends timed at the end of each N
@@ -244,8 +244,10 @@ class StoreRun:
 def measure_size(runs: list[StoreRun], n: int) -> list[Row]:
     """Bring every store to size n, timing their last appends interleaved.
 
-    The timed appends go round-robin (one append of each store in turn), so on a shared
-    machine every store meets the same bursts of neighbours' load and the ratios hold.
+    The timed appends go in rounds (one append of each store a round), so on a shared
+    machine every store meets the same bursts of neighbours' load and the ratios hold;
+    each round's order is a new shuffle (``append_turns``), so no store always follows
+    the same one.
     """
     rows: dict[str, Row] = {}
     live: list[StoreRun] = []
@@ -258,14 +260,16 @@ def measure_size(runs: list[StoreRun], n: int) -> list[Row]:
             live.append(r)
         except Stopped as cap:
             rows[r.cls.key] = r.stop(n, cap)
-    for j in range(max((r.k for r in live), default=0)):
-        for r in list(live):
-            if j >= r.k:
+    by_key = {r.cls.key: r for r in live}
+    for order in append_turns({r.cls.key: r.k for r in live}, seed=n):
+        for key in order:
+            r = by_key[key]
+            if r not in live:
                 continue
             try:
                 r.timed_append()
             except Stopped as cap:
-                rows[r.cls.key] = r.stop(n, cap)
+                rows[key] = r.stop(n, cap)
                 live.remove(r)
     for r in live:
         r.settle(n)

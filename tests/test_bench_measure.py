@@ -1,16 +1,17 @@
-"""The bench's interleaved reads (bench/measure.py): turns, counts, checks and budgets.
+"""The bench's interleaved appends and reads (bench/measure.py): turns, counts, checks, budgets.
 
-The ratios the bench reports rest on every store's reads being spread over the same
+The ratios the bench reports rest on every store's appends and reads being spread over the same
 span of time; these tests pin the order and the counts that promise it.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
 
-from bench.measure import interleaved_reads
+from bench.measure import append_turns, interleaved_reads
 
 
 def _calls(order: list[str], keys: str) -> dict[str, Any]:
@@ -55,3 +56,18 @@ def test_a_failed_check_stops_the_reads() -> None:
 
     with pytest.raises(AssertionError, match="too little"):
         interleaved_reads(_calls([], "ab"), 3, 60.0, check)
+
+
+def test_append_turns_give_each_store_its_count_and_every_neighbour() -> None:
+    counts = {"a": 200, "b": 200, "c": 200, "d": 50}
+    rounds = list(append_turns(counts, seed=7))
+    flat = [k for r in rounds for k in r]
+    assert {k: flat.count(k) for k in counts} == counts
+    assert all(len(set(r)) == len(r) for r in rounds)  # each store once a round
+    # No store always follows the same one: each is preceded by every other store.
+    before: dict[str, set[str]] = {k: set() for k in counts}
+    for prev, k in itertools.pairwise(flat):
+        before[k].add(prev)
+    assert all(before[k] >= set(counts) - {k} for k in counts)
+    assert rounds == list(append_turns(counts, seed=7))  # a run can be repeated
+    assert rounds != list(append_turns(counts, seed=8))
